@@ -1,0 +1,130 @@
+"""The plain values that cross process boundaries between the engine and its workers.
+
+Only these frozen dataclasses of plain data (str, int, float, bytes, tuples, JSON-able dicts)
+travel through the queues: never a socket, a pool, an lxml tree or an exception object. They
+are also what the storage layer writes, so the worker's output is persisted without another
+translation step.
+
+Data flow::
+
+    engine --Job--> worker --Outcome--> engine --Store.record()--> SQLite
+
+A ``Job`` is one fetch of one frontier entry. The worker answers every ``Job`` with exactly one
+``Outcome``, whatever happened (a response, a redirect, a failure, a callback that raised), so
+the engine can always account for what it has in flight.
+
+The per-link path is the hot one (a page can carry hundreds of links), so links followed with
+the default callback travel as compact ``(fingerprint, url, host)`` tuples in ``Outcome.follows``
+rather than as ``NewRequest`` objects; only explicit ``Request`` objects, redirect targets and
+start requests become ``NewRequest``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Failure", "Follow", "Job", "NewRequest", "Outcome", "Page"]
+
+# (fingerprint, canonical url, host key): a link followed with the spider's ``parse``.
+Follow = tuple[int, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A request to add to the frontier (from a callback, ``start_requests`` or a redirect).
+
+    ``url`` is canonical and ``fp`` is its fingerprint (``crawler.frontier.fingerprint``);
+    ``host`` is the politeness key (``crawler.frontier.url_host``). With ``dont_filter`` the
+    engine gives the request a fresh fingerprint so it is queued even when seen before.
+    """
+
+    fp: int
+    url: str
+    host: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    callback: str | None = None  # spider method name; None means "parse"
+    priority: int = 0
+    meta: dict[str, Any] | None = None  # JSON-serialisable
+    depth: int = 0
+    dont_filter: bool = False
+    redirect_urls: tuple[str, ...] = ()  # earlier hops, when this is a redirect target
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One fetch the engine hands to the worker that owns ``host``."""
+
+    fp: int
+    url: str
+    host: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    callback: str | None = None
+    meta: dict[str, Any] | None = None
+    depth: int = 0
+    attempt: int = 0  # fetch attempts already made for this entry
+    redirect_urls: tuple[str, ...] = ()
+    # Validators from an earlier fetch, for a conditional request on recrawl.
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One row of the ``pages`` table: a URL fetched, with any status."""
+
+    url: str
+    status: int
+    headers: str  # JSON object; repeated headers joined with ", "
+    content_type: str | None
+    size: int  # decoded body bytes received
+    body: bytes | None  # None when store_body is off (or for a 304)
+    content_hash: str | None
+    etag: str | None
+    last_modified: str | None
+    location: str | None  # for a 3xx: the absolute target
+    depth: int
+    fetched_at: float  # unix time
+    elapsed_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One row of the ``errors`` table."""
+
+    url: str
+    kind: str  # e.g. "connect", "timeout", "reset", "protocol", "too_large", "callback", "url"
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The worker's answer to one ``Job``.
+
+    ``state`` says what becomes of the frontier entry:
+
+    - ``"done"``: fetched (any status, including a 3xx whose target is in ``requests``);
+    - ``"failed"``: given up (retries exhausted, too large, a permanent error); see ``failures``;
+    - ``"retry"``: fetch again, not before ``retry_at`` (unix time), counting one more attempt.
+    """
+
+    fp: int
+    url: str
+    host: str
+    state: Literal["done", "failed", "retry"]
+    page: Page | None = None
+    items: tuple[dict[str, Any], ...] = ()
+    follows: tuple[Follow, ...] = ()
+    requests: tuple[NewRequest, ...] = ()
+    links: tuple[str, ...] = ()  # outgoing canonical links, kept when store_links is on
+    failures: tuple[Failure, ...] = ()
+    retry_at: float | None = None
+    # A 429/503 with Retry-After, or repeated failures: no request to this host before then.
+    host_not_before: float | None = None
+    skipped_urls: int = 0  # malformed, unsupported, offsite or too long: dropped and counted
+    stats: dict[str, int] = field(default_factory=dict)  # extra counters, summed by the engine
