@@ -1,0 +1,617 @@
+"""What a spider author touches: ``Spider``, ``Request`` and ``Response``.
+
+A ``Request`` is a plain frozen value: its callback is kept as a method *name* so requests can
+be stored in the frontier and sent to worker processes. A ``Response`` is built in a worker from
+a fetched body; it decodes and parses lazily and at most once, and the one lxml tree serves
+``css()``, ``xpath()`` (through parsel) and ``links()`` (lxml directly, because it runs on every
+page and a page can carry hundreds of links).
+
+Decoding follows the order browsers use: a byte-order mark, then the Content-Type charset, then
+the document's own declaration (``<meta charset>``, ``<meta http-equiv>``, ``<?xml encoding?>``),
+then detection (UTF-16 without a BOM, strict UTF-8, else cp1252). Undecodable bytes are
+replaced, so ``text`` never raises; a body that is not markup (an image, a PDF) gives empty
+``css``/``xpath``/``links`` results instead of errors.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import functools
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import lxml.etree
+import lxml.html
+import parsel
+
+from crawler.http import HTTPHeaderDict
+
+__all__ = ["Request", "Response", "Spider", "iter_results"]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_CHARS = re.compile(r"[\r\n\0]")
+
+HeadersInput = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]] | None
+
+
+def _callback_name(callback: object) -> str | None:
+    """The method name a callback is stored under; a clear error for what cannot be named."""
+    if callback is None:
+        return None
+    if isinstance(callback, str):
+        if not callback.isidentifier():
+            raise ValueError(f"callback {callback!r} is not a method name")
+        return callback
+    name = getattr(callback, "__name__", None)
+    if not callable(callback) or not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(
+            f"callback {callback!r} cannot be stored by name: pass a spider method "
+            "(self.parse_item) or its name as a string, not a lambda or partial"
+        )
+    owner = getattr(callback, "__self__", None)
+    if owner is not None:
+        # A bound method: it must be reachable again as getattr(spider, name).
+        if getattr(type(owner), name, None) is not getattr(callback, "__func__", None):
+            raise TypeError(f"callback {name!r} is not a method of {type(owner).__name__}")
+        return name
+    qualname = getattr(callback, "__qualname__", "")
+    if "." not in qualname or qualname.rsplit(".", 2)[-2] == "<locals>":
+        raise TypeError(
+            f"callback {qualname or name!r} is a plain function: the worker looks callbacks up "
+            "on the spider by name, so use a spider method (self.parse_item)"
+        )
+    return name
+
+
+def _str(value: str | bytes, what: str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+    return value
+
+
+def _normalise_headers(headers: HeadersInput) -> tuple[tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    pairs: Iterable[tuple[Any, Any]]
+    if isinstance(headers, HTTPHeaderDict):
+        pairs = headers.iteritems()
+    elif isinstance(headers, Mapping):
+        pairs = headers.items()
+    else:
+        pairs = headers
+    out = []
+    for pair in pairs:
+        name, value = pair
+        name = _str(name, "header name")
+        value = _str(value, f"header {name!r}")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if _BAD_VALUE_CHARS.search(value):
+            raise ValueError(f"header {name!r} contains CR, LF or NUL: {value!r}")
+        out.append((name, value))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Request:
+    """A URL to fetch and what to do with the response: a plain, comparable value.
+
+    ``callback`` is stored as the spider method's *name* (``None`` means ``parse``), so a
+    request can be persisted and sent to another process. The URL is kept as given; the
+    frontier canonicalizes it (and skips and counts it if it is malformed).
+    """
+
+    url: str
+    callback: str | None
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    priority: int
+    meta: dict[str, Any] = field(hash=False)
+    dont_filter: bool
+
+    def __init__(
+        self,
+        url: str,
+        callback: Callable[..., Any] | str | None = None,
+        method: str = "GET",
+        headers: HeadersInput = None,
+        body: bytes | bytearray | memoryview | str | None = None,
+        priority: int = 0,
+        meta: Mapping[str, Any] | None = None,
+        dont_filter: bool = False,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"Request url must be a str, not {type(url).__name__}")
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif body is not None:
+            if not isinstance(body, bytes | bytearray | memoryview):
+                raise TypeError(f"Request body must be bytes or str, not {type(body).__name__}")
+            body = bytes(body)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"Request priority must be an int, not {priority!r}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"Request meta must be a dict, not {type(meta).__name__}")
+        setter = object.__setattr__
+        setter(self, "url", url)
+        setter(self, "callback", _callback_name(callback))
+        setter(self, "method", method.upper())
+        setter(self, "headers", _normalise_headers(headers))
+        setter(self, "body", body)
+        setter(self, "priority", priority)
+        setter(self, "meta", dict(meta) if meta else {})
+        setter(self, "dont_filter", bool(dont_filter))
+
+    @property
+    def callback_name(self) -> str | None:
+        """The spider method that handles the response; ``None`` means ``parse``."""
+        return self.callback
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some fields changed (validated like a new request)."""
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        cb = f" callback={self.callback}" if self.callback else ""
+        return f"<Request {self.method} {self.url}{cb}>"
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([^"';\s]+)""", re.I)
+_META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]+?encoding\s*=\s*["']\s*([a-zA-Z0-9_.\-]+)""", re.I)
+# Labels browsers map to windows-1252, and ones they refuse.
+_AS_CP1252 = {"ascii", "latin-1", "iso8859-1"}
+_REFUSED = {"utf-7"}
+
+
+@functools.lru_cache(maxsize=256)
+def _codec(label: str) -> str | None:
+    """Python's codec name for a charset label, or ``None`` when it is unknown or not text."""
+    try:
+        name = codecs.lookup(label.strip().lower()).name
+        b"x".decode(name)  # "base64", "zlib" and friends are not text encodings
+    except (LookupError, ValueError):
+        return None
+    if name in _REFUSED:
+        return None
+    if name in _AS_CP1252:
+        return "cp1252"
+    if name in ("utf-16", "utf-32"):
+        return "utf-16-le" if name == "utf-16" else "utf-32-le"
+    return name
+
+
+def _sniff_utf16(body: bytes) -> str | None:
+    sample = body[:512]
+    if len(sample) < 4:
+        return None
+    half = len(sample) // 2
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    if odd_zeros > half * 0.3 and even_zeros < half * 0.05:
+        return "utf-16-le"
+    if even_zeros > half * 0.3 and odd_zeros < half * 0.05:
+        return "utf-16-be"
+    return None
+
+
+def decode_body(body: bytes, content_type: str | None) -> tuple[str, str]:
+    """``(text, encoding)`` of a body; never raises (undecodable bytes become U+FFFD)."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom) :].decode(name, "replace"), name
+    encoding = None
+    if content_type:
+        found = _HEADER_CHARSET.search(content_type)
+        if found:
+            encoding = _codec(found.group(1))
+    if encoding is None:
+        head = body[:4096]
+        m = _XML_ENCODING.search(head) or _META_CHARSET.search(head)
+        if m:
+            encoding = _codec(m.group(1).decode("ascii"))
+            # A declaration we could read as ASCII cannot be UTF-16/32 (as browsers reason).
+            if encoding is not None and encoding.startswith(("utf-16", "utf-32")):
+                encoding = "utf-8"
+    if encoding is None:
+        encoding = _sniff_utf16(body)
+    if encoding is None:
+        try:
+            return body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            encoding = "cp1252"
+    return body.decode(encoding, "replace"), encoding
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+_HTML_TYPES = {"text/html", "application/xhtml+xml", "application/vnd.wap.xhtml+xml"}
+_XML_TYPES = {"text/xml", "application/xml"}
+_LOOKS_HTML = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|title)", re.I | re.S
+)
+_LOOKS_MARKUP = re.compile(rb"^\s*<[!?a-zA-Z]")
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*:")
+_LINKS = lxml.etree.XPath("//a/@href|//area/@href", smart_strings=False)
+_BASE = lxml.etree.XPath("(//base[@href])[1]/@href", smart_strings=False)
+_parsers = threading.local()  # lxml parsers must not be shared between threads
+
+
+def _markup_kind(content_type: str, body: bytes) -> str | None:
+    """``"html"``, ``"xml"`` or ``None`` (not markup: nothing to select or follow)."""
+    if content_type in _HTML_TYPES:
+        return "html"
+    if content_type in _XML_TYPES or content_type.endswith("+xml"):
+        return "xml"
+    head = body[:1024].lstrip(b"\xef\xbb\xbf")
+    if not content_type:
+        return "html" if _LOOKS_MARKUP.match(head) else None
+    if content_type.startswith("text/") and _LOOKS_HTML.match(head):
+        return "html"  # e.g. HTML served as text/plain
+    return None
+
+
+def _parser(kind: str) -> lxml.etree._FeedParser:
+    p = getattr(_parsers, kind, None)
+    if p is None:
+        if kind == "html":
+            p = lxml.html.HTMLParser(encoding="utf-8", no_network=True, collect_ids=False)
+        else:
+            p = lxml.etree.XMLParser(
+                encoding="utf-8", recover=True, no_network=True, resolve_entities=False
+            )
+        setattr(_parsers, kind, p)
+    return p
+
+
+class _Joiner:
+    """Resolve hrefs against one base URL; cheap string work for the common cases.
+
+    ``urljoin`` costs a few microseconds a call; most links are absolute, root-relative or
+    plain relative names, which need only a concatenation. Anything with dot segments or an
+    unusual shape still goes through ``urljoin``.
+    """
+
+    __slots__ = ("base", "dir", "origin", "path_base", "scheme")
+
+    def __init__(self, base: str) -> None:
+        self.base = base.partition("#")[0]
+        parts = urlsplit(self.base)
+        self.scheme = parts.scheme
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        path = parts.path or "/"
+        self.path_base = self.origin + path
+        self.dir = self.origin + path[: path.rfind("/") + 1]
+
+    def join(self, href: str) -> str | None:
+        """The absolute http(s) URL without fragment, or ``None`` to skip the link."""
+        href = href.strip()
+        if "\n" in href or "\t" in href or "\r" in href:
+            href = href.replace("\n", "").replace("\t", "").replace("\r", "")
+        first = href[:1]
+        if first == "/":
+            if href[1:2] == "/":
+                url = self.scheme + ":" + href
+            elif "/." in href:
+                url = urljoin(self.base, href)
+            else:
+                url = self.origin + href
+        elif not href or first == "#":
+            return self.base
+        elif first == "?":
+            url = self.path_base + href
+        elif first == ".":
+            url = urljoin(self.base, href)
+        else:
+            m = _SCHEME.match(href)
+            if m is None:
+                url = urljoin(self.base, href) if "/." in href else self.dir + href
+            else:
+                scheme = m.group()[:-1].lower()
+                if scheme not in ("http", "https"):
+                    return None  # mailto:, javascript:, data:, tel:, ftp:, ...
+                rest = href[m.end() :]
+                # "http:page.html" (no slashes) is relative, as urljoin reads it.
+                url = scheme + ":" + rest if rest.startswith("//") else urljoin(self.base, href)
+        url = url.partition("#")[0]
+        return url if url.startswith(("http://", "https://")) else None
+
+
+class Response:
+    """A fetched page as a callback sees it. Decoding and parsing happen on first use."""
+
+    __slots__ = (
+        "_base",
+        "_encoding",
+        "_root",
+        "_selector",
+        "_text",
+        "body",
+        "depth",
+        "headers",
+        "meta",
+        "request",
+        "status",
+        "url",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        status: int,
+        headers: HeadersInput | HTTPHeaderDict,
+        body: bytes,
+        request: Request | None = None,
+        depth: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.status = status
+        if isinstance(headers, HTTPHeaderDict):
+            self.headers = headers
+        else:
+            self.headers = HTTPHeaderDict(_normalise_headers(headers))
+        self.body = bytes(body) if not isinstance(body, bytes) else body
+        self.request = request
+        self.depth = depth
+        if meta is None:
+            meta = dict(request.meta) if request is not None else {}
+        self.meta: dict[str, Any] = meta
+        self._text: str | None = None
+        self._encoding: str | None = None
+        self._root: Any = False  # False: not parsed yet; None: not markup or unparsable
+        self._selector: parsel.Selector | None = None
+        self._base: _Joiner | None = None
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url}>"
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower-cased, without parameters (``""`` when absent)."""
+        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text, self._encoding = decode_body(self.body, self.headers.get("content-type"))
+        return self._text
+
+    @property
+    def encoding(self) -> str:
+        if self._encoding is None:
+            _ = self.text
+        assert self._encoding is not None
+        return self._encoding
+
+    def _tree(self) -> Any:
+        """The lxml root element, or ``None`` when the body is not (parsable) markup."""
+        if self._root is False:
+            self._root = None
+            kind = _markup_kind(self.content_type, self.body)
+            if kind is not None:
+                text = self.text
+                if "\0" in text:
+                    text = text.replace("\0", "\ufffd")
+                if kind == "xml" and text.lstrip().startswith("<?xml"):
+                    # The declaration names the original encoding; we hand lxml UTF-8.
+                    text = text.lstrip()
+                    text = text[text.find("?>") + 2 :]
+                data = self.body if self._clean_utf8() else text.encode("utf-8", "replace")
+                try:
+                    self._root = lxml.etree.fromstring(data, _parser(kind))
+                except (lxml.etree.LxmlError, ValueError):
+                    self._root = None
+        return self._root
+
+    def _clean_utf8(self) -> bool:
+        # Hand lxml the original bytes when they are exactly what it would get from us.
+        return (
+            self._encoding == "utf-8"
+            and not self.body.startswith(codecs.BOM_UTF8)
+            and b"\0" not in self.body
+            and "\ufffd" not in (self._text or "")
+            and not self.body.lstrip().startswith(b"<?xml")
+        )
+
+    @property
+    def selector(self) -> parsel.Selector | None:
+        if self._selector is None:
+            root = self._tree()
+            if root is not None:
+                kind = _parser_kind(root) or "html"
+                self._selector = parsel.Selector(root=root, type=kind, base_url=self.url)
+        return self._selector
+
+    def css(self, query: str) -> parsel.SelectorList[parsel.Selector]:
+        """parsel CSS selection (``::text``, ``::attr(name)``); empty for non-markup bodies."""
+        sel = self.selector
+        return sel.css(query) if sel is not None else parsel.SelectorList()
+
+    def xpath(self, query: str, **variables: Any) -> parsel.SelectorList[parsel.Selector]:
+        sel = self.selector
+        return sel.xpath(query, **variables) if sel is not None else parsel.SelectorList()
+
+    def _joiner(self) -> _Joiner:
+        if self._base is None:
+            base = self.url
+            root = self._tree()
+            if root is not None:
+                found = _BASE(root)
+                if found:
+                    with contextlib.suppress(ValueError):
+                        base = urljoin(self.url, found[0].strip())
+            self._base = _Joiner(base)
+        return self._base
+
+    def urljoin(self, url: str) -> str:
+        """``url`` made absolute against the page (its ``<base href>`` if any)."""
+        return urljoin(self._joiner().base, url)
+
+    def links(self) -> list[str]:
+        """Absolute http(s) URLs of ``<a href>``/``<area href>``, unique, in document order."""
+        root = self._tree()
+        if root is None or _parser_kind(root) is not None:
+            return []
+        join = self._joiner().join
+        seen: dict[str, None] = {}
+        for href in _LINKS(root):
+            try:
+                url = join(href)
+            except ValueError:  # e.g. an unbalanced IPv6 bracket
+                continue
+            if url is not None:
+                seen[url] = None
+        return list(seen)
+
+    def follow(self, url: str, **kwargs: Any) -> Request:
+        """A ``Request`` for ``url`` resolved against this page; keywords go to ``Request``."""
+        if not isinstance(url, str):
+            raise TypeError(f"follow() takes a URL string, not {type(url).__name__}")
+        return Request(self.urljoin(url), **kwargs)
+
+
+def _parser_kind(root: Any) -> str | None:
+    """``"xml"`` for a tree from the XML parser, ``None`` for HTML."""
+    return None if isinstance(root, lxml.html.HtmlElement) else "xml"
+
+
+# --- spiders --------------------------------------------------------------------------------
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in re.split(r"[\s,]+", value) if part]
+    return value
+
+
+def _bare_host(host: str) -> str:
+    host = host.strip().lower()
+    if "://" in host:
+        host = urlsplit(host).hostname or ""
+    elif host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class Spider:
+    """Subclass it: set ``name`` and ``start_urls``, write ``parse(response)`` that yields
+    items (dicts), URLs (strs) and ``Request``s."""
+
+    name: str = ""
+    start_urls: list[str] = []
+    allowed_domains: list[str] | None = None
+    custom_settings: dict[str, Any] = {}
+    user_agent: str | None = None
+    _allowed: frozenset[str] | bool | None = False  # computed on first allows()
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            if not key.isidentifier() or key.startswith("_"):
+                raise ValueError(f"invalid spider argument name {key!r}")
+            if callable(getattr(type(self), key, None)):
+                raise ValueError(f"spider argument {key!r} would replace a method")
+            if key in ("start_urls", "allowed_domains"):
+                value = _split_list(value)
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def start_requests(self) -> Iterable[Request | str]:
+        urls = self.start_urls
+        yield from [urls] if isinstance(urls, str) else urls
+
+    def parse(self, response: Response) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__}.parse() is not defined: write parse(self, response) "
+            "yielding items (dicts), URLs and Requests"
+        )
+
+    def closed(self, reason: str) -> None:
+        """Called once when the crawl ends, with its finish reason."""
+
+    def callback_for(self, name: str | None) -> Callable[[Response], Any]:
+        """The bound method a request's ``callback_name`` refers to (``None`` is ``parse``)."""
+        method = getattr(self, name or "parse", None)
+        if not callable(method):
+            raise AttributeError(f"spider {self.name!r} has no callback method {name!r}")
+        return method  # type: ignore[no-any-return]
+
+    def _allowed_hosts(self) -> frozenset[str] | None:
+        if self._allowed is False:
+            domains = self.allowed_domains
+            if domains is None:
+                starts = self.start_urls
+                urls = [starts] if isinstance(starts, str) else list(starts)
+                domains = [urlsplit(u).hostname or "" for u in urls]
+            hosts = frozenset(filter(None, (_bare_host(d) for d in domains)))
+            self._allowed = hosts or None
+        return self._allowed  # type: ignore[return-value]
+
+    def allows(self, host: str) -> bool:
+        """Offsite filter: ``host`` is an allowed domain or one of its subdomains.
+
+        Ports are ignored. With no ``allowed_domains`` and no ``start_urls`` every host is
+        allowed.
+        """
+        allowed = self._allowed_hosts()
+        if allowed is None:
+            return True
+        host = _bare_host(host)
+        if host in allowed:
+            return True
+        dot = host.find(".")
+        while dot != -1:
+            if host[dot + 1 :] in allowed:
+                return True
+            dot = host.find(".", dot + 1)
+        return False
+
+
+def iter_results(output: object) -> Iterator[dict[str, Any] | str | Request]:
+    """Each thing a callback produced, checked: a dict (item), a str (URL) or a ``Request``.
+
+    ``None`` (a callback that returns nothing, or ``yield selector.get()`` that found
+    nothing) is skipped; anything else raises ``TypeError``.
+    """
+    if output is None:
+        return
+    if isinstance(output, dict | str | Request):
+        output = (output,)
+    elif isinstance(output, bytes | bytearray) or not isinstance(output, Iterable):
+        raise TypeError(f"a callback must yield or return dicts, URLs or Requests, not {output!r}")
+    for value in output:
+        if isinstance(value, str | Request):
+            yield value
+        elif isinstance(value, Mapping):
+            item = dict(value)
+            for key in item:
+                if not isinstance(key, str):
+                    raise TypeError(f"item keys must be strings, got {key!r} in {item!r}")
+            yield item
+        elif value is not None:
+            raise TypeError(
+                f"a callback yielded {type(value).__name__} {value!r:.80}: "
+                "yield dicts (items), URL strings or Requests"
+            )
