@@ -57,7 +57,8 @@ def _callback_name(callback: object) -> str | None:
     owner = getattr(callback, "__self__", None)
     if owner is not None:
         # A bound method: it must be reachable again as getattr(spider, name).
-        if getattr(type(owner), name, None) is not getattr(callback, "__func__", None):
+        func = getattr(callback, "__func__", None)
+        if func is None or getattr(type(owner), name, None) is not func:
             raise TypeError(f"callback {name!r} is not a method of {type(owner).__name__}")
         return name
     qualname = getattr(callback, "__qualname__", "")
@@ -330,7 +331,10 @@ class _Joiner:
                     return None  # mailto:, javascript:, data:, tel:, ftp:, ...
                 rest = href[m.end() :]
                 # "http:page.html" (no slashes) is relative, as urljoin reads it.
-                url = scheme + ":" + rest if rest.startswith("//") else urljoin(self.base, href)
+                if rest.startswith("//") and "/." not in rest:
+                    url = scheme + ":" + rest
+                else:
+                    url = urljoin(self.base, href)
         url = url.partition("#")[0]
         return url if url.startswith(("http://", "https://")) else None
 
