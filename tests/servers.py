@@ -84,6 +84,10 @@ ConcurrencyServer answers every path with 200 (a body from `pages`, else "ok"; `
 before answering) and records, per Host header, the most connections open at once and the arrival
 time of every request; `max_open` counts all connections from accept to close. It can listen on
 several 127.0.0.x addresses at one port so that tests get several origins from one server.
+
+Either server speaks TLS when given `tls_context=` (a server-side `ssl.SSLContext`): each accepted
+socket is wrapped before the first request is read, and a failed handshake just ends that
+connection.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ import contextlib
 import datetime
 import functools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -261,6 +266,7 @@ class LoopbackServer:
         *,
         lifetime: float = 120.0,
         idle_timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         for address in addresses:
             if not address.startswith("127."):
@@ -271,6 +277,7 @@ class LoopbackServer:
         self.port = 0
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
+        self.tls_context = tls_context
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
         self.arrivals: list[Arrival] = []
@@ -346,7 +353,8 @@ class LoopbackServer:
             thread.join(timeout=2.0)
 
     def url(self, path: str = "/", host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        scheme = "https" if self.tls_context is not None else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -385,6 +393,8 @@ class LoopbackServer:
 
     def _serve(self, sock: socket.socket, conn_id: int) -> None:
         try:
+            if self.tls_context is not None:
+                sock = self._handshake(sock)
             self.handle(Connection(sock, self, conn_id))
         except (_Stopped, *_DISCONNECTS):
             pass
@@ -397,6 +407,16 @@ class LoopbackServer:
             with contextlib.suppress(OSError):
                 sock.close()
             self.closed(conn_id)
+
+    def _handshake(self, raw: socket.socket) -> socket.socket:
+        """Wrap an accepted socket in TLS; a failed handshake ends the connection quietly."""
+        raw.settimeout(5.0)
+        assert self.tls_context is not None
+        tls = self.tls_context.wrap_socket(raw, server_side=True)
+        with self._lock:
+            self._sockets.discard(raw)
+            self._sockets.add(tls)
+        return tls
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -483,8 +503,17 @@ def _scenario(path: str) -> Callable[[Scenario], Scenario]:
 class MisbehavingServer(LoopbackServer):
     """One scenario per path; see the module docstring for the list."""
 
-    def __init__(self, *, lifetime: float = 120.0, idle_timeout: float = 10.0) -> None:
-        super().__init__(lifetime=lifetime, idle_timeout=idle_timeout)
+    def __init__(
+        self,
+        addresses: tuple[str, ...] = (LOOPBACK,),
+        *,
+        lifetime: float = 120.0,
+        idle_timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(
+            addresses, lifetime=lifetime, idle_timeout=idle_timeout, tls_context=tls_context
+        )
         self._target_counts: Counter[str] = Counter()
 
     def handle(self, conn: Connection) -> None:
@@ -804,8 +833,11 @@ class ConcurrencyServer(LoopbackServer):
         delay: float = 0.0,
         lifetime: float = 120.0,
         idle_timeout: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(addresses, lifetime=lifetime, idle_timeout=idle_timeout)
+        super().__init__(
+            addresses, lifetime=lifetime, idle_timeout=idle_timeout, tls_context=tls_context
+        )
         self.pages = pages or {}
         self.delay = delay
         self.open_now = 0
