@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from ._collections import HTTPHeaderDict
+from .connectionpool import (
+    ConnectionPool,
+    HTTPConnectionPool,
+    HTTPSConnectionPool,
+    connection_from_url,
+)
 from .exceptions import (
     BodyTooLargeError,
     ClosedPoolError,
@@ -22,22 +28,29 @@ from .exceptions import (
     SSLError,
     TimeoutError,
 )
+from .poolmanager import PoolManager
+from .response import HTTPResponse
 from .util import Retry, Timeout, Url, encode_multipart_formdata, make_headers, parse_url
 
 __all__ = [
     "BodyTooLargeError",
     "ClosedPoolError",
     "ConnectTimeoutError",
+    "ConnectionPool",
     "DecodeError",
     "EmptyPoolError",
+    "HTTPConnectionPool",
     "HTTPError",
     "HTTPHeaderDict",
+    "HTTPResponse",
+    "HTTPSConnectionPool",
     "HeaderInjectionError",
     "HostChangedError",
     "LocationParseError",
     "MaxRetryError",
     "NewConnectionError",
     "PoolError",
+    "PoolManager",
     "ProtocolError",
     "ReadTimeoutError",
     "ResponseError",
@@ -46,6 +59,7 @@ __all__ = [
     "Timeout",
     "TimeoutError",
     "Url",
+    "connection_from_url",
     "encode_multipart_formdata",
     "make_headers",
     "parse_url",

@@ -175,8 +175,10 @@ class Retry:
         An error that is not retryable (a read error for a non-idempotent method, or any
         error when ``total`` is ``False``) is re-raised as it is.
         """
-        if self.total is False and error is not None:
-            raise error
+        if self.total is False:
+            if error is not None:
+                raise error
+            raise MaxRetryError(_pool, url or "", ResponseError("retries are disabled"))
         total = self.total
         if total is not None and not isinstance(total, bool):
             total -= 1
@@ -209,7 +211,8 @@ class Retry:
                 redirect -= 1
             cause = ResponseError("too many redirects")
             status_code = response.status
-            location = response.get_redirect_location() or None
+            loc = response.get_redirect_location()
+            location = loc if isinstance(loc, str) else None
         else:
             if status is not None:
                 status -= 1

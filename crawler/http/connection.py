@@ -1,0 +1,334 @@
+"""One TCP (or TLS) connection and its receive buffer: the only module touching sockets.
+
+Reads go through ``recv_into`` a preallocated 64 KiB scratch buffer and are appended to
+one receive ``bytearray``; the framers in :mod:`._protocol` take bytes off its front.
+Socket and ``ssl`` errors are translated here, so the rest of the package only sees
+our own exception tree. The socket timeout is only changed when it actually changes,
+since ``settimeout`` is a system call on the hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from ._protocol import MAX_HEAD_BYTES, Framer, ResponseHead, find_head_end, parse_head
+from .exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+__all__ = ["HTTPConnection", "HTTPSConnection", "StaleConnectionError", "make_ssl_context"]
+
+RECV_SIZE = 64 * 1024
+_UNSET: Any = object()
+
+
+class StaleConnectionError(ProtocolError):
+    """The peer closed the connection before answering (or as we sent).
+
+    On a reused keep-alive connection this usually means the server timed it out just as
+    we picked it up; the pool then reopens and resends an idempotent request for free.
+    """
+
+
+class HTTPConnection:
+    """A plain-TCP connection to ``host:port`` with a buffered HTTP/1.1 reader."""
+
+    default_port = 80
+    scheme = "http"
+
+    __slots__ = (
+        "_buf",
+        "_mv",
+        "_scratch",
+        "_timeout",
+        "host",
+        "port",
+        "sock",
+        "socket_options",
+        "source_address",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        source_address: tuple[str, int] | None = None,
+        socket_options: Iterable[tuple[int, int, int]] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or self.default_port
+        self.source_address = source_address
+        self.socket_options = socket_options
+        self.sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._scratch = bytearray(RECV_SIZE)
+        self._mv = memoryview(self._scratch)
+        self._timeout: float | None = _UNSET
+
+    def __repr__(self) -> str:
+        state = "open" if self.sock is not None else "closed"
+        return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def connect(self, timeout: float | None) -> None:
+        """Open the TCP connection within ``timeout`` seconds."""
+        host = self.host.strip("[]")
+        try:
+            sock = socket.create_connection((host, self.port), timeout, self.source_address)
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(
+                f"connect to {self.host}:{self.port} timed out after {timeout}s"
+            ) from exc
+        except OSError as exc:
+            raise NewConnectionError(
+                f"failed to connect to {self.host}:{self.port}: {exc}"
+            ) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for opt in self.socket_options or ():
+                sock.setsockopt(*opt)
+        except OSError as exc:
+            sock.close()
+            raise NewConnectionError(f"failed to set socket options: {exc}") from exc
+        self.sock = sock
+        self._timeout = timeout
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        self._buf.clear()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def is_dropped(self) -> bool:
+        """True when this idle connection cannot carry another request.
+
+        An idle keep-alive socket is readable only if the server closed it (EOF) or sent
+        something unasked; either way it must not be reused.
+        """
+        sock = self.sock
+        if sock is None or self._buf:
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._timeout:
+            assert self.sock is not None
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    # --- I/O -------------------------------------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        sock = self.sock
+        if sock is None:
+            raise ProtocolError("send on a closed connection")
+        try:
+            sock.sendall(data)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(f"write to {self.host}:{self.port} timed out") from exc
+        except ssl.SSLError as exc:
+            raise SSLError(f"TLS error while sending: {exc}") from exc
+        except OSError as exc:
+            raise StaleConnectionError(f"connection lost while sending the request: {exc}") from exc
+
+    def _fill(self) -> int:
+        """Append what the socket has to the receive buffer; 0 means the peer closed."""
+        sock = self.sock
+        if sock is None:
+            raise ProtocolError("read on a closed connection")
+        try:
+            n = sock.recv_into(self._scratch)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(
+                f"read from {self.host}:{self.port} timed out after {self._timeout}s"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise SSLError(f"TLS error while reading: {exc}") from exc
+        except OSError as exc:
+            raise ProtocolError(f"connection lost while reading the response: {exc}") from exc
+        if n:
+            self._buf += self._mv[:n]
+        return n
+
+    def read_head(self, method: str, enforce_content_length: bool = True) -> ResponseHead:
+        """Read the next final (non-1xx) response head."""
+        buf = self._buf
+        while True:
+            scanned = 0
+            while True:
+                end, body_start = find_head_end(buf, scanned)
+                if end >= 0:
+                    break
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+                scanned = max(len(buf) - 3, 0)
+                if not self._fill():
+                    if buf:
+                        raise ProtocolError("connection closed in the middle of the response head")
+                    raise StaleConnectionError(
+                        "remote end closed the connection without a response"
+                    )
+            if end > MAX_HEAD_BYTES:
+                raise ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+            head = parse_head(buf[:end], method, enforce_content_length)
+            del buf[:body_start]
+            if 100 <= head.status < 200 and head.status != 101:
+                continue  # interim response: the final one follows on the same connection
+            return head
+
+    def read_body(self, framer: Framer, amt: int) -> bytes:
+        """Up to ``amt`` body bytes (``b""`` only once the body is complete)."""
+        buf = self._buf
+        while not framer.done:
+            data = framer.take(buf, amt)
+            if data:
+                return data
+            if framer.done:
+                break
+            if not self._fill():
+                framer.at_eof()
+        return b""
+
+    def read_body_all(self, framer: Framer) -> bytes:
+        """The whole remaining body; Content-Length bodies are received in place."""
+        left = framer.remaining
+        if left is None:
+            parts = []
+            while data := self.read_body(framer, 1 << 30):
+                parts.append(data)
+            return b"".join(parts)
+        buf = self._buf
+        if len(buf) >= left:
+            return framer.take(buf, left)
+        out = bytearray(left)
+        have = len(buf)
+        out[:have] = buf
+        buf.clear()
+        view = memoryview(out)
+        sock = self.sock
+        if sock is None:
+            raise ProtocolError("read on a closed connection")
+        try:
+            while have < left:
+                n = sock.recv_into(view[have:], left - have)
+                if not n:
+                    framer.take(bytearray(out[:have]), have)
+                    framer.at_eof()
+                    return bytes(out[:have])
+                have += n
+        except TimeoutError as exc:
+            raise ReadTimeoutError(
+                f"read from {self.host}:{self.port} timed out after {self._timeout}s"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise SSLError(f"TLS error while reading: {exc}") from exc
+        except OSError as exc:
+            raise ProtocolError(f"connection lost while reading the response: {exc}") from exc
+        finally:
+            view.release()
+        framer.take(bytearray(out), left)  # marks the framer done
+        return bytes(out)
+
+
+class HTTPSConnection(HTTPConnection):
+    """A TLS connection: SNI and hostname checking come from the pool's context."""
+
+    default_port = 443
+    scheme = "https"
+
+    __slots__ = ("server_hostname", "ssl_context")
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(host, port, **kw)
+        self.ssl_context = ssl_context or make_ssl_context()
+        self.server_hostname = server_hostname or host.strip("[]")
+
+    def connect(self, timeout: float | None) -> None:
+        super().connect(timeout)
+        assert self.sock is not None
+        try:
+            self.sock = self.ssl_context.wrap_socket(
+                self.sock, server_hostname=self.server_hostname
+            )
+        except TimeoutError as exc:
+            self.close()
+            raise ConnectTimeoutError(
+                f"TLS handshake with {self.host}:{self.port} timed out after {timeout}s"
+            ) from exc
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            self.close()
+            raise SSLError(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from exc
+
+    def is_dropped(self) -> bool:
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        return super().is_dropped()
+
+
+_CERT_REQS = {
+    "CERT_NONE": ssl.CERT_NONE,
+    "NONE": ssl.CERT_NONE,
+    "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
+    "OPTIONAL": ssl.CERT_OPTIONAL,
+    "CERT_REQUIRED": ssl.CERT_REQUIRED,
+    "REQUIRED": ssl.CERT_REQUIRED,
+}
+
+
+def resolve_cert_reqs(cert_reqs: str | int | None) -> ssl.VerifyMode:
+    if cert_reqs is None:
+        return ssl.CERT_REQUIRED
+    if isinstance(cert_reqs, str):
+        try:
+            return _CERT_REQS[cert_reqs.upper()]
+        except KeyError:
+            raise ValueError(f"unknown cert_reqs {cert_reqs!r}") from None
+    return ssl.VerifyMode(cert_reqs)
+
+
+def make_ssl_context(
+    cert_reqs: str | int | None = None,
+    ca_certs: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    ca_cert_dir: str | None = None,
+    key_password: str | None = None,
+) -> ssl.SSLContext:
+    """A client context: verified against the system store unless told otherwise."""
+    mode = resolve_cert_reqs(cert_reqs)
+    try:
+        if ca_certs or ca_cert_dir:
+            ctx = ssl.create_default_context(cafile=ca_certs, capath=ca_cert_dir)
+        else:
+            ctx = ssl.create_default_context()
+        if mode == ssl.CERT_NONE:
+            ctx.check_hostname = False
+        ctx.verify_mode = mode
+        if cert_file:
+            ctx.load_cert_chain(cert_file, key_file, password=key_password)
+    except (ssl.SSLError, OSError) as exc:
+        raise SSLError(f"could not build the TLS context: {exc}") from exc
+    return ctx

@@ -1,0 +1,425 @@
+"""``HTTPResponse``: status, headers and a body that is preloaded, streamed or read.
+
+A response read from one of our connections holds that connection (and so a pool slot)
+until its body has been read to the end, or until ``release_conn()``/``close()``; at that
+point the connection goes back to its pool if it can carry another request and is closed
+otherwise. A response wrapping a stdlib ``http.client.HTTPResponse`` (``from_httplib``)
+reads through it instead.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._collections import HTTPHeaderDict
+from ._decoding import DECODE_ERRORS, Decoder, make_decoder, translate
+from ._protocol import Framer
+from .exceptions import (
+    BodyTooLargeError,
+    HTTPError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from .connection import HTTPConnection
+    from .connectionpool import HTTPConnectionPool
+
+__all__ = ["DEFAULT_MAX_DECODED_SIZE", "HTTPResponse"]
+
+log = logging.getLogger("crawler.http")
+
+DEFAULT_MAX_DECODED_SIZE = 100 * 2**20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# How much of an unread body we read to keep a connection instead of closing it.
+DRAIN_LIMIT = 64 * 1024
+
+
+class HTTPResponse:
+    """One HTTP response, in the shape of urllib3's classic ``HTTPResponse``.
+
+    Deliberately not an ``io.IOBase``: its finalizer would call ``close()`` from
+    ``__del__`` and so call back into the pool from the garbage collector.
+    """
+
+    def __init__(
+        self,
+        body: bytes | None = b"",
+        headers: HTTPHeaderDict | dict[str, str] | None = None,
+        status: int = 0,
+        version: int = 0,
+        reason: str | None = None,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        original_response: http.client.HTTPResponse | None = None,
+        pool: HTTPConnectionPool | None = None,
+        connection: HTTPConnection | None = None,
+        framer: Framer | None = None,
+        keep_alive: bool = True,
+        request_method: str | None = None,
+        request_url: str | None = None,
+        max_decoded_size: int | None = DEFAULT_MAX_DECODED_SIZE,
+        enforce_content_length: bool = True,
+        retries: Any = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        if isinstance(headers, HTTPHeaderDict):
+            self.headers = headers
+        else:
+            self.headers = HTTPHeaderDict(headers)
+        self.decode_content = decode_content
+        self.retries = retries
+        self.enforce_content_length = enforce_content_length
+        self.max_decoded_size = max_decoded_size
+        self._request_method = request_method
+        self._request_url = request_url
+        self._original_response = original_response
+        self._pool = pool
+        self._connection = connection
+        self._framer = framer
+        self._keep_alive = keep_alive
+        self._body: bytes | None = None
+        self._decoder: Decoder | None = None
+        self._decoder_ready = False
+        self._decoded = 0
+        self._pending = bytearray()
+        self._raw_done = connection is None and original_response is None
+        self._closed_flag = False
+        if body:
+            self._body = body
+        if preload_content and not self._raw_done and self._body is None:
+            self._body = self.read(decode_content=decode_content)
+
+    @classmethod
+    def _from_head(
+        cls,
+        head: Any,
+        connection: HTTPConnection,
+        pool: HTTPConnectionPool,
+        method: str,
+        url: str,
+        preload_content: bool,
+        decode_content: bool,
+        max_decoded_size: int | None,
+        enforce_content_length: bool,
+        retries: Any,
+    ) -> HTTPResponse:
+        """The pool's fast path: no keyword juggling, preload inline."""
+        self = cls.__new__(cls)
+        self.status = head.status
+        self.reason = head.reason
+        self.version = head.version
+        self.headers = head.headers
+        self.decode_content = decode_content
+        self.retries = retries
+        self.enforce_content_length = enforce_content_length
+        self.max_decoded_size = max_decoded_size
+        self._request_method = method
+        self._request_url = url
+        self._original_response = None
+        self._pool = pool
+        self._connection = connection
+        framer = head.framer
+        self._framer = framer
+        self._keep_alive = head.keep_alive
+        self._body = None
+        self._decoder = None
+        self._decoder_ready = False
+        self._decoded = 0
+        self._pending = bytearray()
+        self._closed_flag = False
+        if framer.done:
+            self._raw_done = True
+            self._body = b"" if preload_content else None
+            self._release_done()
+            return self
+        self._raw_done = False
+        if preload_content:
+            self._preload()
+        return self
+
+    def _preload(self) -> None:
+        """Read the whole body now; the connection goes back (or is dropped) at once."""
+        if self._raw_done:
+            if self._body is None:
+                self._body = b""
+            return
+        if self.decode_content and "content-encoding" in self.headers:
+            self._body = self.read(decode_content=True)
+            return
+        conn, framer = self._connection, self._framer
+        assert conn is not None and framer is not None
+        try:
+            # Identity body: received in place in one go.
+            self._body = conn.read_body_all(framer)
+        except BaseException:
+            self._discard()
+            raise
+        self._raw_done = True
+        self._release_done()
+
+    @classmethod
+    def from_httplib(cls, r: http.client.HTTPResponse, **response_kw: Any) -> HTTPResponse:
+        """Wrap a stdlib ``http.client.HTTPResponse`` (its body is read through it)."""
+        headers = HTTPHeaderDict(r.getheaders())
+        return cls(
+            body=None,
+            headers=headers,
+            status=r.status,
+            version=r.version,
+            reason=r.reason,
+            original_response=r,
+            **response_kw,
+        )
+
+    def __repr__(self) -> str:
+        held = "holding its connection" if self._connection is not None else "released"
+        return f"<HTTPResponse {self.status} {self.reason!r} {held}>"
+
+    # --- headers -----------------------------------------------------------------------------
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def getheaders(self) -> HTTPHeaderDict:
+        return self.headers
+
+    def info(self) -> HTTPHeaderDict:
+        return self.headers
+
+    def get_redirect_location(self) -> str | bool | None:
+        """The ``Location`` of a redirect, ``None`` if it has none, ``False`` if no redirect."""
+        if self.status in REDIRECT_STATUSES:
+            return self.headers.get("location")
+        return False
+
+    @property
+    def connection(self) -> HTTPConnection | None:
+        return self._connection
+
+    @property
+    def url(self) -> str | None:
+        return self._request_url
+
+    # --- body --------------------------------------------------------------------------------
+
+    @property
+    def data(self) -> bytes:
+        """The whole (decoded) body, read now if it was not preloaded."""
+        if self._body is not None:
+            return self._body
+        if not self._raw_done:
+            self._body = self.read(decode_content=self.decode_content)
+            return self._body
+        return b""
+
+    def json(self) -> Any:
+        return json.loads(self.data.decode("utf-8"))
+
+    def _raw_read(self, amt: int) -> bytes:
+        """Up to ``amt`` raw (still encoded) body bytes; ``b""`` at the end."""
+        if self._raw_done:
+            return b""
+        fp = self._original_response
+        try:
+            if fp is not None:
+                try:
+                    data = fp.read(amt)
+                except http.client.IncompleteRead as exc:
+                    raise ProtocolError(f"response body ended early: {exc!r}") from exc
+                except TimeoutError as exc:
+                    raise ReadTimeoutError(f"read timed out: {exc}") from exc
+                except (http.client.HTTPException, OSError) as exc:
+                    raise ProtocolError(f"error reading the response body: {exc!r}") from exc
+            else:
+                conn, framer = self._connection, self._framer
+                if conn is None or framer is None:
+                    return b""
+                data = conn.read_body(framer, amt)
+        except BaseException:
+            self._raw_done = True
+            self._discard()
+            raise
+        if not data:
+            self._raw_done = True
+            self._release_done()
+        return data
+
+    def _get_decoder(self) -> Decoder | None:
+        if not self._decoder_ready:
+            self._decoder_ready = True
+            encoding = self.headers.get("content-encoding")
+            if encoding:
+                self._decoder = make_decoder(encoding)
+        return self._decoder
+
+    def _decode(self, data: bytes, flush: bool = False) -> bytes:
+        decoder = self._get_decoder()
+        if decoder is None:
+            return data
+        cap = self.max_decoded_size
+        limit = (1 << 62) if cap is None else cap - self._decoded
+        try:
+            out = decoder.decompress(data, limit) if data else b""
+            if flush and len(out) <= limit:
+                out += decoder.flush(limit - len(out))
+        except DECODE_ERRORS as exc:
+            self._discard()
+            raise translate(exc, self.headers.get("content-encoding", "")) from exc
+        self._decoded += len(out)
+        if cap is not None and self._decoded > cap:
+            self._discard()
+            raise BodyTooLargeError(
+                f"decoded body exceeds max_decoded_size={cap} bytes "
+                f"(Content-Encoding {self.headers.get('content-encoding')!r}); "
+                "raise max_decoded_size if this is expected"
+            )
+        return out
+
+    def read(
+        self,
+        amt: int | None = None,
+        decode_content: bool | None = None,
+        cache_content: bool = False,
+    ) -> bytes:
+        """Read up to ``amt`` bytes of the body (all of it when ``amt`` is None)."""
+        if decode_content is None:
+            decode_content = self.decode_content
+        if amt is not None and amt < 0:
+            amt = None
+        if self._raw_done and not self._pending:
+            return b""
+        decoding = decode_content and self._get_decoder() is not None
+        if amt is None:
+            parts = [bytes(self._pending)]
+            self._pending.clear()
+            while True:
+                raw = self._raw_read(1 << 20 if not decoding else 1 << 16)
+                if not raw:
+                    if decoding:
+                        parts.append(self._decode(b"", flush=True))
+                    break
+                parts.append(self._decode(raw) if decoding else raw)
+            data = b"".join(parts)
+            if cache_content:
+                self._body = data
+            return data
+        if not decoding:
+            if self._pending:
+                data = bytes(self._pending[:amt])
+                del self._pending[:amt]
+                return data
+            return self._raw_read(amt)
+        pending = self._pending
+        while len(pending) < amt and not self._raw_done:
+            raw = self._raw_read(max(amt, 1 << 14))
+            pending += self._decode(raw, flush=not raw)
+        data = bytes(pending[:amt])
+        del pending[:amt]
+        return data
+
+    def stream(
+        self, amt: int | None = 2**16, decode_content: bool | None = None
+    ) -> Iterator[bytes]:
+        """Yield the body in pieces of at most ``amt`` bytes until it ends."""
+        while not (self._raw_done and not self._pending):
+            data = self.read(amt=amt, decode_content=decode_content)
+            if data:
+                yield data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.stream()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    # --- the connection --------------------------------------------------------------------
+
+    def _release_done(self) -> None:
+        """The body ended: return a reusable connection to its pool."""
+        conn, self._connection = self._connection, None
+        if conn is None:
+            return
+        pool = self._pool
+        if not self._keep_alive or conn._buf:
+            conn.close()
+            conn = None
+        if pool is not None:
+            pool._put_conn(conn)
+        elif conn is not None:
+            conn.close()
+
+    def _discard(self) -> None:
+        """Close the connection (it cannot be reused) and give its slot back."""
+        conn, self._connection = self._connection, None
+        fp, self._original_response = self._original_response, None
+        self._raw_done = True
+        if fp is not None:
+            fp.close()
+        if conn is None:
+            return
+        conn.close()
+        if self._pool is not None:
+            self._pool._put_conn(None)
+
+    def release_conn(self) -> None:
+        """Give the connection back now; an unread body means it is closed, not reused."""
+        if self._connection is None:
+            return
+        if self._raw_done:
+            self._release_done()
+        else:
+            self._discard()
+
+    def drain_conn(self) -> None:
+        """Read and drop a small rest of the body so the connection can be reused."""
+        if self._connection is None or self._raw_done:
+            self.release_conn()
+            return
+        try:
+            left = self._framer.remaining if self._framer is not None else None
+            if left is not None and left > DRAIN_LIMIT:
+                self._discard()
+                return
+            read = 0
+            while not self._raw_done and read <= DRAIN_LIMIT:
+                read += len(self._raw_read(DRAIN_LIMIT))
+        except (HTTPError, OSError):
+            pass
+        self.release_conn()
+
+    def close(self) -> None:
+        """Close the response: its connection is dropped and its slot returned."""
+        if not self._closed_flag:
+            self._closed_flag = True
+            if self._connection is not None:
+                if self._raw_done:
+                    self._release_done()
+                else:
+                    self._discard()
+            if self._original_response is not None:
+                self._original_response.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_flag
+
+    def __enter__(self) -> HTTPResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def tell(self) -> int:
+        return self._decoded
