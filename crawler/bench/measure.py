@@ -1,0 +1,165 @@
+"""Resource measurement for benchmarks: CPU seconds and the peak RSS of a process tree.
+
+CPU comes from ``getrusage``: ``RUSAGE_SELF`` for this process and ``RUSAGE_CHILDREN`` for the
+children it has waited for (worker processes are reaped when a crawl ends), or the rusage that
+``os.wait4`` returns for a subprocess, which includes the descendants *it* waited for.
+
+Peak RSS of a tree is not something the kernel keeps (``ru_maxrss`` is the peak of the single
+largest process), so :class:`TreeRSSSampler` reads ``VmRSS`` of the root and its descendants
+from ``/proc`` every ``interval`` seconds in a thread and keeps the largest sum. On systems
+without ``/proc`` it falls back to ``ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CPUTimes", "TreeRSSSampler", "cpu_now", "tree_pids", "tree_rss"]
+
+_PROC = Path("/proc")
+
+
+@dataclass(frozen=True, slots=True)
+class CPUTimes:
+    """User and system seconds of this process and of its reaped children."""
+
+    self_user: float
+    self_sys: float
+    children_user: float
+    children_sys: float
+
+    def __sub__(self, other: CPUTimes) -> CPUTimes:
+        return CPUTimes(
+            self.self_user - other.self_user,
+            self.self_sys - other.self_sys,
+            self.children_user - other.children_user,
+            self.children_sys - other.children_sys,
+        )
+
+    @property
+    def parent(self) -> float:
+        return self.self_user + self.self_sys
+
+    @property
+    def children(self) -> float:
+        return self.children_user + self.children_sys
+
+    @property
+    def total(self) -> float:
+        return self.parent + self.children
+
+
+def cpu_now() -> CPUTimes:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CPUTimes(me.ru_utime, me.ru_stime, kids.ru_utime, kids.ru_stime)
+
+
+def _parents() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in os.scandir(_PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (_PROC / entry.name / "stat").read_bytes()
+        except OSError:
+            continue
+        # The command name is in parentheses and may itself hold spaces or parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def tree_pids(root: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+    """``root`` and its descendants, leaving out the subtrees of the ``exclude`` PIDs."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in exclude:
+            continue
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(_PROC / str(pid) / "status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0  # gone, or a zombie (no VmRSS line)
+
+
+def tree_rss(root: int, exclude: frozenset[int] = frozenset()) -> int:
+    """Bytes resident now, summed over ``root``'s process tree."""
+    return 1024 * sum(_rss_kb(pid) for pid in tree_pids(root, exclude))
+
+
+class TreeRSSSampler:
+    """Samples a process tree's summed RSS in a daemon thread; a context manager.
+
+    ``peak`` is in bytes. ``exclude`` holds PIDs whose subtrees are not counted (a site server
+    that is a child of the measured process).
+    """
+
+    def __init__(
+        self, root: int | None = None, interval: float = 0.05, exclude: frozenset[int] = frozenset()
+    ) -> None:
+        self.root = os.getpid() if root is None else root
+        self.interval = interval
+        self.exclude = exclude
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc = _PROC.is_dir()
+
+    def __repr__(self) -> str:
+        return f"<TreeRSSSampler root={self.root} peak={self.peak >> 20}MB samples={self.samples}>"
+
+    def sample(self) -> int:
+        if not self._proc:
+            return 0
+        rss = tree_rss(self.root, self.exclude)
+        self.samples += 1
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if not self._proc and self.root == os.getpid():
+            # No /proc: the best we have is the largest single process.
+            scale = 1 if sys.platform == "darwin" else 1024
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+                self.peak = max(self.peak, resource.getrusage(who).ru_maxrss * scale)
+        return self.peak
+
+    def __enter__(self) -> TreeRSSSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

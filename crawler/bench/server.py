@@ -1,0 +1,319 @@
+"""Serve a generated site on loopback: nginx when it is installed, else a small Python server.
+
+Both run as a child process that :class:`SiteServer` starts, waits for (every origin accepts a
+connection) and stops by its PID, so the crawler under test never shares a process, and so a
+GIL, with the server.
+
+- **nginx**: a config of our own in a temporary directory (one ``server`` block per host,
+  ``worker_processes 1`` so the crawler keeps the other core, keep-alive, ``access_log off``,
+  pid file, error log and temp paths all inside that directory), run in the foreground with
+  ``daemon off``. SIGQUIT would wait for idle keep-alive clients; we send SIGTERM (fast exit).
+- **python**: ``python -m crawler.bench.server`` loads every file into memory as a complete
+  ready-to-send response and answers HTTP/1.1 with keep-alive from one asyncio loop. It is
+  not ``http.server``: that parses each request's headers through the ``email`` package and
+  would cap the benchmark at the server's speed rather than the crawler's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from crawler.bench.site import SiteInfo
+
+__all__ = ["ServerError", "SiteServer", "find_nginx", "nginx_config"]
+
+_NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/bin/nginx")
+
+
+class ServerError(RuntimeError):
+    """The site server could not be started."""
+
+
+def find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return next((p for p in _NGINX_PATHS if os.access(p, os.X_OK)), None)
+
+
+def _address(origin: str) -> tuple[str, int]:
+    parts = urlsplit(origin)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"origin needs a host and a port: {origin!r}")
+    return parts.hostname, parts.port
+
+
+def nginx_config(site: SiteInfo, workdir: Path, workers: int = 1) -> str:
+    """An nginx.conf serving ``site`` with everything nginx writes kept inside ``workdir``."""
+    user = ""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # As root, nginx's workers would switch to "nobody"; stay root so a private temp
+        # directory stays readable. Loopback only, and stopped at the end of the run.
+        user = "user root;\n"
+    servers = []
+    for i, origin in enumerate(site.origins):
+        host, port = _address(origin)
+        servers.append(
+            f"    server {{\n"
+            f"        listen {host}:{port};\n"
+            f"        root {site.host_dir(i)};\n"
+            f"        location / {{ }}\n"
+            f"    }}\n"
+        )
+    temp = {name: workdir / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    temp_lines = "".join(f"    {name}_temp_path {path};\n" for name, path in temp.items())
+    return (
+        f"{user}worker_processes {workers};\n"
+        f"pid {workdir / 'nginx.pid'};\n"
+        f"error_log {workdir / 'error.log'} warn;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n"
+        "    access_log off;\n"
+        "    sendfile on;\n"
+        "    tcp_nopush on;\n"
+        "    tcp_nodelay on;\n"
+        "    keepalive_timeout 120s;\n"
+        "    keepalive_requests 1000000;\n"
+        "    types { text/html html; text/plain txt; }\n"
+        "    default_type application/octet-stream;\n"
+        "    charset utf-8;\n"
+        "    server_tokens off;\n"
+        f"{temp_lines}" + "".join(servers) + "}\n"
+    )
+
+
+class SiteServer:
+    """A child process serving ``site``; a context manager. ``backend``: auto, nginx, python."""
+
+    def __init__(self, site: SiteInfo, backend: str = "auto", *, nginx_workers: int = 1) -> None:
+        if backend not in ("auto", "nginx", "python"):
+            raise ValueError(f"unknown server backend {backend!r} (auto, nginx, python)")
+        nginx = find_nginx()
+        if backend == "nginx" and nginx is None:
+            raise ServerError("nginx is not installed (apt-get install -y nginx)")
+        self.site = site
+        self.backend = "nginx" if backend != "python" and nginx is not None else "python"
+        self._nginx = nginx
+        self._nginx_workers = nginx_workers
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self._proc is not None else "stopped"
+        return f"<SiteServer {self.backend} {self.site.hosts} hosts {state}>"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> SiteServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self._proc is not None:
+            raise ServerError("already started")
+        self._workdir = Path(tempfile.mkdtemp(prefix="crawler-bench-server-"))
+        if self.backend == "nginx":
+            assert self._nginx is not None
+            conf = self._workdir / "nginx.conf"
+            conf.write_text(nginx_config(self.site, self._workdir, self._nginx_workers))
+            cmd = [self._nginx, "-p", str(self._workdir), "-c", str(conf), "-g", "daemon off;"]
+        else:
+            cmd = [sys.executable, "-m", "crawler.bench.server", str(self.site.root)]
+            cmd += list(self.site.origins)
+        log = open(self._workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        pending = [_address(o) for o in self.site.origins]
+        while pending:
+            if self._proc.poll() is not None:
+                raise ServerError(f"{self.backend} server exited early: {self._log_tail()}")
+            try:
+                with socket.create_connection(pending[0], timeout=1.0):
+                    pending.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.backend} server not ready after {timeout}s")
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        if self._workdir is None:
+            return ""
+        text = ""
+        for name in ("server.log", "error.log"):
+            path = self._workdir / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text[-2000:]
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+# --- the Python backend (runs in the child process) -------------------------------------
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+
+
+def _response(status: int, body: bytes, content_type: bytes, close: bool) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+        status,
+        _REASONS[status],
+        content_type,
+        len(body),
+    )
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n" + body
+
+
+def _load(directory: Path) -> dict[bytes, bytes]:
+    files: dict[bytes, bytes] = {}
+    for path in directory.rglob("*"):
+        if path.is_file():
+            target = "/" + path.relative_to(directory).as_posix()
+            kind = b"text/html; charset=utf-8" if path.suffix == ".html" else b"text/plain"
+            files[target.encode()] = _response(200, path.read_bytes(), kind, close=False)
+    return files
+
+
+_NOT_FOUND = b"<!DOCTYPE html><title>404</title><h1>Not found</h1>\n"
+
+
+class _Connection(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive for GET and HEAD of in-memory files; bodies are not read."""
+
+    def __init__(self, files: dict[bytes, bytes]) -> None:
+        self.files = files
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > 65536:
+                    self._reply(400, close=True)
+                return
+            head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+            line, _, fields = head.partition(b"\r\n")
+            parts = line.split(b" ")
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+                self._reply(400, close=True)
+                return
+            method, target, version = parts
+            lowered = fields.lower()
+            close = b"connection: close" in lowered or (
+                version == b"HTTP/1.0" and b"connection: keep-alive" not in lowered
+            )
+            if method not in (b"GET", b"HEAD"):
+                self._reply(405, close=True)
+                return
+            path = target.split(b"?", 1)[0]
+            if path.startswith(b"http://"):  # absolute-form target
+                path = b"/" + path.split(b"/", 3)[-1]
+            found = self.files.get(path)
+            if found is None:
+                self._reply(404, close=close, head_only=method == b"HEAD")
+            else:
+                if close:
+                    found = found.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+                if method == b"HEAD":
+                    found = found[: found.index(b"\r\n\r\n") + 4]
+                self.transport.write(found)
+            if close:
+                self.transport.close()
+                return
+
+    def _reply(self, status: int, close: bool, head_only: bool = False) -> None:
+        assert self.transport is not None
+        data = _response(status, _NOT_FOUND, b"text/html; charset=utf-8", close)
+        if head_only:
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        self.transport.write(data)
+        if close:
+            self.transport.close()
+
+
+async def _serve(root: Path, origins: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+
+    def finish() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, finish)
+    servers = []
+    for i, origin in enumerate(origins):
+        files = _load(root / f"h{i}")
+        host, port = _address(origin)
+        servers.append(
+            await loop.create_server(
+                lambda files=files: _Connection(files),  # type: ignore[misc]
+                host,
+                port,
+                reuse_address=True,
+                backlog=1024,
+            )
+        )
+    await stop
+    for server in servers:
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a generated benchmark site.")
+    parser.add_argument("root", type=Path, help="the site's root (with h0/, h1/, ...)")
+    parser.add_argument("origins", nargs="+", help="http://ADDRESS:PORT for host 0, 1, ...")
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.root, args.origins))
+
+
+if __name__ == "__main__":
+    main()
