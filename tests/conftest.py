@@ -1,0 +1,106 @@
+"""Shared fixtures: a small multi-host web site on loopback addresses.
+
+``site`` starts one threaded HTTP/1.1 server per 127.0.0.x address, each serving its own
+routes, and records every hit. A route is a body (str: HTML), a ``(status, headers, body)``
+triple, or a callable taking the request path (with query) and returning such a triple.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+Reply = tuple[int, dict[str, str], bytes | str]
+Route = str | Reply | Callable[[str], Reply]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 5
+    server: _HostServer
+
+    def do_GET(self) -> None:
+        self.server.site.hit(self.server.host, self.path)
+        status, headers, body = self.server.reply(self.path)
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        headers = {"Content-Type": "text/html; charset=utf-8", **headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _HostServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, site: Site, address: str, routes: dict[str, Route]) -> None:
+        super().__init__((address, 0), _Handler)
+        self.site = site
+        self.routes = routes
+        self.host = f"{address}:{self.server_address[1]}"
+
+    def reply(self, path: str) -> Reply:
+        route = self.routes.get(path)
+        if route is None:
+            route = self.routes.get(path.partition("?")[0])
+        if route is None:
+            fallback = self.routes.get("*")
+            if fallback is None:
+                return 404, {}, "not found"
+            route = fallback
+        if callable(route):
+            return route(path)
+        if isinstance(route, str):
+            return 200, {}, route
+        return route
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up is not a test failure
+
+
+class Site:
+    """Servers on several loopback addresses; ``url(host_index, path)`` builds absolute URLs."""
+
+    def __init__(self) -> None:
+        self.servers: list[_HostServer] = []
+        self.threads: list[threading.Thread] = []
+        self.hits: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add_host(self, address: str, routes: dict[str, Route]) -> str:
+        server = _HostServer(self, address, routes)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.servers.append(server)
+        self.threads.append(thread)
+        return server.host
+
+    def hit(self, host: str, path: str) -> None:
+        with self._lock:
+            self.hits[(host, path)] += 1
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(2)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    try:
+        yield s
+    finally:
+        s.stop()
