@@ -93,6 +93,10 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
     """
     if base is not None:
         url = _join(url, base)
+    source = url
+    hash_at = url.find("#")
+    if hash_at >= 0:
+        url = url[:hash_at]  # the fragment never reaches the server
     m = _FAST.fullmatch(url)
     if m is not None:
         port = m.group(3)
@@ -103,7 +107,7 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
             and (port is None or (port != _DEFAULT_PORT[m.group(1)] and int(port) <= 65535))
         ):
             return url
-    return _canonicalize_slow(url)
+    return _canonicalize_slow(source)
 
 
 def _join(url: str, base: str) -> str:
@@ -149,7 +153,8 @@ def _canonicalize_slow(url: str) -> str:
     if not isinstance(url, str):
         raise InvalidURL(repr(url), "not a string")
     source = url
-    url = url.strip(_STRIP)
+    # The fragment never reaches the server: whatever it holds does not matter.
+    url = url.strip(_STRIP).partition("#")[0]
     if _CONTROL.search(url) is not None:
         raise InvalidURL(source, "control character in URL")
     try:
