@@ -51,7 +51,7 @@ from crawler.messages import Failure, Job, NewRequest, Outcome
 from crawler.settings import Settings
 from crawler.spider import Request, Spider
 from crawler.storage import Store
-from crawler.worker import STOP, default_threads, worker_main
+from crawler.worker import STOP, default_threads, fresh_fingerprint, worker_main
 
 __all__ = [
     "EXIT_FINISHED",
@@ -259,7 +259,9 @@ class _Engine:
         if request is None:
             return NewRequest(fingerprint(url), url, url_host(url))
         return NewRequest(
-            fp=fingerprint(url, request.method, request.body),
+            fp=fresh_fingerprint()
+            if request.dont_filter
+            else fingerprint(url, request.method, request.body),
             url=url,
             host=url_host(url),
             method=request.method,

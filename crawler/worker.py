@@ -27,6 +27,7 @@ import logging
 import pickle
 import queue
 import random
+import secrets
 import signal
 import threading
 import time
@@ -41,7 +42,7 @@ from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
 
-__all__ = ["STOP", "Worker", "default_threads", "worker_main"]
+__all__ = ["STOP", "Worker", "default_threads", "fresh_fingerprint", "worker_main"]
 
 log = logging.getLogger("crawler.worker")
 
@@ -50,6 +51,11 @@ _CHUNK = 64 * 1024
 _SEND_BATCH = 256  # outcomes per pipe write, at most
 _HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is cleared
 _TEXT_MARKERS = ("html", "xml", "text", "json", "javascript")
+
+
+def fresh_fingerprint() -> int:
+    """A random signed 64-bit fingerprint, for a ``dont_filter`` request: never a duplicate."""
+    return secrets.randbits(64) - (1 << 63)
 
 
 def default_threads(settings: Settings) -> int:
@@ -485,7 +491,9 @@ class Worker:
                 continue
             new_requests.append(
                 NewRequest(
-                    fp=fingerprint(url, req.method, req.body),
+                    fp=fresh_fingerprint()
+                    if req.dont_filter
+                    else fingerprint(url, req.method, req.body),
                     url=url,
                     host=host,
                     method=req.method,
