@@ -1,0 +1,171 @@
+"""Export one table of a crawl database as JSON Lines or CSV, streamed and never half-written.
+
+How this works: the database is opened read-only (a running crawl keeps writing; WAL lets us
+read a consistent snapshot meanwhile) and rows are written as the cursor yields them, so memory
+stays flat whatever the table size. With an output path, rows go to a temporary file in the
+same folder, which is flushed, fsynced and then ``os.replace``-d over the target: a reader sees
+the old file or the complete new one, never a partial export. Without a path they go to stdout.
+
+Value mapping:
+
+- TEXT, INTEGER, REAL, NULL are written as they are; JSON stored as text (``headers``,
+  ``stats``, list or dict item fields) stays text in both formats, so an export round-trips.
+  In CSV, NULL is an empty field.
+- BLOB values (``pages.body``) are base64 text with ``blobs="base64"`` (the default). With
+  ``blobs="skip"`` the columns declared BLOB are left out, and a bytes value met in any other
+  column is written as null / empty.
+
+Rows come in rowid order when the table has one.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+__all__ = ["ExportError", "export_table"]
+
+Format = Literal["jsonl", "csv"]
+Blobs = Literal["base64", "skip"]
+
+
+class ExportError(Exception):
+    """The export cannot be made: no such database or table, bad format, unwritable output."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    if not db_path.is_file():
+        raise ExportError(f"no database at {db_path}")
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+        conn.execute("select count(*) from sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ExportError(f"cannot read {db_path} as SQLite: {exc}") from exc
+    return conn
+
+
+def _columns(conn: sqlite3.Connection, db_path: Path, table: str) -> list[tuple[str, str]]:
+    names = [
+        r[0]
+        for r in conn.execute(
+            "select name from sqlite_master where type in ('table', 'view') order by name"
+        )
+    ]
+    if table not in names:
+        known = ", ".join(n for n in names if not n.startswith("sqlite_")) or "none"
+        raise ExportError(f"no table {table!r} in {db_path} (tables: {known})")
+    # The name was checked against sqlite_master, so quoting it is safe.
+    info = conn.execute(f"pragma table_info({_quote(table)})").fetchall()
+    return [(row[1], (row[2] or "").upper()) for row in info]
+
+
+def _rows(conn: sqlite3.Connection, table: str, columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    query = f"select {', '.join(map(_quote, columns))} from {_quote(table)}"
+    try:
+        cursor = conn.execute(query + " order by rowid")
+    except sqlite3.OperationalError:  # a view or a WITHOUT ROWID table
+        cursor = conn.execute(query)
+    yield from cursor
+
+
+def _value(value: Any, blobs: Blobs) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii") if blobs == "base64" else None
+    return value
+
+
+def _write(
+    stream: TextIO,
+    fmt: Format,
+    columns: list[str],
+    rows: Iterator[tuple[Any, ...]],
+    blobs: Blobs,
+) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(stream)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else _value(v, blobs) for v in row])
+            count += 1
+    else:
+        for row in rows:
+            record = {c: _value(v, blobs) for c, v in zip(columns, row, strict=True)}
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _atomic_write(
+    out: Path, fmt: Format, columns: list[str], rows: Iterator[tuple[Any, ...]], blobs: Blobs
+) -> int:
+    folder = out.parent
+    if not folder.is_dir():
+        raise ExportError(f"no folder {folder} for {out}")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ExportError(f"cannot write to {folder}: {exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        # newline="" so the csv module's line endings pass through untranslated.
+        with open(fd, "w", encoding="utf-8", newline="") as stream:
+            count = _write(stream, fmt, columns, rows, blobs)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def export_table(
+    db_path: str | os.PathLike[str],
+    table: str = "items",
+    fmt: Format = "jsonl",
+    out: str | os.PathLike[str] | None = None,
+    *,
+    blobs: Blobs = "base64",
+    stream: TextIO | None = None,
+) -> int:
+    """Write every row of ``table`` to ``out`` (atomically) or to ``stream`` / stdout.
+
+    Returns the number of rows written. Raises :class:`ExportError` for a missing database or
+    table, an unknown format, or an output folder that does not exist.
+    """
+    if fmt not in ("jsonl", "csv"):
+        raise ExportError(f"unknown format {fmt!r} (use jsonl or csv)")
+    if blobs not in ("base64", "skip"):
+        raise ExportError(f"unknown blobs mode {blobs!r} (use base64 or skip)")
+    db = Path(db_path)
+    conn = _connect(db)
+    try:
+        columns = [
+            name
+            for name, decl in _columns(conn, db, table)
+            if not (blobs == "skip" and decl == "BLOB")
+        ]
+        rows = _rows(conn, table, columns)
+        if out is not None:
+            return _atomic_write(Path(out), fmt, columns, rows, blobs)
+        return _write(stream or sys.stdout, fmt, columns, rows, blobs)
+    except sqlite3.Error as exc:
+        raise ExportError(f"reading {table!r} from {db} failed: {exc}") from exc
+    finally:
+        conn.close()
