@@ -1,0 +1,275 @@
+"""The ``crawler`` command: parse arguments, build settings, call the library, map errors.
+
+No crawling logic lives here. Exit codes (see docs/cli.md): 0 finished, 1 a threshold was
+crossed (or ``fetch`` failed), 2 usage or configuration error, 3 could not start, 4 stopped by a
+limit with work left, 75 another run holds the lock, 130/143 interrupted. ``run`` passes the
+engine's own exit code through.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crawler import __version__, http
+from crawler.loader import SpiderLoadError, discover, load_spider, spider_file
+from crawler.progress import Progress, StatusAwareHandler, format_summary
+from crawler.settings import (
+    DEFAULT_USER_AGENT,
+    Settings,
+    SettingsError,
+    parse_duration,
+    resolve_settings,
+)
+from crawler.spider import Spider
+
+__all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "main", "parse_pairs"]
+
+EXIT_COULD_NOT_START = 3
+# Spider attributes that double as settings (issue 3: user_agent; issue 4: recrawl_after).
+_SPIDER_ATTRIBUTE_SETTINGS = ("user_agent", "recrawl_after")
+
+
+class CouldNotStart(click.ClickException):
+    """The spider or the database could not be loaded: exit code 3."""
+
+    exit_code = EXIT_COULD_NOT_START
+
+
+def parse_pairs(values: Iterable[str], option: str) -> dict[str, str]:
+    """``["k=v", ...]`` from repeated ``-a``/``-s`` options; a usage error when malformed."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise click.UsageError(f"{option} expects NAME=VALUE, got {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
+def build_settings(
+    spider_cls: type[Spider],
+    overrides: Mapping[str, object] = {},
+    options: Mapping[str, object | None] = {},
+) -> Settings:
+    """Defaults < the spider's attributes and ``custom_settings`` < ``-s`` < explicit options.
+
+    ``options`` holds the values of the options that mirror settings (``--workers``...);
+    ``None`` means the option was not given.
+    """
+    spider_layer: dict[str, object] = {}
+    for name in _SPIDER_ATTRIBUTE_SETTINGS:
+        value = getattr(spider_cls, name, None)
+        if value is not None:
+            spider_layer[name] = value
+    custom = getattr(spider_cls, "custom_settings", None) or {}
+    given = {k: v for k, v in options.items() if v is not None}
+    return resolve_settings(None, spider_layer, custom, overrides, given)
+
+
+def _setup_logging(quiet: bool, log_file: str | None, progress: Progress | None) -> None:
+    logger = logging.getLogger("crawler")
+    for handler in [h for h in logger.handlers if getattr(h, "_crawler_cli", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.DEBUG if log_file else logging.INFO)
+    logger.propagate = False
+    console = StatusAwareHandler(progress, sys.stderr)
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handlers: list[logging.Handler] = [console]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+        )
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler._crawler_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def _settings_epilog() -> str:
+    lines = ["\b", "Settings for -s NAME=VALUE (default: meaning):"]
+    for name, default, doc in Settings.describe():
+        lines.append(f"  {name} ({default!r}): {doc}")
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crawler")
+def cli() -> None:
+    """A multiprocess web crawler: spiders in, SQLite out."""
+
+
+@cli.command(epilog=_settings_epilog())
+@click.argument("target", metavar="NAME_OR_FILE")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option("-a", "spider_args", multiple=True, metavar="NAME=VALUE", help="spider argument")
+@click.option("-s", "set_args", multiple=True, metavar="NAME=VALUE", help="setting (see below)")
+@click.option("--workers", type=click.IntRange(min=0), help="worker processes (0: one per CPU)")
+@click.option("--max-pages", type=click.IntRange(min=0), help="stop after N pages")
+@click.option("--max-runtime", metavar="DURATION", help="stop after e.g. 30s, 15m, 2h")
+@click.option("--recrawl-after", metavar="DURATION", help="revisit pages older than this")
+@click.option("--fresh", is_flag=True, help="ignore what the database holds; start over")
+@click.option("--quiet", "-q", is_flag=True, help="only warnings, errors and the summary")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="write the full log here")
+@click.option("--spiders-dir", default="spiders", show_default=True, help="where spiders live")
+def run(
+    target: str,
+    db_path: str | None,
+    spider_args: Sequence[str],
+    set_args: Sequence[str],
+    workers: int | None,
+    max_pages: int | None,
+    max_runtime: str | None,
+    recrawl_after: str | None,
+    fresh: bool,
+    quiet: bool,
+    log_file: str | None,
+    spiders_dir: str,
+) -> None:
+    """Crawl with the spider named NAME (in --spiders-dir) or defined in FILE.py."""
+    kwargs = parse_pairs(spider_args, "-a")
+    overrides = parse_pairs(set_args, "-s")
+    options = {
+        "workers": workers,
+        "max_pages": max_pages,
+        "max_runtime": max_runtime,
+        "recrawl_after": recrawl_after,
+    }
+    try:
+        resolve_settings(None, overrides, {k: v for k, v in options.items() if v is not None})
+    except SettingsError as exc:  # usage errors first, before importing any spider code
+        raise click.UsageError(str(exc)) from None
+    try:
+        spider_cls = load_spider(target, path=spiders_dir)
+    except SpiderLoadError as exc:
+        raise CouldNotStart(str(exc)) from None
+    try:
+        settings = build_settings(spider_cls, overrides, options)
+    except SettingsError as exc:  # e.g. a bad value in the spider's custom_settings
+        raise click.UsageError(f"{spider_cls.name}: {exc}") from None
+    # --quiet: no status line and no periodic progress logs; the summary is still printed.
+    progress = Progress(sys.stderr) if not quiet else None
+    _setup_logging(quiet, log_file, progress if progress and progress.tty else None)
+    path = Path(db_path) if db_path else Path("data") / f"{spider_cls.name}.db"
+
+    from crawler import engine
+    from crawler.storage import StorageError
+
+    try:
+        result = engine.crawl(
+            spider_cls,
+            settings=settings,
+            db_path=path,
+            spider_kwargs=kwargs,
+            fresh=fresh,
+            on_progress=progress,
+        )
+    except StorageError as exc:
+        raise CouldNotStart(str(exc)) from None
+    finally:
+        if progress is not None:
+            progress.close()
+    click.echo(
+        format_summary(spider_cls.name, result.finish_reason, result.exit_code, result.stats),
+        err=True,
+    )
+    sys.exit(result.exit_code)
+
+
+@cli.command("list")
+@click.option("--spiders-dir", default="spiders", show_default=True, help="where spiders live")
+def list_spiders(spiders_dir: str) -> None:
+    """List the spiders in --spiders-dir, and the modules that failed to import."""
+    spiders, errors = discover(spiders_dir)
+    width = max((len(name) for name in spiders), default=0)
+    for name in sorted(spiders):
+        cls = spiders[name]
+        click.echo(f"{name:<{width}}  {cls.__qualname__}  {spider_file(cls)}")
+    for file, message in errors:
+        click.echo(f"failed: {file}: {message}", err=True)
+    if not spiders:
+        if errors:
+            raise CouldNotStart(f"no spiders could be loaded from {spiders_dir}/")
+        click.echo(f"no spiders in {spiders_dir}/", err=True)
+
+
+def _parse_header_options(values: Iterable[str]) -> dict[str, str]:
+    headers = {"User-Agent": DEFAULT_USER_AGENT}
+    for value in values:
+        name, sep, rest = value.partition(":")
+        if not sep or not name.strip():
+            raise click.UsageError(f"-H expects 'Name: value', got {value!r}")
+        headers[name.strip()] = rest.strip()
+    return headers
+
+
+@cli.command()
+@click.argument("url")
+@click.option("-H", "--header", "header_args", multiple=True, metavar="'NAME: VALUE'")
+@click.option("--timeout", default="30", show_default=True, metavar="SECONDS")
+@click.option("--include/--no-include", default=True, help="print status line and headers")
+@click.option("--max-redirects", type=click.IntRange(min=0), default=10, show_default=True)
+def fetch(
+    url: str, header_args: Sequence[str], timeout: str, include: bool, max_redirects: int
+) -> None:
+    """Fetch one URL through the connection pool; print status, headers and body."""
+    headers = _parse_header_options(header_args)
+    try:
+        seconds = parse_duration(timeout)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    out = click.get_binary_stream("stdout")
+    retries = http.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=max_redirects)
+    try:
+        pool = http.connection_from_url(url, timeout=seconds)
+        try:
+            response = pool.urlopen(
+                "GET", _path_and_query(url), headers=headers, retries=retries, redirect=True,
+                preload_content=False,
+            )  # fmt: skip
+            if include:
+                version = f"HTTP/{response.version // 10}.{response.version % 10}"
+                head = [f"{version} {response.status} {response.reason or ''}".rstrip()]
+                head += [f"{k}: {v}" for k, v in response.headers.iteritems()]
+                out.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace"))
+            for chunk in response.stream(64 * 1024):
+                out.write(chunk)
+            out.flush()
+            response.release_conn()
+        finally:
+            pool.close()
+    except http.HTTPError as exc:
+        reason = getattr(exc, "reason", None)
+        raise click.ClickException(f"{url}: {reason or exc}") from None
+
+
+def _path_and_query(url: str) -> str:
+    return http.parse_url(url).request_uri
+
+
+@cli.command()
+@click.option("--pages", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--hosts", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="0: one per CPU")
+def bench(pages: int, hosts: int, workers: int) -> None:
+    """Serve a generated site on loopback, crawl it with the real engine, print pages/s."""
+    from crawler.benchsite import run_bench
+
+    code: Any = run_bench(pages=pages, hosts=hosts, workers=workers)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """The console script ``crawler``."""
+    return cli.main(args=list(argv) if argv is not None else None, prog_name="crawler")
