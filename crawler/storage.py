@@ -74,7 +74,7 @@ _TABLES: dict[str, str] = {
         fetched_at REAL,
         next_due REAL""",
     "pages": """
-        url TEXT PRIMARY KEY,
+        url TEXT PRIMARY KEY NOT NULL,
         status INTEGER,
         headers TEXT,
         content_type TEXT,
@@ -234,6 +234,7 @@ class Store:
         self.busy_timeout = busy_timeout
         self._clock = clock
         self._in_tx = False
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -259,14 +260,33 @@ class Store:
     # --- opening --------------------------------------------------------------------------
 
     def _open(self, fresh: bool) -> None:
-        try:
-            self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc, "open") from exc
+        # Switching to WAL needs an exclusive lock and SQLite does not call the busy handler
+        # for it, so wait here for another writer, like every other statement does.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise self._error(exc, "open") from exc
+                time.sleep(0.02)
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc, "open") from exc
         if str(mode).lower() != "wal":
             raise StorageError(f"cannot switch {str(self.path)!r} to WAL mode (got {mode!r})")
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION and not fresh:
+            # Up to date: open without the write lock, so a reader (`crawler runs`) never
+            # waits behind a running crawl.
+            pass
+        else:
+            self._create(fresh)
+        self._item_columns = self._columns("items")
+        self._load()
+
+    def _create(self, fresh: bool) -> None:
         with self._tx("create the schema in"):
             self._migrate()
             if fresh:
@@ -275,7 +295,8 @@ class Store:
                 # Items get their columns from the data: start from the bare table again.
                 self.conn.execute("DROP TABLE items")
                 self._migrate()
-        self._item_columns = self._columns("items")
+
+    def _load(self) -> None:
         self._seq = itertools.count(
             (self.conn.execute("SELECT max(seq) FROM frontier").fetchone()[0] or 0) + 1
         )
@@ -337,6 +358,10 @@ class Store:
             self._in_tx = False
 
     def close(self) -> None:
+        """Close the connection (again is fine). An open transaction is rolled back."""
+        if self._closed:
+            return
+        self._closed = True
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.conn.close()
