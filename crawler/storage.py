@@ -23,6 +23,7 @@ Exceptions::
 
     StorageError            a database that cannot be opened, is not SQLite, stays locked
                             by another writer past ``busy_timeout``, or fails mid-write
+     +-- RunLocked          another live run holds the database (``begin_run(exclusive=True)``)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import sqlite_utils
 
 from crawler.messages import Follow, Job, NewRequest, Outcome
 
-__all__ = ["BatchStats", "StorageError", "Store"]
+__all__ = ["BatchStats", "RunLocked", "StorageError", "Store"]
 
 SCHEMA_VERSION = 1
 STATES = ("queued", "in_flight", "done", "failed")
@@ -176,6 +177,32 @@ _TOUCH_PAGE = (
 
 class StorageError(Exception):
     """The crawl database cannot be opened or written (the message says why)."""
+
+
+class RunLocked(StorageError):
+    """Another live run holds this database (``begin_run(..., exclusive=True)``)."""
+
+    def __init__(self, message: str, *, run_id: int, pid: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.pid = pid
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    """Whether the process that started a run still exists (another host: assume so)."""
+    if pid is None:
+        return False
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,8 +775,32 @@ class Store:
 
     # --- runs -----------------------------------------------------------------------------
 
-    def begin_run(self, spider: str, settings: dict[str, Any] | None = None) -> int:
+    def begin_run(
+        self, spider: str, settings: dict[str, Any] | None = None, *, exclusive: bool = False
+    ) -> int:
+        """Insert a ``runs`` row (with our pid and host name) and return its id.
+
+        With ``exclusive`` this is the run lock of the database: if another unfinished run's
+        process is still alive, raise :class:`RunLocked`; unfinished runs whose process is
+        gone (killed, crashed) get ``finish_reason = 'abandoned'`` and the lock is taken
+        over. The check and the insert share one transaction, so two runs starting at the
+        same moment cannot both get the lock.
+        """
         with self._tx("start a run in") as conn:
+            if exclusive:
+                for run_id, pid, host, other in conn.execute(
+                    "SELECT id, pid, hostname, spider FROM runs WHERE finished_at IS NULL"
+                ).fetchall():
+                    if _alive(pid, host):
+                        raise RunLocked(
+                            f"run {run_id} of spider {other!r} (pid {pid} on {host}) is still"
+                            f" using {str(self.path)!r}",
+                            run_id=run_id,
+                            pid=pid,
+                        )
+                    conn.execute(
+                        "UPDATE runs SET finish_reason = 'abandoned' WHERE id = ?", (run_id,)
+                    )
             cur = conn.execute(
                 "INSERT INTO runs (spider, started_at, settings, pid, hostname)"
                 " VALUES (?, ?, ?, ?, ?)",
