@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from crawler.frontier import canonicalize_url, fingerprint, url_host
+from crawler.messages import Outcome, Page
 from crawler.storage import Store
 
 
@@ -59,6 +60,43 @@ def inserts(total: int, unique_share: float, path: Path) -> None:
         for host in store.hosts_with_work(time.time()):
             taken += len(store.take(host, 100, time.time()))
         print(f"hosts_with_work + take(100) per host: {time.perf_counter() - t:.4f}s")
+        record_batches(store)
+
+
+def record_batches(store: Store, batches: int = 20, per_batch: int = 50) -> None:
+    """record() of pages with 30 KB bodies, one item and 100 links each (most seen before)."""
+    run_id = store.begin_run("bench", {})
+    body = b"x" * 30_000
+    pages = 0
+    spent = 0.0
+    for b in range(batches):
+        outcomes = []
+        for i in range(per_batch):
+            n = b * per_batch + i
+            url = f"http://rec.example/p{n}"
+            links = [f"http://rec.example/p{(n * 7 + k) % 5000}" for k in range(100)]
+            page = Page(
+                url, 200, "{}", "text/html", len(body), body, "h", None, None, None, 0, 0.0, 1.0
+            )
+            outcomes.append(
+                Outcome(
+                    fp=fingerprint(url),
+                    url=url,
+                    host="rec.example",
+                    state="done",
+                    page=page,
+                    items=({"url": url, "title": f"t{n}"},),
+                    follows=tuple((fingerprint(u), u, url_host(u)) for u in links),
+                )
+            )
+        t = time.perf_counter()
+        store.record(outcomes, run_id=run_id, store_body=True, store_links=False)
+        spent += time.perf_counter() - t
+        pages += len(outcomes)
+    print(
+        f"record: {pages} pages (30 KB body, 1 item, 100 links each) in {spent:.2f}s"
+        f" = {pages / spent:,.0f} pages/s ({per_batch} per batch)"
+    )
 
 
 def main() -> None:
