@@ -192,10 +192,10 @@ def run(
 def list_spiders(spiders_dir: str) -> None:
     """List the spiders in --spiders-dir, and the modules that failed to import."""
     spiders, errors = discover(spiders_dir)
-    width = max((len(name) for name in spiders), default=0)
-    for name in sorted(spiders):
-        cls = spiders[name]
-        click.echo(f"{name:<{width}}  {cls.__qualname__}  {spider_file(cls)}")
+    rows = [(name, spiders[name].__qualname__, spider_file(spiders[name])) for name in spiders]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in (0, 1)]
+    for name, qualname, file in sorted(rows):
+        click.echo(f"{name:<{widths[0]}}  {qualname:<{widths[1]}}  {file}")
     for file, message in errors:
         click.echo(f"failed: {file}: {message}", err=True)
     if not spiders:
@@ -230,7 +230,8 @@ def fetch(
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     out = click.get_binary_stream("stdout")
-    retries = http.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=max_redirects)
+    # The pool's default retries (a few, no backoff) and at most --max-redirects hops.
+    retries = http.Retry(3, redirect=max_redirects)
     try:
         pool = http.connection_from_url(url, timeout=seconds)
         try:

@@ -28,7 +28,7 @@ class CatalogSpider(Spider):
 
     def parse(self, response: Response) -> Iterator[Request]:
         # Plain URLs (from elsewhere) default to parse: treat them as listings.
-        yield response.follow(response.url, callback=self.parse_listing, dont_filter=True)
+        return self.parse_listing(response)
 
     def parse_listing(self, response: Response) -> Iterator[Request]:
         category = (response.css("h1::text").get() or "").strip()
