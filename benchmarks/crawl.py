@@ -1,0 +1,339 @@
+"""Crawl a generated local site with this engine and with Scrapy; compare speed, CPU and memory.
+
+A benchmark, not a test (CI does not run it). See ``benchmarks/README-crawl.md``. In short::
+
+    python benchmarks/crawl.py                   # 5,000 pages over 4 hosts, 3 interleaved rounds
+    python benchmarks/crawl.py --memory-scale    # peak RSS at ~100k vs ~1M discovered URLs
+
+Each crawl runs as its own subprocess: wall time and page counts come from the child, CPU
+seconds (user + system of the whole process tree) from ``os.wait4`` on it, and the peak RSS
+summed over its process tree from ``/proc``, sampled every 50 ms. The site is served by nginx
+when it is installed (``apt-get install -y nginx``), else by the Python server with a warning:
+that server then competes with the crawlers for the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from crawler.bench.measure import TreeRSSSampler
+from crawler.bench.run import bench_settings, verify_crawl
+from crawler.bench.server import SiteServer, find_nginx
+from crawler.bench.site import SiteInfo, generate_site, pick_origins
+
+HERE = Path(__file__).resolve().parent
+SCRAPY_SCRIPT = HERE / "scrapy_bench_spider.py"
+
+
+@dataclass
+class Measurement:
+    tool: str
+    label: str
+    pages: int
+    items: int
+    discovered: int
+    crawl_s: float
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    ok: bool
+    note: str = ""
+    extra_fetches: int = 0  # responses beyond one per page (Scrapy: start pages again)
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.pages / self.crawl_s if self.crawl_s else 0.0
+
+
+def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, int]:
+    """Run ``cmd``; return (wall s, CPU s of its tree, peak tree RSS in MB, stdout, status)."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out)
+        sampler = TreeRSSSampler(proc.pid, interval=0.05)
+        sampler.start()
+        deadline = t0 + timeout
+        status, usage = 0, None
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    os.kill(proc.pid, 9)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.01)
+        finally:
+            sampler.stop()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    assert usage is not None
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, sampler.peak / 1048576, text, proc.returncode
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            result: dict[str, Any] = json.loads(line)
+            return result
+    return {}
+
+
+def run_ours(
+    site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str, discovery: int = 0
+) -> Measurement:
+    db = tmp / f"ours-{label}.db"
+    spec = {
+        "start_urls": list(site.start_urls),
+        "db": str(db),
+        "workers": args.workers,
+        "per_host": args.per_host,
+        "discovery": discovery,
+    }
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-ours", json.dumps(spec)]
+    wall, cpu, rss, text, code = _measure(cmd, args.timeout)
+    summary = _last_json(text)
+    check = verify_crawl(db, site) if db.exists() else {"pages": 0, "items": 0}
+    discovered = 0
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            discovered = con.execute("SELECT COUNT(*) FROM frontier").fetchone()[0]
+        finally:
+            con.close()
+        db.unlink()
+    expected = discovery or site.pages
+    ok = code == 0 and check["pages"] == expected and check.get("duplicates", 0) == 0
+    return Measurement(
+        tool="ours",
+        label=label,
+        pages=check["pages"],
+        items=check["items"],
+        discovered=discovered,
+        crawl_s=summary.get("crawl_seconds", wall),
+        wall_s=wall,
+        cpu_s=cpu,
+        peak_rss_mb=rss,
+        ok=ok,
+        note="" if ok else f"exit {code} {summary.get('finish_reason')} {check}",
+    )
+
+
+def run_scrapy(
+    site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str, discovery: int = 0
+) -> Measurement:
+    feed = tmp / f"scrapy-{label}.jsonl"
+    cmd = [sys.executable, str(SCRAPY_SCRIPT), "--per-host", str(args.per_host)]
+    cmd += ["--feed", str(feed), "--discovery", str(discovery), *site.start_urls]
+    wall, cpu, rss, text, code = _measure(cmd, args.timeout)
+    summary = _last_json(text)
+    urls: set[str] = set()
+    items = 0
+    if feed.exists():
+        with feed.open() as f:
+            for line in f:
+                items += 1
+                urls.add(json.loads(line)["url"])
+        feed.unlink()
+    pages = len(urls & set(site.urls()))
+    expected = discovery or site.pages
+    # Scrapy requests its start URLs with dont_filter, so they are not in its duplicate filter
+    # and pages linking back to them fetch them again: a few items more than pages is normal.
+    ok = code == 0 and pages == expected
+    return Measurement(
+        tool="scrapy",
+        label=label,
+        pages=pages,
+        items=items,
+        discovered=int(summary.get("discovered", 0)),
+        crawl_s=summary.get("crawl_seconds", wall),
+        wall_s=wall,
+        cpu_s=cpu,
+        peak_rss_mb=rss,
+        ok=ok,
+        note="" if ok else f"exit {code} {summary}",
+        extra_fetches=int(summary.get("responses", 0)) - pages,
+    )
+
+
+def child_ours(spec_json: str) -> None:
+    """In the subprocess: one crawl with this engine; print a JSON summary."""
+    from crawler.bench.spider import BenchSpider, DiscoverySpider
+    from crawler.engine import crawl
+
+    spec = json.loads(spec_json)
+    extra = {"max_pages": spec["discovery"]} if spec["discovery"] else {}
+    settings = bench_settings(spec["workers"], spec["per_host"], **extra)
+    spider = DiscoverySpider if spec["discovery"] else BenchSpider
+    t0 = time.perf_counter()
+    result = crawl(
+        spider,
+        settings=settings,
+        db_path=Path(spec["db"]),
+        spider_kwargs={"start_urls": " ".join(spec["start_urls"])},
+        fresh=True,
+    )
+    seconds = time.perf_counter() - t0
+    summary = {
+        "crawl_seconds": seconds,
+        "exit_code": result.exit_code,
+        "finish_reason": result.finish_reason,
+    }
+    print(json.dumps(summary), flush=True)
+
+
+def _row(m: Measurement) -> str:
+    flag = "" if m.ok else f"  !! {m.note}"
+    return (
+        f"{m.tool:7} {m.label:>9} {m.pages:>7} {m.items:>7} {m.discovered:>9} {m.crawl_s:>8.2f} "
+        f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.peak_rss_mb:>8.0f}{flag}"
+    )
+
+
+HEADER = (
+    f"{'tool':7} {'run':>9} {'pages':>7} {'items':>7} {'discovered':>9} {'crawl s':>8} "
+    f"{'pages/s':>8} {'CPU s':>7} {'RSS MB':>8}"
+)
+
+
+def _median(ms: list[Measurement], attr: str) -> float:
+    return statistics.median(getattr(m, attr) for m in ms)
+
+
+def _server(site: SiteInfo, backend: str) -> SiteServer:
+    if backend == "auto" and find_nginx() is None:
+        warnings.warn(
+            "nginx not found (apt-get install -y nginx): serving with the Python server, "
+            "which takes CPU from the crawlers",
+            stacklevel=2,
+        )
+    return SiteServer(site, backend)
+
+
+def throughput(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
+    site = generate_site(
+        tmp / "site", args.pages, args.hosts, args.seed, origins=pick_origins(args.hosts)
+    )
+    print(
+        f"site: {site.pages} pages, {site.total_bytes / site.pages / 1024:.0f} KB and "
+        f"{site.total_links / site.pages:.0f} links a page on {site.hosts} hosts; "
+        f"per_host {args.per_host}, our workers {args.workers or os.cpu_count()}"
+    )
+    results: list[Measurement] = []
+    with _server(site, args.server) as server:
+        print(f"server: {server.backend}\n\n{HEADER}")
+        for r in range(args.rounds):
+            order = ("ours", "scrapy") if r % 2 == 0 else ("scrapy", "ours")
+            for tool in order:
+                if tool not in args.tools:
+                    continue
+                run = run_ours if tool == "ours" else run_scrapy
+                m = run(site, tmp, args, f"round {r + 1}")
+                results.append(m)
+                print(_row(m), flush=True)
+    ours = [m for m in results if m.tool == "ours"]
+    scrapy = [m for m in results if m.tool == "scrapy"]
+    if ours and scrapy:
+        print("\nmedians          ours     scrapy   ours/scrapy")
+        for attr, name in (
+            ("pages_per_s", "pages/s"),
+            ("cpu_s", "CPU s"),
+            ("peak_rss_mb", "RSS MB"),
+        ):
+            a, b = _median(ours, attr), _median(scrapy, attr)
+            print(f"{name:12} {a:>9.1f} {b:>10.1f} {a / b if b else 0:>12.2f}")
+    return results
+
+
+def memory_scale(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
+    results: list[Measurement] = []
+    print(f"{HEADER}")
+    for target in args.discover:
+        extra = max(0, round(target / args.mem_pages) - 1)
+        site = generate_site(
+            tmp / f"site-{target}",
+            args.mem_pages,
+            args.hosts,
+            args.seed,
+            min_kb=4,
+            max_kb=60,
+            min_links=20,
+            max_links=60,
+            origins=pick_origins(args.hosts),
+            extra_links=extra,
+        )
+        label = f"{site.discoverable // 1000}k"
+        with _server(site, args.server):
+            for tool in args.tools:
+                run = run_ours if tool == "ours" else run_scrapy
+                m = run(site, tmp, args, label, discovery=site.pages)
+                results.append(m)
+                print(_row(m), flush=True)
+        shutil.rmtree(site.root, ignore_errors=True)
+    print()
+    for tool in args.tools:
+        ms = [m for m in results if m.tool == tool]
+        if len(ms) >= 2 and ms[0].peak_rss_mb:
+            growth = ms[-1].peak_rss_mb / ms[0].peak_rss_mb - 1
+            print(
+                f"{tool:7} peak RSS {ms[0].label} {ms[0].peak_rss_mb:.0f} MB -> {ms[-1].label} "
+                f"{ms[-1].peak_rss_mb:.0f} MB: {growth:+.0%}"
+            )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=5000)
+    parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--per-host", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="our worker processes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
+    parser.add_argument("--tools", default="ours,scrapy", help="comma-separated: ours,scrapy")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per crawl")
+    parser.add_argument("--memory-scale", action="store_true")
+    parser.add_argument("--mem-pages", type=int, default=2000, help="served pages (memory mode)")
+    parser.add_argument(
+        "--discover",
+        default="100000,1000000",
+        help="memory mode: URLs each crawl discovers (comma-separated)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--child-ours", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_ours:
+        child_ours(args.child_ours)
+        return
+    args.tools = [t for t in args.tools.split(",") if t]
+    args.discover = [int(x) for x in args.discover.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="crawler-benchmark-"))
+    try:
+        results = memory_scale(args, tmp) if args.memory_scale else throughput(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        rows = [asdict(m) | {"pages_per_s": m.pages_per_s} for m in results]
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
