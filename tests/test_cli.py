@@ -367,3 +367,13 @@ def test_demo_spider_needs_a_start_url() -> None:
     spider = demo(start_url="http://127.0.0.1:8000/")
     assert list(spider.start_requests()) == ["http://127.0.0.1:8000/"]
     assert spider.allows("127.0.0.1") and not spider.allows("example.org")
+
+
+def test_docs_cli_lists_every_setting_and_exit_code() -> None:
+    from crawler.settings import Settings
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for name, _, _ in Settings.describe():
+        assert f"| `{name}` |" in text, name
+    for code in (0, 1, 2, 3, 4, 75, 130, 143):
+        assert f"| {code} |" in text, code
