@@ -44,10 +44,10 @@ Slow and endless peers
     /trickle [interval=1, bytes=30, part=body]
                                 slowloris: headers at once, then the body one byte per `interval`
                                 seconds (part=head trickles the status line and headers too).
-    /endless [framing=chunked, limit=30]
+    /endless [framing=chunked, limit=30, max_mb=inf]
                                 a body that never ends (chunked, or close-delimited with
-                                framing=close), sent until the client goes away, the server stops
-                                or `limit` seconds pass.
+                                framing=close), sent until the client goes away, the server stops,
+                                `limit` seconds pass or `max_mb` MiB are sent (then a plain close).
     /never-answer [hold=30]     reads the request and never answers (holds the socket `hold` s).
     unresponsive_listener()     (a separate context manager) a port whose accept queue is full,
                                 so connecting to it times out: the connect-timeout case.
@@ -95,6 +95,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import select
 import socket
 import ssl
 import struct
@@ -386,7 +387,7 @@ class LoopbackServer:
                 conn_id = self._next_conn_id
                 self._next_conn_id += 1
                 self.connections_accepted += 1
-            self.opened(conn_id)
+            self.opened(conn_id, sock)
             thread = threading.Thread(target=self._serve, args=(sock, conn_id), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -420,7 +421,7 @@ class LoopbackServer:
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def opened(self, conn_id: int) -> None:
+    def opened(self, conn_id: int, sock: socket.socket) -> None:
         """Called when a connection is accepted."""
 
     def closed(self, conn_id: int) -> None:
@@ -440,8 +441,8 @@ def _gzip(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def _deflate_zeros(total: int, segment: int = 16 << 20) -> tuple[bytes, int]:
-    """A raw deflate stream of `total` zero bytes, and the CRC-32 of those zeros.
+def _deflate_zeros(total: int, segment: int = 16 << 20, crc: bool = True) -> tuple[bytes, int]:
+    """A raw deflate stream of `total` zero bytes, and the CRC-32 of those zeros (or 0).
 
     The stream is compressed segment by segment with a full flush after each one; a full flush
     resets the compressor, so every segment after the first compresses to the same bytes and
@@ -455,10 +456,10 @@ def _deflate_zeros(total: int, segment: int = 16 << 20) -> tuple[bytes, int]:
     repeated = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
     tail = compressor.flush()
     count = total // segment
-    crc = 0
-    for _ in range(count):
-        crc = zlib.crc32(zeros, crc)
-    return first + repeated * (count - 1) + tail, crc
+    checksum = 0
+    for _ in range(count if crc else 0):
+        checksum = zlib.crc32(zeros, checksum)
+    return first + repeated * (count - 1) + tail, checksum
 
 
 @functools.cache
@@ -473,7 +474,7 @@ def gzip_bomb() -> bytes:
 @functools.cache
 def nested_bomb() -> bytes:
     """A few KB: gzip around a raw deflate stream of 4 GiB of zeros ("deflate, gzip")."""
-    inner, _crc = _deflate_zeros(4 << 30)
+    inner, _ = _deflate_zeros(4 << 30, crc=False)  # raw deflate carries no checksum
     return _gzip(inner)
 
 
@@ -668,8 +669,10 @@ def _endless(server: MisbehavingServer, conn: Connection, arrival: Arrival, q: d
         block = b"4000\r\n" + block + b"\r\n"
     else:
         conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-    while time.monotonic() < deadline and not server.stopping:
+    budget = float(q.get("max_mb", "inf")) * 2**20  # a cap, so a client without one stays bounded
+    while time.monotonic() < deadline and not server.stopping and budget > 0:
         conn.send(block)
+        budget -= 16384
     return False
 
 
@@ -840,24 +843,33 @@ class ConcurrencyServer(LoopbackServer):
         )
         self.pages = pages or {}
         self.delay = delay
-        self.open_now = 0
         self.max_open = 0
-        self._host_open: Counter[str] = Counter()
         self.max_open_per_host: Counter[str] = Counter()
         self.arrival_times: defaultdict[str, list[float]] = defaultdict(list)
+        self._live: dict[int, socket.socket] = {}
         self._conn_host: dict[int, str] = {}
 
-    def opened(self, conn_id: int) -> None:
+    # A connection thread may notice a client's close a little late (it has to be scheduled),
+    # so "open" is decided by peeking at each socket when a new one arrives: one the client has
+    # closed reads as EOF at once. This keeps max_open exact instead of overcounting.
+
+    def _count_live(self, conn_ids: list[int]) -> int:
+        return sum(1 for conn_id in conn_ids if not _peer_gone(self._live[conn_id]))
+
+    def opened(self, conn_id: int, sock: socket.socket) -> None:
         with self._lock:
-            self.open_now += 1
-            self.max_open = max(self.max_open, self.open_now)
+            self._live[conn_id] = sock
+            self.max_open = max(self.max_open, self._count_live(list(self._live)))
 
     def closed(self, conn_id: int) -> None:
         with self._lock:
-            self.open_now -= 1
-            host = self._conn_host.pop(conn_id, None)
-            if host is not None:
-                self._host_open[host] -= 1
+            self._live.pop(conn_id, None)
+            self._conn_host.pop(conn_id, None)
+
+    @property
+    def open_now(self) -> int:
+        with self._lock:
+            return self._count_live(list(self._live))
 
     def handle(self, conn: Connection) -> None:
         while (arrival := conn.read_request()) is not None:
@@ -867,9 +879,9 @@ class ConcurrencyServer(LoopbackServer):
                 self.arrival_times[host].append(arrival.time)
                 if conn.conn_id not in self._conn_host:
                     self._conn_host[conn.conn_id] = host
-                    self._host_open[host] += 1
+                    same_host = [c for c, h in self._conn_host.items() if h == host]
                     self.max_open_per_host[host] = max(
-                        self.max_open_per_host[host], self._host_open[host]
+                        self.max_open_per_host[host], self._count_live(same_host)
                     )
             query = parse_qs(urlsplit(arrival.target).query)
             delay = float(query.get("delay", [self.delay])[-1])
@@ -878,6 +890,25 @@ class ConcurrencyServer(LoopbackServer):
             body = self.pages.get(arrival.path, b"ok")
             if not conn.respond(200, body, [("Content-Type", "text/html")]):
                 return
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Has the client closed (or reset) this socket? Never blocks, never consumes data."""
+    if sock.fileno() < 0:
+        return True
+    if isinstance(sock, ssl.SSLSocket):
+        return False  # TLS cannot peek at the raw stream; trust the connection thread
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        # Readable: EOF, a reset, or a request; the socket's own timeout mode would make a plain
+        # peek wait, but a readable socket answers at once.
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (TimeoutError, BlockingIOError):
+        return False  # the connection thread took the bytes first: still open
+    except OSError:
+        return True
 
 
 # -- other helpers ---------------------------------------------------------------------------

@@ -272,7 +272,8 @@ def test_failure_while_another_slot_is_held(server: MisbehavingServer) -> None:
         assert pool.urlopen("GET", "/ok", pool_timeout=1).data == b"ok"
         assert len(held.read()) == 100000
         assert pool.num_in_use == 0
-        assert pool.num_connections <= 2
+        # held, the reset one (discarded), and a new one for /ok: never more than 2 at once.
+        assert pool.num_connections == 3
 
 
 # -- streaming responses (preload_content=False) ------------------------------------------
@@ -358,7 +359,11 @@ def test_endless_body_streamed_then_released(server: MisbehavingServer) -> None:
 def test_endless_close_delimited_body_streamed_then_closed(server: MisbehavingServer) -> None:
     with make_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/endless?framing=close", preload_content=False)
-        assert len(response.read(100000)) == 100000
+        received = 0
+        while received < 100000:
+            chunk = response.read(100000 - received)  # may be short, like io.BufferedIOBase
+            assert chunk
+            received += len(chunk)
         response.close()
         assert pool.num_in_use == 0
         assert_healthy(pool)

@@ -23,6 +23,7 @@ from tests.servers import (
     MisbehavingServer,
     assert_cause,
     gzip_bomb,
+    nested_bomb,
 )
 
 CAP = 8 * 2**20
@@ -45,6 +46,7 @@ def assert_healthy(pool: HTTPConnectionPool) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _build_bombs() -> None:
     gzip_bomb()  # about a second, paid once, outside the timed assertions
+    nested_bomb()
 
 
 # -- decompression --------------------------------------------------------------------------
@@ -114,11 +116,14 @@ def test_corrupt_gzip_is_a_decode_error(server: MisbehavingServer) -> None:
 
 @pytest.mark.timeout(20)
 def test_endless_body_is_capped_when_preloaded(server: MisbehavingServer) -> None:
-    """An identity body that never ends must not be buffered without bound either."""
+    """An identity body that never ends must not be buffered without bound either.
+
+    (The server gives up after 64 MiB so that a pool without the cap stays bounded here.)
+    """
     with make_pool(server, max_decoded_size=CAP) as pool:
         started = time.monotonic()
         with pytest.raises((DecodeError, MaxRetryError)) as excinfo:
-            pool.urlopen("GET", "/endless", retries=0)
+            pool.urlopen("GET", "/endless?max_mb=64", retries=0)
         assert_cause(excinfo.value, BodyTooLargeError)
         assert time.monotonic() - started < 5
         assert_healthy(pool)
