@@ -17,6 +17,7 @@ import io
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -51,6 +52,7 @@ _SINGLE_SEND_LIMIT = 64 * 1024
 # Retries of a reused connection the server closed just as we sent on it are free.
 _MAX_STALE_RETRIES = 4
 
+_ABANDON_SCAN = 0.1
 _ERRORS_NOT_RETRIED = (EmptyPoolError, ClosedPoolError, LocationParseError, DecodeError)
 
 
@@ -125,6 +127,7 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
         self._in_use = 0
         self._closed = False
         self._retired = False
+        self._leases: dict[int, tuple[weakref.ref[HTTPResponse], HTTPConnection]] = {}
         self.headers = HTTPHeaderDict(headers) if headers else {}
 
     # --- configuration -----------------------------------------------------------------------
@@ -169,43 +172,84 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
 
     def _get_conn(self, timeout: float | None = None) -> HTTPConnection | None:
         """Check out a connection; ``None`` means "open a new one in this slot"."""
-        with self._lock:
+        to_close: list[HTTPConnection] = []
+        try:
+            with self._lock:
+                return self._checkout(timeout, to_close)
+        finally:
+            for conn in to_close:
+                conn.close()
+
+    def _checkout(
+        self, timeout: float | None, to_close: list[HTTPConnection]
+    ) -> HTTPConnection | None:
+        # Called with the lock held.
+        if self._closed:
+            raise ClosedPoolError(self, "Pool is closed.")
+        if self._idle:
+            self._in_use += 1
+            return self._idle.pop()
+        if self._free <= 0 and self._leases:
+            self._reclaim_abandoned(to_close)
+        if self._free > 0:
+            self._free -= 1
+            self._in_use += 1
+            return None
+        if not self.block:
+            self._in_use += 1  # an extra connection beyond maxsize
+            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise EmptyPoolError(
+                    self,
+                    f"Pool reached maximum size ({self.maxsize}) and no connection "
+                    f"was freed within pool_timeout={timeout}",
+                )
+            # Wake up now and then to notice responses dropped without being released.
+            self._cond.wait(_ABANDON_SCAN if left is None else min(left, _ABANDON_SCAN))
             if self._closed:
                 raise ClosedPoolError(self, "Pool is closed.")
             if self._idle:
                 self._in_use += 1
                 return self._idle.pop()
+            if self._free <= 0 and self._leases:
+                self._reclaim_abandoned(to_close)
             if self._free > 0:
                 self._free -= 1
                 self._in_use += 1
                 return None
-            if not self.block:
-                self._in_use += 1  # an extra connection beyond maxsize
-                return None
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise EmptyPoolError(
-                        self,
-                        f"Pool reached maximum size ({self.maxsize}) and no connection "
-                        f"was freed within pool_timeout={timeout}",
-                    )
-                self._cond.wait(left)
-                if self._closed:
-                    raise ClosedPoolError(self, "Pool is closed.")
-                if self._idle:
-                    self._in_use += 1
-                    return self._idle.pop()
-                if self._free > 0:
-                    self._free -= 1
-                    self._in_use += 1
-                    return None
 
-    def _put_conn(self, conn: HTTPConnection | None) -> None:
-        """Give back a checked-out connection, or ``None`` for a closed one's slot."""
+    def _lease(self, conn: HTTPConnection, response: HTTPResponse) -> None:
+        """Note that ``response`` holds ``conn`` (a streamed, not yet released body)."""
+        with self._lock:
+            self._leases[id(conn)] = (weakref.ref(response), conn)
+
+    def _reclaim_abandoned(self, to_close: list[HTTPConnection]) -> None:
+        """Take back slots of streamed responses that were dropped without a release.
+
+        Done by a caller that needs a slot, never from a finalizer: the garbage collector
+        only clears the weak reference, and the connection is closed here, outside it.
+        """
+        for key, (ref, conn) in list(self._leases.items()):
+            if ref() is None:
+                del self._leases[key]
+                self._in_use -= 1
+                if len(self._idle) + self._free < self.maxsize:
+                    self._free += 1
+                to_close.append(conn)
+                log.warning("Reclaimed a connection from a response dropped unreleased")
+
+    def _put_conn(self, conn: HTTPConnection | None, lease: int = 0) -> None:
+        """Give back a checked-out connection, or ``None`` for a closed one's slot.
+
+        ``lease`` is the ``id()`` of the connection a streamed response held.
+        """
         discard = None
         with self._lock:
+            if lease:
+                self._leases.pop(lease, None)
             self._in_use -= 1
             if self._closed or self._retired:
                 discard = conn
@@ -237,11 +281,14 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
 
     def close(self) -> None:
         """Close idle connections now; busy ones are closed when they come back."""
+        abandoned: list[HTTPConnection] = []
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            if self._leases:
+                self._reclaim_abandoned(abandoned)
             self._cond.notify_all()
-        for conn in idle:
+        for conn in idle + abandoned:
             conn.close()
 
     def _retire(self) -> None:
@@ -389,6 +436,9 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
                 conn = None  # the response owns it now
                 if preload_content:
                     response._preload()
+                elif response._connection is not None:
+                    self._lease(response._connection, response)
+                    response._lease = id(response._connection)
             except HTTPError as exc:
                 if conn is not None:
                     conn.close()
@@ -453,7 +503,8 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
                 has_retry_after = (
                     status in RETRY_AFTER_STATUS_CODES and "retry-after" in response.headers
                 )
-                if retry.is_retry(method, status, has_retry_after):
+                after = retry.get_retry_after(response) if has_retry_after else None
+                if retry.is_retry(method, status, has_retry_after, after):
                     try:
                         retry = retry.increment(
                             method, self._absolute(target), response=response, _pool=self

@@ -13,7 +13,7 @@ import http.client
 import json
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._collections import HTTPHeaderDict
 from ._decoding import DECODE_ERRORS, Decoder, make_decoder, translate
@@ -91,6 +91,7 @@ class HTTPResponse:
         self._pending = bytearray()
         self._raw_done = connection is None and original_response is None
         self._closed_flag = False
+        self._lease = 0
         if body:
             self._body = body
         if preload_content and not self._raw_done and self._body is None:
@@ -134,6 +135,7 @@ class HTTPResponse:
         self._decoded = 0
         self._pending = bytearray()
         self._closed_flag = False
+        self._lease = 0
         if framer.done:
             self._raw_done = True
             self._body = b"" if preload_content else None
@@ -155,6 +157,13 @@ class HTTPResponse:
             return
         conn, framer = self._connection, self._framer
         assert conn is not None and framer is not None
+        cap = self.max_decoded_size
+        left = framer.remaining
+        if cap is not None and (left is None or left > cap):
+            if left is not None:
+                self._too_large(cap)
+            self._body = self.read(decode_content=False)
+            return
         try:
             # Identity body: received in place in one go.
             self._body = conn.read_body_all(framer)
@@ -274,13 +283,16 @@ class HTTPResponse:
             raise translate(exc, self.headers.get("content-encoding", "")) from exc
         self._decoded += len(out)
         if cap is not None and self._decoded > cap:
-            self._discard()
-            raise BodyTooLargeError(
-                f"decoded body exceeds max_decoded_size={cap} bytes "
-                f"(Content-Encoding {self.headers.get('content-encoding')!r}); "
-                "raise max_decoded_size if this is expected"
-            )
+            self._too_large(cap)
         return out
+
+    def _too_large(self, cap: int) -> NoReturn:
+        self._discard()
+        encoding = self.headers.get("content-encoding") or "identity"
+        raise BodyTooLargeError(
+            f"body exceeds max_decoded_size={cap} bytes (Content-Encoding {encoding!r}); "
+            "raise max_decoded_size if this is expected"
+        )
 
     def read(
         self,
@@ -299,13 +311,21 @@ class HTTPResponse:
         if amt is None:
             parts = [bytes(self._pending)]
             self._pending.clear()
+            cap = self.max_decoded_size
+            total = len(parts[0])
             while True:
                 raw = self._raw_read(1 << 20 if not decoding else 1 << 16)
                 if not raw:
                     if decoding:
                         parts.append(self._decode(b"", flush=True))
                     break
-                parts.append(self._decode(raw) if decoding else raw)
+                if decoding:
+                    parts.append(self._decode(raw))
+                else:
+                    parts.append(raw)
+                    total += len(raw)
+                    if cap is not None and total > cap:
+                        self._too_large(cap)
             data = b"".join(parts)
             if cache_content:
                 self._body = data
@@ -315,7 +335,15 @@ class HTTPResponse:
                 data = bytes(self._pending[:amt])
                 del self._pending[:amt]
                 return data
-            return self._raw_read(amt)
+            data = self._raw_read(amt)
+            if len(data) < amt and data:
+                parts = [data]
+                got = len(data)
+                while got < amt and (more := self._raw_read(amt - got)):
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+            return data
         pending = self._pending
         while len(pending) < amt and not self._raw_done:
             raw = self._raw_read(max(amt, 1 << 14))
@@ -356,7 +384,7 @@ class HTTPResponse:
             conn.close()
             conn = None
         if pool is not None:
-            pool._put_conn(conn)
+            pool._put_conn(conn, self._lease)
         elif conn is not None:
             conn.close()
 
@@ -371,16 +399,33 @@ class HTTPResponse:
             return
         conn.close()
         if self._pool is not None:
-            self._pool._put_conn(None)
+            self._pool._put_conn(None, self._lease)
 
     def release_conn(self) -> None:
-        """Give the connection back now; an unread body means it is closed, not reused."""
+        """Give the connection back now; an unread body means it is closed, not reused.
+
+        (When the rest of the body is already in the receive buffer it is dropped and the
+        connection reused: that costs nothing and saves a reconnect.)
+        """
         if self._connection is None:
             return
+        if not self._raw_done:
+            self._skip_buffered_rest()
         if self._raw_done:
             self._release_done()
         else:
             self._discard()
+
+    def _skip_buffered_rest(self) -> None:
+        conn, framer = self._connection, self._framer
+        if conn is None or framer is None or self._original_response is not None:
+            return
+        left = framer.remaining
+        if left is not None and left <= len(conn._buf):
+            framer.take(conn._buf, left)
+            if framer.done:
+                self._raw_done = True
+                self._pending.clear()
 
     def drain_conn(self) -> None:
         """Read and drop a small rest of the body so the connection can be reused."""
@@ -404,10 +449,7 @@ class HTTPResponse:
         if not self._closed_flag:
             self._closed_flag = True
             if self._connection is not None:
-                if self._raw_done:
-                    self._release_done()
-                else:
-                    self._discard()
+                self.release_conn()
             if self._original_response is not None:
                 self._original_response.close()
 

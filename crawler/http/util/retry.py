@@ -62,6 +62,9 @@ class Retry:
     allowed_methods: Collection[str] | None = IDEMPOTENT_METHODS
     raise_on_redirect: bool = True
     raise_on_status: bool = True
+    # A Retry-After longer than this is not waited for inside urlopen: the response is
+    # returned as it is, so a hostile "Retry-After: 3600" cannot park a caller for an hour.
+    retry_after_max: float = 5.0
     history: tuple[RequestHistory, ...] = ()
 
     def __post_init__(self) -> None:
@@ -96,9 +99,25 @@ class Retry:
 
     # --- queries -------------------------------------------------------------------------
 
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        """Should a response with this status be retried?"""
+    def is_retry(
+        self,
+        method: str,
+        status_code: int,
+        has_retry_after: bool = False,
+        retry_after: float | None = None,
+    ) -> bool:
+        """Should a response with this status be retried?
+
+        Never when it asks us (``retry_after`` seconds) to wait longer than
+        ``retry_after_max``.
+        """
         if not self._method_allowed(method):
+            return False
+        if (
+            self.respect_retry_after_header
+            and retry_after is not None
+            and retry_after > self.retry_after_max
+        ):
             return False
         if self.status_forcelist and status_code in self.status_forcelist:
             return True
