@@ -36,13 +36,25 @@ def test_tty_redraws_one_line_in_place() -> None:
     assert "tty" in repr(progress) and "2 updates" in repr(progress)
 
 
-def test_off_a_terminal_no_escape_codes_only_periodic_log_lines(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_off_a_terminal_no_escape_codes_only_periodic_log_lines() -> None:
     out = io.StringIO()
     clock = Clock()
     progress = Progress(out, tty=False, log_every=10.0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="crawler.progress"):
+    records = Records()
+    logger = logging.getLogger("crawler.progress")
+    logger.addHandler(records)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
         progress(SNAP)  # too soon
         clock.now += 10
         progress(SNAP)
@@ -51,9 +63,11 @@ def test_off_a_terminal_no_escape_codes_only_periodic_log_lines(
         clock.now += 5
         progress({**SNAP, "pages": 200})
         progress.close()
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
     assert out.getvalue() == ""
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == [
+    assert records.messages == [
         "120 pages (12.3/s), 118 items, 2 errors, 40 queued, 4 in flight",
         "200 pages (12.3/s), 118 items, 2 errors, 40 queued, 4 in flight",
     ]
