@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiprocess
 from multiprocess.connection import wait as wait_ready
@@ -50,8 +50,10 @@ from crawler.frontier import (
 from crawler.messages import Failure, Job, NewRequest, Outcome
 from crawler.settings import Settings
 from crawler.spider import Request, Spider
-from crawler.storage import Store
 from crawler.worker import STOP, default_threads, fresh_fingerprint, worker_main
+
+if TYPE_CHECKING:
+    from crawler.storage import Store
 
 __all__ = [
     "EXIT_FINISHED",
@@ -134,6 +136,9 @@ def crawl(
 
 
 class _Engine:
+    store: Store
+    run_id: int
+
     def __init__(
         self,
         spider_cls: type[Spider],
@@ -184,7 +189,10 @@ class _Engine:
         # Fork before anything else exists in the parent: no threads, no SQLite handle.
         for index in range(self.n):
             self.workers.append(self._start_worker(index))
-        store: Store | None = None
+        # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
+        # process), which the workers never need.
+        from crawler.storage import Store
+
         previous: dict[signal.Signals, Any] = {}
         run_id = 0
         try:
