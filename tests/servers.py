@@ -80,9 +80,11 @@ Redirects
     /redirect-cr                302 whose Location holds a bare CR: "/ok<CR>X-Injected: yes".
     /redirect-crlf-encoded      302 to "/ok%0D%0AX-Injected:%20yes" (must stay encoded).
 
+Every server records each request (`arrivals`, `count(path)`) and the most connections open at
+once (`max_open`; a connection counts from accept until either side closes it).
 ConcurrencyServer answers every path with 200 (a body from `pages`, else "ok"; `?delay=` seconds
-before answering) and records, per Host header, the most connections open at once and the arrival
-time of every request; `max_open` counts all connections from accept to close. It can listen on
+before answering) and also records, per Host header, the most connections open at once and the
+arrival time of every request. It can listen on
 several 127.0.0.x addresses at one port so that tests get several origins from one server.
 
 Either server speaks TLS when given `tls_context=` (a server-side `ssl.SSLContext`): each accepted
@@ -288,6 +290,8 @@ class LoopbackServer:
         self._threads: list[threading.Thread] = []
         self._next_conn_id = 0
         self.connections_accepted = 0
+        self.max_open = 0
+        self._live: dict[int, socket.socket] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -421,11 +425,30 @@ class LoopbackServer:
 
     # -- hooks -----------------------------------------------------------------------------
 
+    # A connection thread may notice a client's close a little late (it has to be scheduled),
+    # so "open" is decided by peeking at each socket when a new one arrives: one the client has
+    # closed reads as EOF at once. This keeps max_open exact instead of overcounting.
+
+    def _count_live(self, conn_ids: list[int]) -> int:
+        live = self._live
+        return sum(1 for c in conn_ids if c in live and not _peer_gone(live[c]))
+
+    @property
+    def open_now(self) -> int:
+        """Connections open right now (not closed by either side)."""
+        with self._lock:
+            return self._count_live(list(self._live))
+
     def opened(self, conn_id: int, sock: socket.socket) -> None:
-        """Called when a connection is accepted."""
+        """Called when a connection is accepted: updates `max_open`."""
+        with self._lock:
+            self._live[conn_id] = sock
+            self.max_open = max(self.max_open, self._count_live(list(self._live)))
 
     def closed(self, conn_id: int) -> None:
         """Called when a connection's thread is done with it."""
+        with self._lock:
+            self._live.pop(conn_id, None)
 
     def handle(self, conn: Connection) -> None:
         raise NotImplementedError
@@ -843,33 +866,14 @@ class ConcurrencyServer(LoopbackServer):
         )
         self.pages = pages or {}
         self.delay = delay
-        self.max_open = 0
         self.max_open_per_host: Counter[str] = Counter()
         self.arrival_times: defaultdict[str, list[float]] = defaultdict(list)
-        self._live: dict[int, socket.socket] = {}
         self._conn_host: dict[int, str] = {}
-
-    # A connection thread may notice a client's close a little late (it has to be scheduled),
-    # so "open" is decided by peeking at each socket when a new one arrives: one the client has
-    # closed reads as EOF at once. This keeps max_open exact instead of overcounting.
-
-    def _count_live(self, conn_ids: list[int]) -> int:
-        return sum(1 for conn_id in conn_ids if not _peer_gone(self._live[conn_id]))
-
-    def opened(self, conn_id: int, sock: socket.socket) -> None:
-        with self._lock:
-            self._live[conn_id] = sock
-            self.max_open = max(self.max_open, self._count_live(list(self._live)))
 
     def closed(self, conn_id: int) -> None:
         with self._lock:
             self._live.pop(conn_id, None)
             self._conn_host.pop(conn_id, None)
-
-    @property
-    def open_now(self) -> int:
-        with self._lock:
-            return self._count_live(list(self._live))
 
     def handle(self, conn: Connection) -> None:
         while (arrival := conn.read_request()) is not None:

@@ -75,6 +75,7 @@ def test_failure_is_clear_bounded_and_frees_the_slot(
         arrived = server.count(path.split("?")[0])
         assert arrived == attempts if attempts is not None else arrived in (1, 2)
         assert_healthy(pool)
+        assert server.max_open <= 1  # retries never overlap a connection still open
 
 
 def test_get_reset_is_retried_n_plus_one_times(server: MisbehavingServer) -> None:
@@ -274,6 +275,7 @@ def test_failure_while_another_slot_is_held(server: MisbehavingServer) -> None:
         assert pool.num_in_use == 0
         # held, the reset one (discarded), and a new one for /ok: never more than 2 at once.
         assert pool.num_connections == 3
+        assert server.max_open <= 2
 
 
 # -- streaming responses (preload_content=False) ------------------------------------------
