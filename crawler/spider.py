@@ -291,7 +291,7 @@ class _Joiner:
     unusual shape still goes through ``urljoin``.
     """
 
-    __slots__ = ("base", "dir", "origin", "path_base", "scheme")
+    __slots__ = ("base", "dir", "dir_path", "origin", "path_base", "scheme", "simple")
 
     def __init__(self, base: str) -> None:
         self.base = base.partition("#")[0]
@@ -300,7 +300,29 @@ class _Joiner:
         self.origin = f"{parts.scheme}://{parts.netloc}"
         path = parts.path or "/"
         self.path_base = self.origin + path
-        self.dir = self.origin + path[: path.rfind("/") + 1]
+        self.dir_path = path[: path.rfind("/") + 1]
+        self.dir = self.origin + self.dir_path
+        # A base path with dot segments or empty segments: leave relative hrefs to urljoin.
+        self.simple = path.startswith("/") and "/." not in path and "//" not in path
+
+    def _relative(self, href: str) -> str:
+        """``href`` (no scheme, not starting with "/") against the base directory."""
+        if not self.simple:
+            return urljoin(self.base, href)
+        path = self.dir_path
+        rest = href
+        while rest[:1] == ".":
+            if rest.startswith("../"):
+                if path != "/":
+                    path = path[: path.rfind("/", 0, len(path) - 1) + 1]
+                rest = rest[3:]
+            elif rest.startswith("./"):
+                rest = rest[2:]
+            else:  # "..", ".", ".hidden", "..x": rare, let urljoin decide
+                return urljoin(self.base, href)
+        if "/." in rest.partition("?")[0]:
+            return urljoin(self.base, href)
+        return self.origin + path + rest
 
     def join(self, href: str) -> str | None:
         """The absolute http(s) URL without fragment, or ``None`` to skip the link."""
@@ -320,11 +342,11 @@ class _Joiner:
         elif first == "?":
             url = self.path_base + href
         elif first == ".":
-            url = urljoin(self.base, href)
+            url = self._relative(href)
         else:
             m = _SCHEME.match(href)
             if m is None:
-                url = urljoin(self.base, href) if "/." in href else self.dir + href
+                url = self._relative(href)
             else:
                 scheme = m.group()[:-1].lower()
                 if scheme not in ("http", "https"):

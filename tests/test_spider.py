@@ -251,21 +251,41 @@ def test_links_without_base() -> None:
     ]
 
 
-def test_links_match_urljoin_for_many_shapes() -> None:
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://h.example:8443/a/b/c.html?x=1",
+        "http://h.example/",
+        "http://h.example/a/b/",
+        "http://h.example/a/./b/../c/d",
+        "http://h.example//x//y",
+    ],
+)
+def test_links_match_urljoin_for_many_shapes(base: str) -> None:
     from urllib.parse import urljoin
 
-    base = "https://h.example:8443/a/b/c.html?x=1"
     hrefs = [
         "d", "d/e", "./d", "../d", "../../../d", "/d", "/./d", "//o.example/d", "?q", "#f", "",
         "d?q#f", "HTTPS://UP.example/P", "http:rel", "https://h.example/a/./b/../c",
-        ";p", "d;p?q", "%41", "é",
+        ";p", "d;p?q", "%41", "é", "../../x", "./../x", "../?q", "..", ".", "../", ".hidden",
+        "..x/y", "./", "../a/./b", "a/../b", "../a?x=/./", "../../../../../z",
     ]  # fmt: skip
     body = "".join(f'<a href="{h}">x</a>' for h in hrefs).encode()
     r = html(body, url=base)
     joined = (urljoin(base, h).partition("#")[0] for h in hrefs)
-    expected = list(dict.fromkeys(u for u in joined if u.startswith(("http://", "https://"))))
+    web = (u for u in joined if u.lower().startswith(("http://", "https://")))
+    expected = list(dict.fromkeys(web))
     got = r.links()
     assert [u.lower() for u in got] == [u.lower() for u in expected]
+
+
+def test_links_where_urljoin_is_not_the_reference() -> None:
+    body = b"<a href='?q'>1</a><a href='d//e'>2</a>"
+    # RFC 3986 keeps empty segments (urljoin drops them); an empty path is "/" for http.
+    assert html(body, url="http://h.example").links() == [
+        "http://h.example/?q",
+        "http://h.example/d//e",
+    ]
 
 
 @pytest.mark.parametrize(
