@@ -97,9 +97,11 @@ class _BrotliDecoder(Decoder):
 
 
 class _ZstdDecoder(Decoder):
-    """zstandard's decompressobj has no output limit, so feed it small input slices."""
+    """zstandard's decompressobj has no output limit, so feed it small input slices.
 
-    _SLICE = 512
+    A zstd block of a few bytes can expand to 128 KiB, so the slice shrinks with what is
+    left under the cap: the overshoot stays within about the cap itself.
+    """
 
     def __init__(self) -> None:
         assert zstandard is not None
@@ -108,11 +110,12 @@ class _ZstdDecoder(Decoder):
     def decompress(self, data: bytes, limit: int) -> bytes:
         parts = []
         size = 0
-        for start in range(0, len(data), self._SLICE):
+        step = max(32, min(4096, limit // 32768))
+        for start in range(0, len(data), step):
             if self._obj.eof:
                 # A new frame starts after the previous one (concatenated frames).
                 self._obj = zstandard.ZstdDecompressor().decompressobj()
-            piece = self._obj.decompress(data[start : start + self._SLICE])
+            piece = self._obj.decompress(data[start : start + step])
             parts.append(piece)
             size += len(piece)
             if size > limit:

@@ -194,7 +194,7 @@ def parse_head(
     last: list[str] | None = None
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name[-1] in " \t" or name[0] in " \t":
+        if not sep or not name or name[0] in " \t" or " " in name or "\t" in name:
             if line[:1] in (" ", "\t") and last is not None:
                 # obs-fold (RFC 9112 §5.2): a continuation line joins the previous value.
                 last[-1] = last[-1] + " " + line.strip(" \t")

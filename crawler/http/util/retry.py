@@ -241,6 +241,9 @@ class Retry:
             else:
                 cause = ResponseError("unknown failure")
         history = (*self.history, RequestHistory(method, url, error, status_code, location))
+        counts = (total, connect, read, redirect, status, other)
+        if any(c is not None and not isinstance(c, bool) and c < 0 for c in counts):
+            raise MaxRetryError(_pool, url or "", error or cause) from error
         new = replace(
             self,
             total=total,
@@ -251,8 +254,6 @@ class Retry:
             other=other,
             history=history,
         )
-        if new.is_exhausted():
-            raise MaxRetryError(_pool, url or "", error or cause) from error
         return new
 
 
