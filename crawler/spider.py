@@ -78,6 +78,10 @@ def _str(value: str | bytes, what: str) -> str:
     return value
 
 
+def _as_text(value: object) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
 def _normalise_headers(headers: HeadersInput) -> tuple[tuple[str, str], ...]:
     if headers is None:
         return ()
@@ -394,7 +398,11 @@ class Response:
         if isinstance(headers, HTTPHeaderDict):
             self.headers = headers
         else:
-            self.headers = HTTPHeaderDict(_normalise_headers(headers))
+            # What a server sent is taken as it is: no validation, which could only raise.
+            self.headers = HTTPHeaderDict()
+            pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+            for name, value in pairs:
+                self.headers.add(_as_text(name), _as_text(value))
         self.body = bytes(body) if not isinstance(body, bytes) else body
         self.request = request
         self.depth = depth

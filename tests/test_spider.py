@@ -367,6 +367,9 @@ def test_headers_case_insensitive_from_any_shape() -> None:
         assert r.headers["set-cookie"] == "a=1, b=2"
         assert "Set-Cookie" in r.headers
     assert Response("http://h/", 200, [(b"X", b"y")], b"").headers["x"] == "y"
+    # whatever a server sent is accepted, never validated into an exception
+    odd = Response("http://h/", 200, {"Bad Name": "a\r\nb", "N": 5}, b"")
+    assert odd.headers["bad name"] == "a\r\nb" and odd.headers["n"] == "5"
 
 
 def test_meta_defaults_to_request_meta_and_is_never_none() -> None:
