@@ -15,6 +15,7 @@ import trustme
 from crawler.http import (
     HTTPSConnectionPool,
     MaxRetryError,
+    PoolManager,
     ProtocolError,
     SSLError,
     connection_from_url,
@@ -146,3 +147,14 @@ def test_missing_client_certificate_is_refused(
         assert_cause(excinfo.value, (SSLError, ProtocolError))
         assert client_cert_server.count("/ok") == 0
         assert pool.num_in_use == 0
+
+
+def test_pool_manager_verifies_and_accepts_ca_certs(
+    https_server: MisbehavingServer, ca_file: str
+) -> None:
+    with PoolManager(timeout=5) as manager:
+        with pytest.raises((SSLError, MaxRetryError)) as excinfo:
+            manager.urlopen("GET", https_server.url("/ok"), retries=0)
+        assert_cause(excinfo.value, SSLError)
+    with PoolManager(ca_certs=ca_file, timeout=5) as manager:
+        assert manager.urlopen("GET", https_server.url("/ok")).data == b"ok"

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from crawler.http import HTTPConnectionPool, PoolManager
-from tests.servers import ConcurrencyServer
+from crawler.http import HTTPConnectionPool, MaxRetryError, PoolManager, ProtocolError
+from tests.servers import ConcurrencyServer, MisbehavingServer
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
@@ -126,3 +126,29 @@ def test_manager_with_more_origins_than_pools() -> None:
     finally:
         for srv in servers:
             srv.stop()
+
+
+@pytest.mark.timeout(60)
+def test_failures_under_threads_never_leak_or_exceed_slots(server: MisbehavingServer) -> None:
+    paths = ["/ok", "/reset-before-status", "/short-body", "/ok?size=50000", "/bad-chunked"]
+    pool = HTTPConnectionPool(server.host, server.port, maxsize=2, block=True, timeout=2)
+    outcomes: list[str] = []
+
+    def work(index: int) -> None:
+        for i in range(30):
+            path = paths[(index + i) % len(paths)]
+            try:
+                response = pool.urlopen("GET", path, retries=1, pool_timeout=20)
+            except (ProtocolError, MaxRetryError):
+                outcomes.append("error")
+            else:
+                assert response.status == 200
+                outcomes.append("ok")
+
+    with pool:
+        assert run_threads(8, work) == []
+        assert len(outcomes) == 240
+        assert outcomes.count("ok") == 8 * 30 * 2 // 5
+        assert pool.num_in_use == 0
+        assert server.max_open <= 2
+        assert pool.urlopen("GET", "/ok", pool_timeout=1).data == b"ok"
