@@ -58,7 +58,7 @@ def parse_duration(value: object) -> float:
     text = value.strip().lower()
     total = 0.0
     # Consume "<number><unit>" pieces left to right so "1h30m" works.
-    for piece in re.findall(r"\d+(?:\.\d*)?[smhdw]?|\S", text):
+    for piece in re.findall(r"(?:\d+(?:\.\d*)?|\.\d+)[smhdw]?|\S", text):
         m = _DURATION_RE.match(piece)
         if not m:
             raise SettingsError(f"not a duration: {value!r} (use e.g. 90, 30s, 15m, 2h, 1d)")
