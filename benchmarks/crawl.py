@@ -32,7 +32,7 @@ from typing import Any
 from crawler.bench.measure import TreeRSSSampler
 from crawler.bench.run import bench_settings, verify_crawl
 from crawler.bench.server import SiteServer, find_nginx
-from crawler.bench.site import SiteInfo, generate_site, pick_origins
+from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 
 HERE = Path(__file__).resolve().parent
 SCRAPY_SCRIPT = HERE / "scrapy_bench_spider.py"
@@ -227,14 +227,19 @@ def _server(site: SiteInfo, backend: str) -> SiteServer:
     return SiteServer(site, backend)
 
 
+def _origins(args: argparse.Namespace) -> tuple[str, ...]:
+    workers = args.workers or os.cpu_count() or 1
+    return pick_origins(args.hosts, balance_over=0 if args.random_split else workers)
+
+
 def throughput(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
-    site = generate_site(
-        tmp / "site", args.pages, args.hosts, args.seed, origins=pick_origins(args.hosts)
-    )
+    site = generate_site(tmp / "site", args.pages, args.hosts, args.seed, origins=_origins(args))
+    workers = args.workers or os.cpu_count() or 1
     print(
         f"site: {site.pages} pages, {site.total_bytes / site.pages / 1024:.0f} KB and "
         f"{site.total_links / site.pages:.0f} links a page on {site.hosts} hosts; "
-        f"per_host {args.per_host}, our workers {args.workers or os.cpu_count()}"
+        f"per_host {args.per_host}, our workers {workers} "
+        f"(hosts per worker: {worker_split(site.origins, workers)})"
     )
     results: list[Measurement] = []
     with _server(site, args.server) as server:
@@ -276,7 +281,7 @@ def memory_scale(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
             max_kb=60,
             min_links=20,
             max_links=60,
-            origins=pick_origins(args.hosts),
+            origins=_origins(args),
             extra_links=extra,
         )
         label = f"{site.discoverable // 1000}k"
@@ -316,6 +321,11 @@ def main() -> None:
         "--discover",
         default="100000,1000000",
         help="memory mode: URLs each crawl discovers (comma-separated)",
+    )
+    parser.add_argument(
+        "--random-split",
+        action="store_true",
+        help="random ports, however the hosts then fall on our workers (default: an even split)",
     )
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--child-ours", help=argparse.SUPPRESS)

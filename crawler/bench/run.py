@@ -18,7 +18,7 @@ from typing import Any
 
 from crawler.bench.measure import TreeRSSSampler, cpu_now
 from crawler.bench.server import SiteServer
-from crawler.bench.site import SiteInfo, generate_site, pick_origins
+from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 
 __all__ = ["bench_settings", "run_bench", "verify_crawl"]
 
@@ -98,19 +98,23 @@ def run_bench(
 
     tmp = Path(tempfile.mkdtemp(prefix="crawler-bench-"))
     try:
+        settings = bench_settings(workers, per_host, max_runtime=max_runtime)
+        n = settings.worker_count
         started = time.perf_counter()
-        site = generate_site(tmp / "site", pages, hosts, seed, origins=pick_origins(hosts))
+        # Ports are chosen so the hosts spread evenly over the workers (see pick_origins).
+        origins = pick_origins(hosts, balance_over=n)
+        site = generate_site(tmp / "site", pages, hosts, seed, origins=origins)
         generated = time.perf_counter() - started
         if db_path is None:
             db_path = Path("data/bench.db") if keep_db else tmp / "bench.db"
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        settings = bench_settings(workers, per_host, max_runtime=max_runtime)
         with SiteServer(site, server) as srv:
             assert srv.pid is not None
             out(
                 f"crawler bench: {pages} pages ({site.total_bytes / pages / 1024:.0f} KB, "
                 f"{site.total_links / pages:.0f} links each) on {hosts} hosts, "
-                f"{srv.backend} server; {settings.worker_count} workers, per_host {per_host}"
+                f"{srv.backend} server; {n} workers (hosts each: {worker_split(origins, n)}), "
+                f"per_host {per_host}"
             )
             with TreeRSSSampler(exclude=frozenset({srv.pid})) as rss:
                 cpu0 = cpu_now()
