@@ -59,8 +59,10 @@ def fresh_fingerprint() -> int:
 
 
 def default_threads(settings: Settings) -> int:
-    """Fetch threads per worker: enough to keep ``per_host`` connections busy on a few hosts."""
-    return min(16, max(4, settings.per_host * 2))
+    """Fetch threads per worker: a slow host holds at most ``per_host`` of them (the engine
+    never sends more), which leaves four for the worker's other hosts. More threads mostly add
+    GIL contention and resident memory."""
+    return min(16, settings.per_host + 4)
 
 
 def is_textual(content_type: str | None) -> bool:
