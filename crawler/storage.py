@@ -33,6 +33,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,9 +42,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import sqlite_utils
-
 from crawler.messages import Follow, Job, NewRequest, Outcome
+
+
+def _import_sqlite_utils() -> Any:
+    """Import sqlite-utils without letting it pull in numpy.
+
+    sqlite-utils imports numpy when it is installed, only to map numpy scalar types to
+    column types. Rows written here are plain Python values (they crossed a process boundary
+    as plain data), and numpy would cost about 12 MB of resident memory in the long-lived
+    parent, which the crawl's memory budget feels. Code that imports numpy later still gets it.
+    """
+    if "sqlite_utils" in sys.modules or "numpy" in sys.modules:
+        import sqlite_utils
+    else:
+        sys.modules["numpy"] = None  # type: ignore[assignment]
+        try:
+            import sqlite_utils
+        finally:
+            del sys.modules["numpy"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 __all__ = ["BatchStats", "RunLocked", "StorageError", "Store"]
 
