@@ -6,11 +6,9 @@ a fetched body; it decodes and parses lazily and at most once, and the one lxml 
 ``css()``, ``xpath()`` (through parsel) and ``links()`` (lxml directly, because it runs on every
 page and a page can carry hundreds of links).
 
-Decoding follows the order browsers use: a byte-order mark, then the Content-Type charset, then
-the document's own declaration (``<meta charset>``, ``<meta http-equiv>``, ``<?xml encoding?>``),
-then detection (UTF-16 without a BOM, strict UTF-8, else cp1252). Undecodable bytes are
-replaced, so ``text`` never raises; a body that is not markup (an image, a PDF) gives empty
-``css``/``xpath``/``links`` results instead of errors.
+Decoding and link resolution live in :mod:`crawler.markup`: ``text`` never raises, and a body
+that is not markup (an image, a PDF) gives empty ``css``/``xpath``/``links`` results instead of
+errors.
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
-import functools
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +27,9 @@ import lxml.html
 import parsel
 
 from crawler.http import HTTPHeaderDict
+from crawler.markup import BASE_XPATH, LINK_XPATH, LinkJoiner, decode_body, make_parser, markup_kind
 
-__all__ = ["Request", "Response", "Spider", "iter_results"]
+__all__ = ["Request", "Response", "Spider", "decode_body", "iter_results"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\0]")
@@ -172,199 +169,6 @@ class Request:
         return f"<Request {self.method} {self.url}{cb}>"
 
 
-# --- decoding -------------------------------------------------------------------------------
-
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([^"';\s]+)""", re.I)
-_META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
-_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]+?encoding\s*=\s*["']\s*([a-zA-Z0-9_.\-]+)""", re.I)
-# Labels browsers map to windows-1252, and ones they refuse.
-_AS_CP1252 = {"ascii", "latin-1", "iso8859-1"}
-_REFUSED = {"utf-7"}
-
-
-@functools.lru_cache(maxsize=256)
-def _codec(label: str) -> str | None:
-    """Python's codec name for a charset label, or ``None`` when it is unknown or not text."""
-    try:
-        name = codecs.lookup(label.strip().lower()).name
-        b"x".decode(name)  # "base64", "zlib" and friends are not text encodings
-    except (LookupError, ValueError):
-        return None
-    if name in _REFUSED:
-        return None
-    if name in _AS_CP1252:
-        return "cp1252"
-    if name in ("utf-16", "utf-32"):
-        return "utf-16-le" if name == "utf-16" else "utf-32-le"
-    return name
-
-
-def _sniff_utf16(body: bytes) -> str | None:
-    sample = body[:512]
-    if len(sample) < 4:
-        return None
-    half = len(sample) // 2
-    even_zeros = sample[0::2].count(0)
-    odd_zeros = sample[1::2].count(0)
-    if odd_zeros > half * 0.3 and even_zeros < half * 0.05:
-        return "utf-16-le"
-    if even_zeros > half * 0.3 and odd_zeros < half * 0.05:
-        return "utf-16-be"
-    return None
-
-
-def decode_body(body: bytes, content_type: str | None) -> tuple[str, str]:
-    """``(text, encoding)`` of a body; never raises (undecodable bytes become U+FFFD)."""
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            return body[len(bom) :].decode(name, "replace"), name
-    encoding = None
-    if content_type:
-        found = _HEADER_CHARSET.search(content_type)
-        if found:
-            encoding = _codec(found.group(1))
-    if encoding is None:
-        head = body[:4096]
-        m = _XML_ENCODING.search(head) or _META_CHARSET.search(head)
-        if m:
-            encoding = _codec(m.group(1).decode("ascii"))
-            # A declaration we could read as ASCII cannot be UTF-16/32 (as browsers reason).
-            if encoding is not None and encoding.startswith(("utf-16", "utf-32")):
-                encoding = "utf-8"
-    if encoding is None:
-        encoding = _sniff_utf16(body)
-    if encoding is None:
-        try:
-            return body.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            encoding = "cp1252"
-    return body.decode(encoding, "replace"), encoding
-
-
-# --- parsing --------------------------------------------------------------------------------
-
-_HTML_TYPES = {"text/html", "application/xhtml+xml", "application/vnd.wap.xhtml+xml"}
-_XML_TYPES = {"text/xml", "application/xml"}
-_LOOKS_HTML = re.compile(
-    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|title)", re.I | re.S
-)
-_LOOKS_MARKUP = re.compile(rb"^\s*<[!?a-zA-Z]")
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*:")
-_LINKS = lxml.etree.XPath("//a/@href|//area/@href", smart_strings=False)
-_BASE = lxml.etree.XPath("(//base[@href])[1]/@href", smart_strings=False)
-_parsers = threading.local()  # lxml parsers must not be shared between threads
-
-
-def _markup_kind(content_type: str, body: bytes) -> str | None:
-    """``"html"``, ``"xml"`` or ``None`` (not markup: nothing to select or follow)."""
-    if content_type in _HTML_TYPES:
-        return "html"
-    if content_type in _XML_TYPES or content_type.endswith("+xml"):
-        return "xml"
-    head = body[:1024].lstrip(b"\xef\xbb\xbf")
-    if not content_type:
-        return "html" if _LOOKS_MARKUP.match(head) else None
-    if content_type.startswith("text/") and _LOOKS_HTML.match(head):
-        return "html"  # e.g. HTML served as text/plain
-    return None
-
-
-def _parser(kind: str) -> lxml.etree._FeedParser:
-    p = getattr(_parsers, kind, None)
-    if p is None:
-        if kind == "html":
-            p = lxml.html.HTMLParser(encoding="utf-8", no_network=True, collect_ids=False)
-        else:
-            p = lxml.etree.XMLParser(
-                encoding="utf-8", recover=True, no_network=True, resolve_entities=False
-            )
-        setattr(_parsers, kind, p)
-    return p
-
-
-class _Joiner:
-    """Resolve hrefs against one base URL; cheap string work for the common cases.
-
-    ``urljoin`` costs a few microseconds a call; most links are absolute, root-relative or
-    plain relative names, which need only a concatenation. Anything with dot segments or an
-    unusual shape still goes through ``urljoin``.
-    """
-
-    __slots__ = ("base", "dir", "dir_path", "origin", "path_base", "scheme", "simple")
-
-    def __init__(self, base: str) -> None:
-        self.base = base.partition("#")[0]
-        parts = urlsplit(self.base)
-        self.scheme = parts.scheme
-        self.origin = f"{parts.scheme}://{parts.netloc}"
-        path = parts.path or "/"
-        self.path_base = self.origin + path
-        self.dir_path = path[: path.rfind("/") + 1]
-        self.dir = self.origin + self.dir_path
-        # A base path with dot segments or empty segments: leave relative hrefs to urljoin.
-        self.simple = path.startswith("/") and "/." not in path and "//" not in path
-
-    def _relative(self, href: str) -> str:
-        """``href`` (no scheme, not starting with "/") against the base directory."""
-        if not self.simple:
-            return urljoin(self.base, href)
-        path = self.dir_path
-        rest = href
-        while rest[:1] == ".":
-            if rest.startswith("../"):
-                if path != "/":
-                    path = path[: path.rfind("/", 0, len(path) - 1) + 1]
-                rest = rest[3:]
-            elif rest.startswith("./"):
-                rest = rest[2:]
-            else:  # "..", ".", ".hidden", "..x": rare, let urljoin decide
-                return urljoin(self.base, href)
-        if "/." in rest.partition("?")[0]:
-            return urljoin(self.base, href)
-        return self.origin + path + rest
-
-    def join(self, href: str) -> str | None:
-        """The absolute http(s) URL without fragment, or ``None`` to skip the link."""
-        href = href.strip()
-        if "\n" in href or "\t" in href or "\r" in href:
-            href = href.replace("\n", "").replace("\t", "").replace("\r", "")
-        first = href[:1]
-        if first == "/":
-            if href[1:2] == "/":
-                url = self.scheme + ":" + href
-            elif "/." in href:
-                url = urljoin(self.base, href)
-            else:
-                url = self.origin + href
-        elif not href or first == "#":
-            return self.base
-        elif first == "?":
-            url = self.path_base + href
-        elif first == ".":
-            url = self._relative(href)
-        else:
-            m = _SCHEME.match(href)
-            if m is None:
-                url = self._relative(href)
-            else:
-                scheme = m.group()[:-1].lower()
-                if scheme not in ("http", "https"):
-                    return None  # mailto:, javascript:, data:, tel:, ftp:, ...
-                rest = href[m.end() :]
-                # "http:page.html" (no slashes) is relative, as urljoin reads it.
-                if rest.startswith("//") and "/." not in rest:
-                    url = scheme + ":" + rest
-                else:
-                    url = urljoin(self.base, href)
-        url = url.partition("#")[0]
-        return url if url.startswith(("http://", "https://")) else None
-
-
 class Response:
     """A fetched page as a callback sees it. Decoding and parsing happen on first use."""
 
@@ -413,7 +217,7 @@ class Response:
         self._encoding: str | None = None
         self._root: Any = False  # False: not parsed yet; None: not markup or unparsable
         self._selector: parsel.Selector | None = None
-        self._base: _Joiner | None = None
+        self._base: LinkJoiner | None = None
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
@@ -440,7 +244,7 @@ class Response:
         """The lxml root element, or ``None`` when the body is not (parsable) markup."""
         if self._root is False:
             self._root = None
-            kind = _markup_kind(self.content_type, self.body)
+            kind = markup_kind(self.content_type, self.body)
             if kind is not None:
                 text = self.text
                 if "\0" in text:
@@ -451,7 +255,7 @@ class Response:
                     text = text[text.find("?>") + 2 :]
                 data = self.body if self._clean_utf8() else text.encode("utf-8", "replace")
                 try:
-                    self._root = lxml.etree.fromstring(data, _parser(kind))
+                    self._root = lxml.etree.fromstring(data, make_parser(kind))
                 except (lxml.etree.LxmlError, ValueError):
                     self._root = None
         return self._root
@@ -484,16 +288,16 @@ class Response:
         sel = self.selector
         return sel.xpath(query, **variables) if sel is not None else parsel.SelectorList()
 
-    def _joiner(self) -> _Joiner:
+    def _joiner(self) -> LinkJoiner:
         if self._base is None:
             base = self.url
             root = self._tree()
             if root is not None:
-                found = _BASE(root)
+                found = BASE_XPATH(root)
                 if found:
                     with contextlib.suppress(ValueError):
                         base = urljoin(self.url, found[0].strip())
-            self._base = _Joiner(base)
+            self._base = LinkJoiner(base)
         return self._base
 
     def urljoin(self, url: str) -> str:
@@ -507,7 +311,7 @@ class Response:
             return []
         join = self._joiner().join
         seen: dict[str, None] = {}
-        for href in _LINKS(root):
+        for href in LINK_XPATH(root):
             try:
                 url = join(href)
             except ValueError:  # e.g. an unbalanced IPv6 bracket
