@@ -52,14 +52,15 @@ class Measurement:
     ok: bool
     note: str = ""
     extra_fetches: int = 0  # responses beyond one per page (Scrapy: start pages again)
+    rss_split: str = ""  # MB per process at the peak, the crawl's root process first
 
     @property
     def pages_per_s(self) -> float:
         return self.pages / self.crawl_s if self.crawl_s else 0.0
 
 
-def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, int]:
-    """Run ``cmd``; return (wall s, CPU s of its tree, peak tree RSS in MB, stdout, status)."""
+def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, int, str]:
+    """Run ``cmd``: wall s, CPU s of its tree, peak tree RSS in MB, stdout, status, RSS split."""
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out)
@@ -85,7 +86,9 @@ def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, 
         text = out.read().decode(errors="replace")
     assert usage is not None
     cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, sampler.peak / 1048576, text, proc.returncode
+    # The root comes first in the split: for ours, the engine, then the workers.
+    split = "+".join(f"{rss >> 20}" for rss in sampler.peak_by_pid.values())
+    return wall, cpu, sampler.peak / 1048576, text, proc.returncode, split
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -94,6 +97,12 @@ def _last_json(text: str) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(line)
             return result
     return {}
+
+
+def _enough(pages: int, site: SiteInfo, discovery: int) -> bool:
+    # In discovery mode a few unserved URLs are fetched before the real pages fill the queue,
+    # and they count toward the page limit; most real pages are enough there.
+    return pages >= 0.9 * discovery if discovery else pages == site.pages
 
 
 def run_ours(
@@ -108,9 +117,9 @@ def run_ours(
         "discovery": discovery,
     }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-ours", json.dumps(spec)]
-    wall, cpu, rss, text, code = _measure(cmd, args.timeout)
+    wall, cpu, rss, text, code, split = _measure(cmd, args.timeout)
     summary = _last_json(text)
-    check = verify_crawl(db, site) if db.exists() else {"pages": 0, "items": 0}
+    check = verify_crawl(db, site) if db.exists() else {"pages": 0, "items": 0, "duplicates": 0}
     discovered = 0
     if db.exists():
         con = sqlite3.connect(db)
@@ -119,8 +128,7 @@ def run_ours(
         finally:
             con.close()
         db.unlink()
-    expected = discovery or site.pages
-    ok = code == 0 and check["pages"] == expected and check.get("duplicates", 0) == 0
+    ok = code == 0 and _enough(check["pages"], site, discovery) and check["duplicates"] == 0
     return Measurement(
         tool="ours",
         label=label,
@@ -131,6 +139,7 @@ def run_ours(
         wall_s=wall,
         cpu_s=cpu,
         peak_rss_mb=rss,
+        rss_split=split,
         ok=ok,
         note="" if ok else f"exit {code} {summary.get('finish_reason')} {check}",
     )
@@ -142,7 +151,7 @@ def run_scrapy(
     feed = tmp / f"scrapy-{label}.jsonl"
     cmd = [sys.executable, str(SCRAPY_SCRIPT), "--per-host", str(args.per_host)]
     cmd += ["--feed", str(feed), "--discovery", str(discovery), *site.start_urls]
-    wall, cpu, rss, text, code = _measure(cmd, args.timeout)
+    wall, cpu, rss, text, code, split = _measure(cmd, args.timeout)
     summary = _last_json(text)
     urls: set[str] = set()
     items = 0
@@ -167,6 +176,7 @@ def run_scrapy(
         wall_s=wall,
         cpu_s=cpu,
         peak_rss_mb=rss,
+        rss_split=split,
         ok=ok,
         note="" if ok else f"exit {code} {summary}",
         extra_fetches=int(summary.get("responses", 0)) - pages,
@@ -203,13 +213,13 @@ def _row(m: Measurement) -> str:
     flag = "" if m.ok else f"  !! {m.note}"
     return (
         f"{m.tool:7} {m.label:>9} {m.pages:>7} {m.items:>7} {m.discovered:>9} {m.crawl_s:>8.2f} "
-        f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.peak_rss_mb:>8.0f}{flag}"
+        f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.peak_rss_mb:>8.0f}  {m.rss_split}{flag}"
     )
 
 
 HEADER = (
     f"{'tool':7} {'run':>9} {'pages':>7} {'items':>7} {'discovered':>9} {'crawl s':>8} "
-    f"{'pages/s':>8} {'CPU s':>7} {'RSS MB':>8}"
+    f"{'pages/s':>8} {'CPU s':>7} {'RSS MB':>8}  split"
 )
 
 
@@ -271,18 +281,20 @@ def memory_scale(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
     results: list[Measurement] = []
     print(f"{HEADER}")
     for target in args.discover:
-        extra = max(0, round(target / args.mem_pages) - 1)
+        # Same page shape at every scale (same links per page), more pages for more URLs: what
+        # grows between the runs is what the crawler keeps per discovered URL, not per page.
+        pages = max(args.hosts, round(target / (1 + args.mem_links)))
         site = generate_site(
             tmp / f"site-{target}",
-            args.mem_pages,
+            pages,
             args.hosts,
             args.seed,
-            min_kb=4,
+            min_kb=20,
             max_kb=60,
             min_links=20,
             max_links=60,
             origins=_origins(args),
-            extra_links=extra,
+            extra_links=args.mem_links,
         )
         label = f"{site.discoverable // 1000}k"
         with _server(site, args.server):
@@ -316,7 +328,9 @@ def main() -> None:
     parser.add_argument("--tools", default="ours,scrapy", help="comma-separated: ours,scrapy")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per crawl")
     parser.add_argument("--memory-scale", action="store_true")
-    parser.add_argument("--mem-pages", type=int, default=2000, help="served pages (memory mode)")
+    parser.add_argument(
+        "--mem-links", type=int, default=499, help="memory mode: unserved links per page"
+    )
     parser.add_argument(
         "--discover",
         default="100000,1000000",

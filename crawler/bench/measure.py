@@ -19,7 +19,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CPUTimes", "TreeRSSSampler", "cpu_now", "tree_pids", "tree_rss"]
+__all__ = [
+    "CPUTimes",
+    "TreeRSSSampler",
+    "cpu_now",
+    "tree_pids",
+    "tree_rss",
+    "tree_rss_by_pid",
+]
 
 _PROC = Path("/proc")
 
@@ -103,14 +110,20 @@ def _rss_kb(pid: int) -> int:
 
 def tree_rss(root: int, exclude: frozenset[int] = frozenset()) -> int:
     """Bytes resident now, summed over ``root``'s process tree."""
-    return 1024 * sum(_rss_kb(pid) for pid in tree_pids(root, exclude))
+    return sum(tree_rss_by_pid(root, exclude).values())
+
+
+def tree_rss_by_pid(root: int, exclude: frozenset[int] = frozenset()) -> dict[int, int]:
+    """Bytes resident now for each process of ``root``'s tree."""
+    return {pid: 1024 * _rss_kb(pid) for pid in tree_pids(root, exclude)}
 
 
 class TreeRSSSampler:
     """Samples a process tree's summed RSS in a daemon thread; a context manager.
 
-    ``peak`` is in bytes. ``exclude`` holds PIDs whose subtrees are not counted (a site server
-    that is a child of the measured process).
+    ``peak`` is in bytes; ``peak_by_pid`` shows how that peak was split among the processes
+    (the root first). ``exclude`` holds PIDs whose subtrees are not counted (a site server that
+    is a child of the measured process).
     """
 
     def __init__(
@@ -120,6 +133,7 @@ class TreeRSSSampler:
         self.interval = interval
         self.exclude = exclude
         self.peak = 0
+        self.peak_by_pid: dict[int, int] = {}
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,9 +145,11 @@ class TreeRSSSampler:
     def sample(self) -> int:
         if not self._proc:
             return 0
-        rss = tree_rss(self.root, self.exclude)
+        parts = tree_rss_by_pid(self.root, self.exclude)
+        rss = sum(parts.values())
         self.samples += 1
-        self.peak = max(self.peak, rss)
+        if rss > self.peak:
+            self.peak, self.peak_by_pid = rss, parts
         return rss
 
     def _run(self) -> None:
