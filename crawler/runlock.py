@@ -10,22 +10,32 @@ the file only so that a second run can say who is in the way (:class:`LockedErro
 The file is never deleted: unlinking a lock file while another process has it open lets two
 processes each lock a different inode, and both would think they hold "the" lock.
 
-Caveat for the engine: a child started with ``fork`` inherits the descriptor, and the lock
-lasts until every copy is closed. Workers must therefore not outlive the parent (or should
-close :attr:`RunLock.fileno` after the fork; closing a copy does not release the parent's lock).
+A child started with ``fork`` inherits the descriptor, and an ``flock`` lasts until every
+copy of it is closed: a worker that outlived a killed parent would keep the database locked.
+So every held lock registers itself, and an ``os.register_at_fork`` hook closes the child's
+copy right after each fork. Closing a copy never releases the parent's lock (only the last
+copy, or ``LOCK_UN``, does), and the child never calls ``LOCK_UN`` or truncates the file.
+(``O_CLOEXEC`` covers ``exec``.)
+
+Exceptions::
+
+    LockedError (RuntimeError)   another live process holds the lock: exit code 75
+    LockFileError (OSError)      the lock file cannot be created (folder, permissions)
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["EXIT_LOCKED", "LockedError", "RunLock", "lock_path"]
+__all__ = ["EXIT_LOCKED", "LockFileError", "LockedError", "RunLock", "lock_path"]
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: "try again later", what cron users expect from a busy run
 
@@ -47,6 +57,10 @@ class LockedError(RuntimeError):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.path, self.holder_pid, self.since))
+
+
+class LockFileError(OSError):
+    """The lock file next to the database cannot be created or opened."""
 
 
 def lock_path(db_path: str | os.PathLike[str]) -> Path:
@@ -89,8 +103,13 @@ class RunLock:
         """Take the lock at once or raise :class:`LockedError`; never waits."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this RunLock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LockFileError(
+                exc.errno, f"cannot create the lock file {self.path}: {exc.strerror or exc}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,10 +124,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, record + b"\n", 0)
         self._fd = fd
+        _HELD.add(self)
 
     def release(self) -> None:
         """Give the lock back (idempotent). The file stays, emptied."""
         fd, self._fd = self._fd, None
+        _HELD.discard(self)
         if fd is None:
             return
         try:
@@ -131,3 +152,19 @@ class RunLock:
     def __repr__(self) -> str:
         state = f"held since {self.started_at}" if self.held else "free"
         return f"<RunLock {self.path} {state}>"
+
+
+# Locks held by this process, so a forked child can drop its copies (see the module docs).
+_HELD: weakref.WeakSet[RunLock] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # only this copy: the parent keeps its lock
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)

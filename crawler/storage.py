@@ -23,7 +23,9 @@ Exceptions::
 
     StorageError            a database that cannot be opened, is not SQLite, stays locked
                             by another writer past ``busy_timeout``, or fails mid-write
-     +-- RunLocked          another live run holds the database (``begin_run(exclusive=True)``)
+
+One run per database at a time is not this module's business: the engine holds
+:class:`crawler.runlock.RunLock` (an ``flock`` on ``<db>.lock``) around the whole run.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def _import_sqlite_utils() -> Any:
 
 sqlite_utils = _import_sqlite_utils()
 
-__all__ = ["BatchStats", "RunLocked", "StorageError", "Store"]
+__all__ = ["BatchStats", "StorageError", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the robots table
 STATES = ("queued", "in_flight", "done", "failed")
 
 _TABLES: dict[str, str] = {
@@ -136,6 +138,16 @@ _TABLES: dict[str, str] = {
         settings TEXT,
         pid INTEGER,
         hostname TEXT""",
+    # One robots.txt policy per host key, so a run within its expiry does not fetch it again.
+    "robots": """
+        host TEXT PRIMARY KEY NOT NULL,
+        kind TEXT,
+        status INTEGER,
+        text TEXT,
+        fetched_at REAL,
+        expires_at REAL,
+        retry_at REAL,
+        user_agent TEXT""",
 }
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS frontier_queue ON frontier (host, priority DESC, seq, not_before)"
@@ -161,7 +173,7 @@ _ADD_REQUEST = (
 )
 _TAKE = (
     "SELECT fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
-    " etag, last_modified FROM frontier"
+    " etag, last_modified, content_hash FROM frontier"
     " WHERE state = 'queued' AND host = ? AND not_before <= ?"
     " ORDER BY priority DESC, seq LIMIT ?"
 )
@@ -189,7 +201,8 @@ _UPSERT_PAGE = (
     " depth = excluded.depth, fetched_at = excluded.fetched_at,"
     " elapsed_ms = excluded.elapsed_ms, run_id = excluded.run_id"
 )
-# A 304 confirms the stored page: it keeps its data, only the fetch time moves.
+# A 304 (or a 2xx with the stored body hash) confirms the stored page: it keeps its data,
+# only the fetch time moves.
 _TOUCH_PAGE = (
     "UPDATE pages SET fetched_at = ?, elapsed_ms = ?, run_id = ?,"
     " etag = coalesce(?, etag), last_modified = coalesce(?, last_modified) WHERE url = ?"
@@ -198,32 +211,6 @@ _TOUCH_PAGE = (
 
 class StorageError(Exception):
     """The crawl database cannot be opened or written (the message says why)."""
-
-
-class RunLocked(StorageError):
-    """Another live run holds this database (``begin_run(..., exclusive=True)``)."""
-
-    def __init__(self, message: str, *, run_id: int, pid: int | None) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-        self.pid = pid
-
-
-def _alive(pid: int | None, host: str | None) -> bool:
-    """Whether the process that started a run still exists (another host: assume so)."""
-    if pid is None:
-        return False
-    if host != socket.gethostname():
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +325,7 @@ class Store:
         with self._tx("create the schema in"):
             self._migrate()
             if fresh:
-                for table in ("frontier", "pages", "links", "errors"):
+                for table in ("frontier", "pages", "links", "errors", "robots"):
                     self.conn.execute(f"DELETE FROM {table}")
                 # Items get their columns from the data: start from the bare table again.
                 self.conn.execute("DROP TABLE items")
@@ -457,10 +444,24 @@ class Store:
             )
             for r in requests
         )
+        requests = list(requests)
         with self._tx("add requests to") as conn:
             before = conn.total_changes
             conn.executemany(_ADD_REQUEST, rows)
             new = conn.total_changes - before
+            stale = [(now, r.fp, r.lastmod) for r in requests if r.lastmod is not None]
+            if stale:
+                # Recrawl rule 3: a sitemap says the page changed after we last fetched it.
+                # Its validators stay, so the fetch is still conditional.
+                before = conn.total_changes
+                conn.executemany(
+                    "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0,"
+                    " updated_at = ? WHERE fp = ? AND state = 'done' AND fetched_at < ?",
+                    stale,
+                )
+                requeued = conn.total_changes - before
+                self._counts["done"] -= requeued
+                self._counts["queued"] += requeued
         self._counts["queued"] += new
         return new
 
@@ -521,6 +522,7 @@ class Store:
                 redirect_urls=tuple(json.loads(redirects)) if redirects else (),
                 etag=etag,
                 last_modified=last_modified,
+                content_hash=content_hash,
             )
             for (
                 fp,
@@ -535,6 +537,7 @@ class Store:
                 redirects,
                 etag,
                 last_modified,
+                content_hash,
             ) in rows
         ]
 
@@ -610,6 +613,7 @@ class Store:
                     touched = 0
                     if page.status == 304:
                         unchanged = True
+                    if unchanged:
                         touched = conn.execute(
                             _TOUCH_PAGE,
                             (
@@ -796,32 +800,13 @@ class Store:
 
     # --- runs -----------------------------------------------------------------------------
 
-    def begin_run(
-        self, spider: str, settings: dict[str, Any] | None = None, *, exclusive: bool = False
-    ) -> int:
+    def begin_run(self, spider: str, settings: dict[str, Any] | None = None) -> int:
         """Insert a ``runs`` row (with our pid and host name) and return its id.
 
-        With ``exclusive`` this is the run lock of the database: if another unfinished run's
-        process is still alive, raise :class:`RunLocked`; unfinished runs whose process is
-        gone (killed, crashed) get ``finish_reason = 'abandoned'`` and the lock is taken
-        over. The check and the insert share one transaction, so two runs starting at the
-        same moment cannot both get the lock.
+        A row whose ``finished_at`` stays NULL belongs to a run that was killed (or is still
+        going: the caller holds the run lock while its row is open).
         """
         with self._tx("start a run in") as conn:
-            if exclusive:
-                for run_id, pid, host, other in conn.execute(
-                    "SELECT id, pid, hostname, spider FROM runs WHERE finished_at IS NULL"
-                ).fetchall():
-                    if _alive(pid, host):
-                        raise RunLocked(
-                            f"run {run_id} of spider {other!r} (pid {pid} on {host}) is still"
-                            f" using {str(self.path)!r}",
-                            run_id=run_id,
-                            pid=pid,
-                        )
-                    conn.execute(
-                        "UPDATE runs SET finish_reason = 'abandoned' WHERE id = ?", (run_id,)
-                    )
             cur = conn.execute(
                 "INSERT INTO runs (spider, started_at, settings, pid, hostname)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -863,3 +848,17 @@ class Store:
     def last_run(self, spider: str | None = None) -> dict[str, Any] | None:
         runs = self.runs(spider)
         return runs[-1] if runs else None
+
+    def run_url_errors(self, run_id: int) -> tuple[int, int]:
+        """``(urls that ended with an error, urls handled)`` in run ``run_id``.
+
+        A URL is handled when the run stored its page or recorded an error for it; for the
+        ``max_error_rate`` check at the end of a run (one scan of ``pages``).
+        """
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(bad), 0) FROM (SELECT url, max(bad) AS bad FROM ("
+            " SELECT url, 0 AS bad FROM pages WHERE run_id = ?"
+            " UNION ALL SELECT url, 1 FROM errors WHERE run_id = ?) GROUP BY url)",
+            (run_id, run_id),
+        ).fetchone()
+        return int(row[1]), int(row[0])

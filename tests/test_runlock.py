@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.runlock import EXIT_LOCKED, LockedError, RunLock, lock_path
+from crawler.runlock import EXIT_LOCKED, LockedError, LockFileError, RunLock, lock_path
 
 HOLDER = """
 import sys, time
@@ -137,3 +137,43 @@ def test_lock_freed_by_clean_exit(tmp_path: Path) -> None:
             holder.wait(timeout=10)
         if holder.stdout:
             holder.stdout.close()
+
+
+@pytest.mark.timeout(30)
+def test_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+    db = tmp_path / "news.db"
+    lock = RunLock(db)
+    lock.acquire()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the descriptor was closed by the at-fork hook
+        try:
+            os.close(read_end)
+            held = lock.held or any(
+                os.path.realpath(f"/proc/self/fd/{fd}") == str(lock.path)
+                for fd in os.listdir("/proc/self/fd")
+            )
+            os.write(write_end, b"held" if held else b"free")
+            time.sleep(5)  # outlives the parent's lock
+        finally:
+            os._exit(0)
+    try:
+        os.close(write_end)
+        assert os.read(read_end, 4) == b"free"
+        assert lock.held  # closing the child's copy did not release ours
+        with pytest.raises(LockedError):
+            RunLock(db).acquire()
+        lock.release()
+        with RunLock(db) as again:  # the child is still alive and holds nothing
+            assert again.held
+    finally:
+        os.close(read_end)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_lock_file_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LockFileError, match="cannot create the lock file"):
+        RunLock(blocker / "sub" / "news.db").acquire()

@@ -392,29 +392,6 @@ def test_runs_api(store: Store) -> None:
     assert store.runs("a")[0]["exit_code"] == 4
 
 
-def test_run_lock(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
-    with Store(path) as s:
-        mine = s.begin_run("a", {}, exclusive=True)
-        with pytest.raises(storage.RunLocked) as info:
-            s.begin_run("a", {}, exclusive=True)
-        assert info.value.run_id == mine and info.value.pid == os.getpid()
-        # A run left behind by a process that no longer exists is taken over.
-        dead = subprocess.run(
-            [sys.executable, "-c", "import os; print(os.getpid())"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        s.conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead.stdout), mine))
-        second = s.begin_run("a", {}, exclusive=True)
-        runs = s.runs()
-        assert [r["finish_reason"] for r in runs] == ["abandoned", None]
-        assert runs[1]["id"] == second
-        s.end_run(second, exit_code=0, finish_reason="finished")
-        s.begin_run("a", {}, exclusive=True)
-
-
 # --- storage faults ---------------------------------------------------------------------------
 
 
@@ -592,4 +569,4 @@ def test_kill_9_mid_batch_leaves_a_consistent_db(tmp_path: Path) -> None:
 
 
 def test_public_api() -> None:
-    assert set(storage.__all__) == {"BatchStats", "RunLocked", "Store", "StorageError"}
+    assert set(storage.__all__) == {"BatchStats", "Store", "StorageError"}
