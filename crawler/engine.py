@@ -48,6 +48,7 @@ from crawler.frontier import (
     url_host,
 )
 from crawler.messages import Failure, Job, NewRequest, Outcome
+from crawler.runlock import RunLock
 from crawler.settings import Settings
 from crawler.spider import Request, Spider
 from crawler.worker import STOP, default_threads, fresh_fingerprint, worker_main
@@ -56,19 +57,24 @@ if TYPE_CHECKING:
     from crawler.storage import Store
 
 __all__ = [
+    "EXIT_COULD_NOT_START",
     "EXIT_FINISHED",
     "EXIT_LIMIT",
     "EXIT_SIGINT",
     "EXIT_SIGTERM",
+    "EXIT_THRESHOLD",
     "EXIT_WORKERS",
     "RunResult",
+    "SpiderStartError",
     "crawl",
 ]
 
 log = logging.getLogger("crawler")
 
 EXIT_FINISHED = 0
+EXIT_THRESHOLD = 1  # finished, but max_error_rate or min_items was crossed
 EXIT_WORKERS = 1  # workers kept dying
+EXIT_COULD_NOT_START = 3
 EXIT_LIMIT = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -78,6 +84,23 @@ HARD_GRACE = 1.0  # after a second signal
 PROGRESS_EVERY = 0.5
 LOG_EVERY = 10.0
 _SEED_CHUNK = 1000
+
+
+class SpiderStartError(Exception):
+    """The spider's ``__init__`` or ``start_requests`` raised: the run could not start.
+
+    The message is one line (``name: start_requests raised ValueError: ...``); the original
+    exception is the ``__cause__`` and its traceback goes to the log at DEBUG.
+    """
+
+    exit_code = EXIT_COULD_NOT_START
+
+    def __init__(self, spider: str, stage: str, exc: BaseException) -> None:
+        self.spider = spider
+        self.stage = stage
+        text = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        super().__init__(f"{spider}: {stage} raised {detail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +151,27 @@ def crawl(
     spider_kwargs: dict[str, str] | None = None,
     fresh: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    busy_timeout: float = 30.0,
 ) -> RunResult:
-    """Run ``spider_cls`` until its frontier is empty, a limit is reached or a signal arrives."""
-    return _Engine(
+    """Run ``spider_cls`` until its frontier is empty, a limit is reached or a signal arrives.
+
+    Raises :class:`~crawler.runlock.LockedError` when another run holds the database
+    (nothing was touched), :class:`~crawler.runlock.LockFileError` or
+    :class:`~crawler.storage.StorageError` when the database cannot be used (waiting up to
+    ``busy_timeout`` seconds for another writer), and :class:`SpiderStartError` when the
+    spider's ``__init__`` or ``start_requests`` raises.
+    """
+    engine = _Engine(
         spider_cls, settings, Path(db_path), dict(spider_kwargs or {}), fresh, on_progress
-    ).run()
+    )
+    engine.busy_timeout = busy_timeout
+    return engine.run()
 
 
 class _Engine:
     store: Store
     run_id: int
+    busy_timeout: float = 30.0
 
     def __init__(
         self,
@@ -184,28 +218,54 @@ class _Engine:
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        spider = self.spider_cls(**self.spider_kwargs)
+        try:
+            spider = self.spider_cls(**self.spider_kwargs)
+        except Exception as exc:
+            log.debug("spider __init__ raised", exc_info=True)
+            raise SpiderStartError(
+                self.spider_cls.name or self.spider_cls.__name__, "__init__", exc
+            ) from exc
         name = spider.name or self.spider_cls.__name__
+        # The run lock first, before any worker or the Store exists: a second run (and its
+        # --fresh) never touches a database in use. Forked workers close their copy of the
+        # lock's descriptor (crawler.runlock), so the lock goes with this process.
+        lock = RunLock(self.db_path)
+        lock.acquire()
+        try:
+            return self._run_locked(spider, name)
+        finally:
+            lock.release()
+
+    def _run_locked(self, spider: Spider, name: str) -> RunResult:
         # Fork before anything else exists in the parent: no threads, no SQLite handle.
         for index in range(self.n):
             self.workers.append(self._start_worker(index))
         # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
         # process), which the workers never need.
-        from crawler.storage import Store
+        from crawler.storage import StorageError, Store
 
         previous: dict[signal.Signals, Any] = {}
         run_id = 0
+        start_error: SpiderStartError | None = None
         try:
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            store = Store(self.db_path, fresh=self.fresh)
+            store = Store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()
             run_id = store.begin_run(name, self.settings.as_dict())
             self.store = store
             self.run_id = run_id
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, self._on_signal)
-            self._seed(spider)
-            self._loop()
+            try:
+                self._seed(spider)
+            except StorageError:
+                raise
+            except Exception as exc:
+                log.debug("start_requests raised", exc_info=True)
+                start_error = SpiderStartError(name, "start_requests", exc)
+                self.stop_reason, self.exit_code = str(start_error), EXIT_COULD_NOT_START
+            if start_error is None:
+                self._loop()
+                self._check_thresholds()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -220,7 +280,10 @@ class _Engine:
                 log.exception("spider.closed(%r) raised", reason)
         store.end_run(run_id, exit_code=self.exit_code, finish_reason=reason, stats=stats)
         store.close()
-        log.info(
+        if start_error is not None:
+            raise start_error
+        # DEBUG: a program (the CLI) prints its own summary; the log file still gets this.
+        log.debug(
             "%s: %s (exit %d): %d pages, %d items, %d errors in %.1fs",
             name,
             reason,
@@ -231,6 +294,23 @@ class _Engine:
             stats["elapsed"],
         )
         return RunResult(run_id, self.exit_code, reason, stats)
+
+    def _check_thresholds(self) -> None:
+        """A finished run that crossed ``min_items`` or ``max_error_rate`` exits 1."""
+        if self.exit_code != EXIT_FINISHED:
+            return
+        s = self.settings
+        if s.min_items and self.counters.items < s.min_items:
+            self.stop_reason = f"finished below min_items ({self.counters.items} < {s.min_items})"
+            self.exit_code = EXIT_THRESHOLD
+        elif s.max_error_rate is not None:
+            bad, handled = self.store.run_url_errors(self.run_id)
+            if handled and bad / handled > s.max_error_rate:
+                self.stop_reason = (
+                    f"finished above max_error_rate ({bad}/{handled} URLs failed,"
+                    f" {bad / handled:.0%} > {s.max_error_rate:.0%})"
+                )
+                self.exit_code = EXIT_THRESHOLD
 
     def _seed(self, spider: Spider) -> None:
         batch: list[NewRequest] = []
@@ -303,10 +383,10 @@ class _Engine:
                 next_progress = mono + PROGRESS_EVERY
                 if self.on_progress is not None:
                     self.on_progress(self._snapshot())
-            if mono >= next_log:
+            if mono >= next_log:  # DEBUG: on_progress shows progress to people
                 next_log = mono + LOG_EVERY
                 snap = self._snapshot()
-                log.info(
+                log.debug(
                     "%d pages (%.1f/s), %d items, %d errors, %d queued, %d in flight",
                     snap["pages"],
                     snap["pages_per_s"],
