@@ -22,9 +22,27 @@ start requests become ``NewRequest``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Failure", "Follow", "Job", "NewRequest", "Outcome", "Page"]
+if TYPE_CHECKING:
+    from crawler.robots import RobotsPolicy
+
+__all__ = [
+    "ROBOTS_CALLBACK",
+    "SITEMAP_CALLBACK",
+    "Failure",
+    "Follow",
+    "Job",
+    "NewRequest",
+    "Outcome",
+    "Page",
+]
+
+# Reserved callback names: Jobs the worker handles itself instead of calling a spider method.
+# A robots.txt Job never has a frontier row (the engine sends it before a host's first URL);
+# a sitemap is an ordinary frontier entry whose callback is SITEMAP_CALLBACK.
+ROBOTS_CALLBACK = "__robots__"
+SITEMAP_CALLBACK = "__sitemap__"
 
 # (fingerprint, canonical url, host key): a link followed with the spider's ``parse``.
 Follow = tuple[int, str, str]
@@ -51,6 +69,9 @@ class NewRequest:
     depth: int = 0
     dont_filter: bool = False
     redirect_urls: tuple[str, ...] = ()  # earlier hops, when this is a redirect target
+    # A sitemap's <lastmod> (unix time) for this URL: a stored page fetched before it is
+    # queued again (recrawl rule 3).
+    lastmod: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +92,8 @@ class Job:
     # Validators from an earlier fetch, for a conditional request on recrawl.
     etag: str | None = None
     last_modified: str | None = None
+    # The stored body hash: a 2xx with the same hash counts as unchanged.
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +151,5 @@ class Outcome:
     host_not_before: float | None = None
     skipped_urls: int = 0  # malformed, unsupported, offsite or too long: dropped and counted
     stats: dict[str, int] = field(default_factory=dict)  # extra counters, summed by the engine
+    # The answer to a robots.txt Job (``callback == ROBOTS_CALLBACK``): plain data, picklable.
+    robots: RobotsPolicy | None = None

@@ -422,9 +422,13 @@ class Store:
     # --- frontier -------------------------------------------------------------------------
 
     def add(self, requests: Iterable[NewRequest]) -> int:
-        """Queue requests not seen before (by ``fp``); the number of new rows."""
+        """Queue requests not seen before (by ``fp``); the number of new rows.
+
+        A request with a ``lastmod`` also queues again a done entry fetched before it.
+        """
         now = self._clock()
         seq = self._seq
+        requests = list(requests)
         rows = (
             (
                 r.fp,
@@ -444,7 +448,6 @@ class Store:
             )
             for r in requests
         )
-        requests = list(requests)
         with self._tx("add requests to") as conn:
             before = conn.total_changes
             conn.executemany(_ADD_REQUEST, rows)
@@ -774,12 +777,18 @@ class Store:
     # --- recrawl --------------------------------------------------------------------------
 
     def schedule_recrawl(
-        self, now: float, recrawl_after: float | None, start_fps: Iterable[int] = ()
+        self,
+        now: float,
+        recrawl_after: float | None,
+        start_fps: Iterable[int] = (),
+        *,
+        always_callbacks: Iterable[str] = (),
     ) -> int:
         """Queue again the start entries and done entries fetched before ``now - recrawl_after``.
 
-        Their validators (etag, last_modified) stay, so their ``Job`` asks conditionally.
-        Returns how many entries were queued again.
+        Entries whose callback is in ``always_callbacks`` (sitemaps) are queued again like
+        start entries. Their validators (etag, last_modified) stay, so their ``Job`` asks
+        conditionally. Returns how many entries were queued again.
         """
         with self._tx("schedule a recrawl in") as conn:
             before = conn.total_changes
@@ -787,6 +796,11 @@ class Store:
                 "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0,"
                 " updated_at = ? WHERE fp = ? AND state IN ('done', 'failed')",
                 ((now, fp) for fp in start_fps),
+            )
+            conn.executemany(
+                "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0,"
+                " updated_at = ? WHERE callback = ? AND state IN ('done', 'failed')",
+                ((now, name) for name in always_callbacks),
             )
             if recrawl_after is not None:
                 conn.execute(
@@ -797,6 +811,36 @@ class Store:
             n = conn.total_changes - before
         self.recount()
         return n
+
+    # --- robots.txt -----------------------------------------------------------------------
+
+    _ROBOTS_COLUMNS = (
+        "kind",
+        "status",
+        "text",
+        "fetched_at",
+        "expires_at",
+        "retry_at",
+        "user_agent",
+    )
+
+    def put_robots(self, host: str, policy: dict[str, Any]) -> None:
+        """Keep one host's robots.txt policy (the fields of ``RobotsPolicy``, as plain data)."""
+        names = self._ROBOTS_COLUMNS
+        with self._tx("store robots.txt in") as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO robots (host, {', '.join(names)})"
+                f" VALUES (?, {', '.join('?' * len(names))})",
+                (host, *(policy.get(name) for name in names)),
+            )
+
+    def robots_policies(self, since: float) -> list[tuple[str, dict[str, Any]]]:
+        """``(host, fields)`` of every stored policy fetched at or after ``since``."""
+        names = self._ROBOTS_COLUMNS
+        rows = self.conn.execute(
+            f"SELECT host, {', '.join(names)} FROM robots WHERE fetched_at >= ?", (since,)
+        ).fetchall()
+        return [(row[0], dict(zip(names, row[1:], strict=True))) for row in rows]
 
     # --- runs -----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ every core, and leaves as compact ``(fp, url, host)`` tuples.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,8 +39,19 @@ from typing import Any
 from crawler import fetch
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
 from crawler.http import BodyTooLargeError, HTTPError, Retry, Timeout, connection_from_url
-from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
+from crawler.messages import (
+    ROBOTS_CALLBACK,
+    SITEMAP_CALLBACK,
+    Failure,
+    Follow,
+    Job,
+    NewRequest,
+    Outcome,
+    Page,
+)
+from crawler.robots import fetch_robots
 from crawler.settings import Settings
+from crawler.sitemap import MAX_SITEMAP_SIZE, SitemapError, parse_sitemap
 from crawler.spider import Request, Response, Spider, iter_results
 
 __all__ = ["STOP", "Worker", "default_threads", "fresh_fingerprint", "worker_main"]
@@ -99,6 +111,13 @@ class Worker:
         self._pools: dict[tuple[str, str], Any] = {}
         self._pools_lock = threading.Lock()
         self._allowed: dict[str, bool] = {}
+        # A spider that wants its callback run on unchanged pages needs their bodies, so its
+        # pages are fetched without validators (sitemaps still ask conditionally).
+        self.parse_unchanged = bool(getattr(spider, "parse_unchanged", False))
+        sitemap_callback = getattr(spider, "sitemap_callback", None)
+        self.sitemap_callback: str | None = (
+            sitemap_callback if isinstance(sitemap_callback, str) else None
+        )
 
     def __repr__(self) -> str:
         return f"<Worker {type(self.spider).__name__} {len(self._pools)} pools>"
@@ -142,8 +161,14 @@ class Worker:
             failure = Failure(job.url, "internal", repr(exc), traceback.format_exc())
             return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
 
+    def _skips_unchanged(self, job: Job) -> bool:
+        """Is an unchanged answer to ``job`` recorded without running its callback?"""
+        return job.callback == SITEMAP_CALLBACK or not self.parse_unchanged
+
     def _request_headers(self, job: Job) -> dict[str, str]:
         headers = dict(job.headers)
+        if not self._skips_unchanged(job):
+            return headers
         if job.etag:
             headers["If-None-Match"] = job.etag
         if job.last_modified:
@@ -152,6 +177,8 @@ class Worker:
 
     def _process(self, job: Job, started: float) -> Outcome:
         settings = self.settings
+        if job.callback == ROBOTS_CALLBACK:
+            return self._robots(job)
         try:
             pool = self._pool(job.url, job.host)
             resp = pool.urlopen(
@@ -166,8 +193,11 @@ class Worker:
             )
         except HTTPError as exc:
             return self._fetch_error(job, exc)
+        limit = settings.max_body_size
+        if job.callback == SITEMAP_CALLBACK:
+            limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
         try:
-            body, cut = self._read_body(resp, started)
+            body, cut = self._read_body(resp, started, limit)
         except HTTPError as exc:
             with contextlib.suppress(Exception):
                 resp.close()
@@ -221,8 +251,29 @@ class Worker:
             return self._redirect(job, status, headers, content_type, body, started, now, failures)
 
         page = self._page(job, status, headers, content_type, body, None, started, now)
-        if status == 304:
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        if status == 304 or (
+            200 <= status < 300
+            and job.content_hash is not None
+            and page.content_hash == job.content_hash
+            and self._skips_unchanged(job)
+        ):
+            # Unchanged: the stored page and its items stay; no callback, no links, and the
+            # body does not travel to the parent (it is stored already).
+            return Outcome(
+                job.fp,
+                job.url,
+                job.host,
+                "done",
+                page=dataclasses.replace(page, body=None),
+                failures=tuple(failures),
+                stats={"unchanged": 1},
+            )
+        if job.callback == SITEMAP_CALLBACK:
+            if not 200 <= status < 300:
+                return Outcome(
+                    job.fp, job.url, job.host, "done", page=page, failures=tuple(failures)
+                )
+            return self._sitemap(job, body, page, failures, cut)
         handled = getattr(self.spider, "handle_httpstatus_list", ())
         if not (200 <= status < 300 or status in handled):
             return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
@@ -232,9 +283,8 @@ class Worker:
             return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
         return self._run_callback(job, status, headers, body, page, failures)
 
-    def _read_body(self, resp: Any, started: float) -> tuple[bytes, str | None]:
-        """Read the decoded body up to ``max_body_size``; the second value says why it was cut."""
-        limit = self.settings.max_body_size
+    def _read_body(self, resp: Any, started: float, limit: int) -> tuple[bytes, str | None]:
+        """Read the decoded body up to ``limit`` bytes; the second value says why it was cut."""
         deadline = started + self.body_deadline
         parts: list[bytes] = []
         size = 0
@@ -245,7 +295,7 @@ class Worker:
                 if size + len(chunk) > limit:
                     parts.append(chunk[: limit - size])
                     resp.close()
-                    return b"".join(parts), f"body larger than max_body_size ({limit} bytes)"
+                    return b"".join(parts), f"body larger than {limit} bytes"
                 parts.append(chunk)
                 size += len(chunk)
                 if self.clock() > deadline:
@@ -253,7 +303,7 @@ class Worker:
                     raise _BodyDeadline(f"body not complete after {self.body_deadline:.0f}s")
         except BodyTooLargeError:
             resp.close()
-            return b"".join(parts), f"body larger than max_body_size ({limit} bytes)"
+            return b"".join(parts), f"body larger than {limit} bytes"
         return b"".join(parts), None
 
     def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
@@ -356,6 +406,78 @@ class Worker:
             requests=(request,),
             failures=tuple(failures),
             stats={"redirects": 1},
+        )
+
+    # -- robots.txt and sitemaps ---------------------------------------------------------------
+
+    def _robots(self, job: Job) -> Outcome:
+        """Fetch the host's robots.txt through the host's own pool (it counts toward per_host)."""
+        policy = fetch_robots(
+            self._pool(job.url, job.host),
+            job.url,
+            user_agent=self.user_agent,
+            timeout=self.settings.timeout,
+            crawl_delay_max=self.settings.crawl_delay_max,
+            now=self.clock,
+        )
+        return Outcome(job.fp, job.url, job.host, "done", robots=policy)
+
+    def _sitemap(
+        self, job: Job, body: bytes, page: Page, failures: list[Failure], cut: str | None
+    ) -> Outcome:
+        """Queue what a sitemap lists: child sitemaps, or pages for the spider's callback."""
+        if cut is not None:  # a cut sitemap is not parsed: a partial list could mislead
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        try:
+            sitemap = parse_sitemap(body)
+        except SitemapError as exc:
+            failures.append(Failure(job.url, "sitemap", str(exc)))
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        if sitemap.truncated:
+            failures.append(
+                Failure(job.url, "sitemap", f"more than {len(sitemap.entries)} URLs; rest ignored")
+            )
+        index = sitemap.kind == "index"
+        max_len = self.settings.max_url_length
+        skipped = sitemap.skipped
+        requests: list[NewRequest] = []
+        seen: set[int] = set()
+        for entry in sitemap.entries:
+            try:
+                url = canonicalize_url(entry.loc)
+            except InvalidURL:
+                skipped += 1
+                continue
+            host = url_host(url)
+            # Child sitemaps may live elsewhere (robots.txt cross-submission); pages obey the
+            # spider's offsite filter like links do.
+            if len(url) > max_len or (not index and not self._allows(host)):
+                skipped += 1
+                continue
+            fp = fingerprint(url)
+            if fp in seen:
+                continue
+            seen.add(fp)
+            requests.append(
+                NewRequest(
+                    fp=fp,
+                    url=url,
+                    host=host,
+                    callback=SITEMAP_CALLBACK if index else self.sitemap_callback,
+                    depth=job.depth,
+                    lastmod=None if index else entry.lastmod,
+                )
+            )
+        return Outcome(
+            job.fp,
+            job.url,
+            job.host,
+            "done",
+            page=page,
+            requests=tuple(requests),
+            failures=tuple(failures),
+            skipped_urls=skipped,
+            stats={"sitemap_urls": len(requests)},
         )
 
     # -- the callback ------------------------------------------------------------------------
