@@ -29,7 +29,7 @@ import pickle
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -47,13 +47,15 @@ from crawler.frontier import (
     owner_of,
     url_host,
 )
-from crawler.messages import Failure, Job, NewRequest, Outcome
+from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome
+from crawler.robotsgate import Gate, RobotsGate
 from crawler.runlock import RunLock
-from crawler.settings import Settings
+from crawler.settings import Settings, SettingsError, resolve_settings
 from crawler.spider import Request, Spider
 from crawler.worker import STOP, default_threads, fresh_fingerprint, worker_main
 
 if TYPE_CHECKING:
+    from crawler.robots import RobotsPolicy
     from crawler.storage import Store
 
 __all__ = [
@@ -82,6 +84,9 @@ EXIT_SIGTERM = 143
 GRACE = 5.0  # seconds in-flight work gets after a stop
 HARD_GRACE = 1.0  # after a second signal
 PROGRESS_EVERY = 0.5
+# With nothing in flight, a run waits for queued work due within this many seconds (retry
+# backoff, a short Retry-After); work due later is left queued for the next run.
+DEFER_AFTER = 300.0
 LOG_EVERY = 10.0
 _SEED_CHUNK = 1000
 
@@ -138,6 +143,9 @@ class _Counters:
     retries: int = 0
     redirects: int = 0
     dead_workers: int = 0
+    unchanged: int = 0  # 304, or the stored body hash: page and items kept, no callback
+    robots_denied: int = 0  # disallowed by robots.txt: an errors row "robots", not an error
+    robots_fetched: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     per_host: Counter[str] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
@@ -208,6 +216,8 @@ class _Engine:
         self.deadline: float | None = None  # when stopping: give up on in-flight work then
         self.started = time.time()
         self.replacements_left = 10 + 2 * self.n
+        self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
+        self.recrawl_after: float | None = settings.recrawl_after
 
     def __repr__(self) -> str:
         return (
@@ -313,19 +323,59 @@ class _Engine:
                 self.exit_code = EXIT_THRESHOLD
 
     def _seed(self, spider: Spider) -> None:
+        """Load what earlier runs left (robots policies), queue the start requests and the
+        spider's sitemaps, and queue again what is due (docs/cron.md, "What a new run
+        fetches")."""
+        now = time.time()
+        self._setup_history(spider, now)
         batch: list[NewRequest] = []
         bad: list[Outcome] = []
+        start_fps: list[int] = []
         for value in spider.start_requests():
             request = self._start_request(value, bad)
             if request is not None:
                 batch.append(request)
+                start_fps.append(request.fp)
             if len(batch) >= _SEED_CHUNK:
                 self.store.add(batch)
                 batch = []
+        for raw in _url_list(getattr(spider, "sitemap_urls", None)):
+            request = self._start_request(raw, bad)
+            if request is not None:
+                request = NewRequest(
+                    request.fp, request.url, request.host, callback=SITEMAP_CALLBACK
+                )
+                batch.append(request)
+                start_fps.append(request.fp)
         if batch:
             self.store.add(batch)
         if bad:
             self._record(bad)
+        # Start URLs and sitemaps always (conditionally when known), stale pages when
+        # recrawl_after is set. A fresh database has nothing done, so nothing changes there.
+        self.store.schedule_recrawl(
+            now, self.recrawl_after, start_fps, always_callbacks=(SITEMAP_CALLBACK,)
+        )
+
+    def _setup_history(self, spider: Spider, now: float) -> None:
+        if self.recrawl_after is None:
+            # crawl() callers that pass Settings directly still get the spider attribute
+            # (the CLI layers it under -s and --recrawl-after already).
+            value = getattr(spider, "recrawl_after", None)
+            if value is not None:
+                try:
+                    self.recrawl_after = resolve_settings(
+                        None, {"recrawl_after": value}
+                    ).recrawl_after
+                except SettingsError as exc:
+                    log.warning("%s: ignoring recrawl_after: %s", spider.name, exc)
+        if not self.settings.robots:
+            return
+        user_agent = getattr(spider, "user_agent", None) or self.settings.user_agent
+        self.robots = RobotsGate(user_agent, self.settings.crawl_delay_max)
+        rows = self.store.robots_policies(since=RobotsGate.since(now))
+        for host, policy in self.robots.load(rows):
+            self.politeness.set_crawl_delay(host, policy.crawl_delay)
 
     def _start_request(self, value: object, bad: list[Outcome]) -> NewRequest | None:
         request = value if isinstance(value, Request) else None
@@ -374,6 +424,14 @@ class _Engine:
                     break
                 if not self.store.has_queued():
                     break
+                if self.robots is not None and self.robots.only_waiting(
+                    self.store.hosts_with_work(math.inf), now
+                ):
+                    # What is left waits for an unreachable robots.txt: the next run asks again.
+                    self.stop_reason, self.exit_code = "robots.txt unreachable", EXIT_LIMIT
+                    break
+                if self._only_deferred_work(now):
+                    break
             elif self.deadline is not None and time.monotonic() >= self.deadline:
                 self._abandon_in_flight()
                 break
@@ -398,6 +456,21 @@ class _Engine:
         if self.exit_code == EXIT_LIMIT and not self.store.has_queued():
             # A limit with nothing left to do is simply a finished crawl.
             self.stop_reason, self.exit_code = "finished", EXIT_FINISHED
+
+    def _only_deferred_work(self, now: float) -> bool:
+        """Nothing in flight, and no queued entry may start for more than ``DEFER_AFTER``.
+
+        A host that answered 503 with ``Retry-After: 3600`` must not keep a finished crawl
+        sleeping for an hour: the run ends with that work queued (exit 4, "deferred") and the
+        next run picks it up when it is due.
+        """
+        waits = (self.politeness.next_ready(now), self.store.next_not_before(now))
+        known = [t for t in waits if t is not None]
+        if not known or min(known) - now <= DEFER_AFTER:
+            return False
+        self.stop_reason, self.exit_code = "deferred", EXIT_LIMIT
+        log.info("only work not due for %.0fs is left: stopping", min(known) - now)
+        return True
 
     def _wait_timeout(self, now: float) -> float:
         if self.in_flight:
@@ -510,6 +583,8 @@ class _Engine:
                 entry = self.in_flight.pop(fp, None)
                 if entry is not None:
                     self.politeness.finished(entry[1], now, ok=False)
+                if self.robots is not None:
+                    self.robots.lost(fp)
         handle.in_flight.clear()
         with contextlib.suppress(OSError):
             handle.jobs.close()
@@ -556,6 +631,7 @@ class _Engine:
         if not hosts:
             return
         outgoing: dict[int, list[Job]] = {}
+        denied: list[Outcome] = []
         politeness = self.politeness
         for host in politeness.ready(hosts, now):
             handle = self.workers[owner_of(host, self.n)]
@@ -566,7 +642,20 @@ class _Engine:
                 room = int(budget)
             if room <= 0:
                 continue
+            policy = None
+            if self.robots is not None:
+                gate, policy = self.robots.state(host, now)
+                if gate is not Gate.GO:
+                    job = self._robots_gate(host, gate, policy, now)
+                    if job is not None:
+                        politeness.started(host, now)
+                        self.in_flight[job.fp] = (handle.index, host, job.depth)
+                        handle.in_flight.add(job.fp)
+                        outgoing.setdefault(handle.index, []).append(job)
+                    continue
             jobs = self.store.take(host, room, now)
+            if policy is not None:
+                jobs = self._obey_robots(policy, jobs, denied)
             for job in jobs:
                 politeness.started(host, now)
                 self.in_flight[job.fp] = (handle.index, host, job.depth)
@@ -580,6 +669,71 @@ class _Engine:
             self._send(self.workers[index], ("jobs", jobs))
             # A failed send means the worker is dying; its sentinel tells us soon and the
             # jobs are requeued with the rest of its in-flight set.
+        if denied:
+            self._record(denied)
+
+    def _robots_gate(
+        self, host: str, gate: Gate, policy: RobotsPolicy | None, now: float
+    ) -> Job | None:
+        """A host whose rules are not known: the Job that fetches its robots.txt, if due."""
+        assert self.robots is not None
+        if gate is Gate.FETCH:
+            url = self.store.queued_url(host)
+            if url is not None:
+                return self.robots.begin(host, url, now)
+        elif gate is Gate.WAIT and policy is not None and policy.retry_at is not None:
+            self.politeness.push(host, policy.retry_at)  # wake up then, not before
+        return None
+
+    def _obey_robots(
+        self, policy: RobotsPolicy, jobs: list[Job], denied: list[Outcome]
+    ) -> list[Job]:
+        """The Jobs robots.txt allows; the others become "done" with a ``robots`` errors row."""
+        allowed = []
+        for job in jobs:
+            if policy.allows(job.url):
+                allowed.append(job)
+            else:
+                failure = Failure(job.url, "robots", "disallowed by robots.txt")
+                denied.append(Outcome(job.fp, job.url, job.host, "done", failures=(failure,)))
+        return allowed
+
+    def _robots_answer(self, o: Outcome, now: float) -> None:
+        """Keep a host's new robots policy, in memory and in the database, and apply it."""
+        assert self.robots is not None
+        host, policy, sent = self.robots.finish(o.fp, o.robots, now)
+        self.store.put_robots(host, RobotsGate.row(policy))
+        self.counters.robots_fetched += 1
+        delay = policy.crawl_delay
+        self.politeness.set_crawl_delay(host, delay)
+        if delay:
+            # Crawl-delay counts from the robots.txt request too: it was a request start.
+            self.politeness.push(host, sent + delay)
+        if policy.kind == "disallow_all" and policy.retry_at is not None:
+            log.warning(
+                "%s: robots.txt unreachable (%s); its URLs wait until %s",
+                host,
+                policy.status or "no connection",
+                time.strftime("%H:%M:%S", time.localtime(policy.retry_at)),
+            )
+            self.politeness.push(host, policy.retry_at)
+        if self.settings.sitemaps and policy.sitemaps:
+            self._queue_sitemaps(policy.sitemaps)
+
+    def _queue_sitemaps(self, urls: Iterable[str]) -> None:
+        requests = []
+        for raw in urls:
+            try:
+                url = canonicalize_url(raw)
+            except InvalidURL:
+                self.counters.skipped_urls += 1
+                continue
+            if len(url) <= self.settings.max_url_length:
+                requests.append(
+                    NewRequest(fingerprint(url), url, url_host(url), callback=SITEMAP_CALLBACK)
+                )
+        if requests:
+            self.store.add(requests)
 
     def _wait_and_record(self, timeout: float) -> None:
         by_conn = {h.results: h for h in self.workers if h.alive}
@@ -615,6 +769,16 @@ class _Engine:
         now = time.time()
         c = self.counters
         politeness = self.politeness
+        robots = self.robots
+        if robots is not None and any(robots.is_robots(o.fp) for o in batch):
+            answers = [o for o in batch if robots.is_robots(o.fp)]
+            batch = [o for o in batch if not robots.is_robots(o.fp)]
+            for o in answers:
+                entry = self.in_flight.pop(o.fp, None)
+                if entry is not None:
+                    self.workers[entry[0]].in_flight.discard(o.fp)
+                    politeness.finished(entry[1], now, ok=True)
+                self._robots_answer(o, now)
         for o in batch:
             entry = self.in_flight.pop(o.fp, None)
             if entry is not None:
@@ -630,9 +794,13 @@ class _Engine:
                 c.by_status[page.status] += 1
                 c.per_host[o.host] += 1
             c.items += len(o.items)
-            c.errors += len(o.failures)
             for failure in o.failures:
+                if failure.kind == "robots":
+                    c.robots_denied += 1
+                    continue
+                c.errors += 1
                 c.errors_by_kind[failure.kind] += 1
+            c.unchanged += o.stats.get("unchanged", 0)
             c.skipped_urls += o.skipped_urls
             if o.state == "retry":
                 c.retries += 1
@@ -642,6 +810,7 @@ class _Engine:
             run_id=self.run_id,
             store_body=self.settings.store_body,
             store_links=self.settings.store_links,
+            recrawl_after=self.recrawl_after,
         )
 
     # -- reporting -----------------------------------------------------------------------------
@@ -677,8 +846,20 @@ class _Engine:
             "retries": c.retries,
             "redirects": c.redirects,
             "dead_workers": c.dead_workers,
+            "unchanged": c.unchanged,
+            "robots_denied": c.robots_denied,
+            "robots_fetched": c.robots_fetched,
             "workers": self.n,
         }
+
+
+def _url_list(value: object) -> list[str]:
+    """A spider's ``sitemap_urls``: a list, or one string of URLs (from ``-a``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [str(v) for v in value]  # type: ignore[attr-defined]
 
 
 def _url_error(url: str, message: str) -> Outcome:
