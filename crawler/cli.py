@@ -1,9 +1,15 @@
 """The ``crawler`` command: parse arguments, build settings, call the library, map errors.
 
 No crawling logic lives here. Exit codes (see docs/cli.md): 0 finished, 1 a threshold was
-crossed (or ``fetch`` failed), 2 usage or configuration error, 3 could not start, 4 stopped by a
-limit with work left, 75 another run holds the lock, 130/143 interrupted. ``run`` passes the
-engine's own exit code through.
+crossed (or ``fetch``/``export`` failed), 2 usage or configuration error, 3 could not start, 4
+stopped by a limit with work left, 75 another run holds the lock, 130/143 interrupted. ``run``
+passes the engine's own exit code through and maps its errors: ``LockedError`` -> 75,
+``SpiderStartError``/``StorageError``/``LockFileError``/``SpiderLoadError`` -> 3.
+
+What ``run`` prints (all on stderr): log records at INFO and up (WARNING and up with
+``--quiet``), progress (a status line on a terminal, an INFO line every 10 s elsewhere, none
+with ``--quiet``) and, always, one summary line at the end. ``--log-file`` gets DEBUG and up
+from the library, which includes the engine's own progress and summary lines.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from typing import Any
 import click
 
 from crawler import __version__, http
+from crawler.export import ExportError, export_table
+from crawler.history import HistoryError, format_run, format_runs, read_runs
 from crawler.loader import SpiderLoadError, discover, load_spider, spider_file
 from crawler.progress import Progress, StatusAwareHandler, format_summary
+from crawler.runlock import EXIT_LOCKED, LockedError, LockFileError
 from crawler.settings import (
     DEFAULT_USER_AGENT,
     Settings,
@@ -28,7 +37,7 @@ from crawler.settings import (
 )
 from crawler.spider import Spider
 
-__all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "main", "parse_pairs"]
+__all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "default_db", "main", "parse_pairs"]
 
 EXIT_COULD_NOT_START = 3
 # Spider attributes that double as settings (issue 3: user_agent; issue 4: recrawl_after).
@@ -39,6 +48,28 @@ class CouldNotStart(click.ClickException):
     """The spider or the database could not be loaded: exit code 3."""
 
     exit_code = EXIT_COULD_NOT_START
+
+
+class Locked(click.ClickException):
+    """Another run holds the database: exit code 75, the lock's own one-line message."""
+
+    exit_code = EXIT_LOCKED
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+def default_db(name: str) -> Path:
+    """Where a spider's database lives unless ``--db`` says otherwise: ``data/NAME.db``."""
+    return Path("data") / f"{name}.db"
+
+
+def _history_db(name: str | None, db_path: str | None) -> Path:
+    if db_path:
+        return Path(db_path)
+    if not name:
+        raise click.UsageError("give a spider NAME or --db PATH")
+    return default_db(name)
 
 
 def parse_pairs(values: Iterable[str], option: str) -> dict[str, str]:
@@ -91,6 +122,8 @@ def _setup_logging(quiet: bool, log_file: str | None, progress: Progress | None)
         file_handler.setFormatter(
             logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
         )
+        # The engine logs its own progress line (DEBUG) every 10 s: the file needs no second one.
+        file_handler.addFilter(lambda record: record.name != "crawler.progress")
         handlers.append(file_handler)
     for handler in handlers:
         handler._crawler_cli = True  # type: ignore[attr-defined]
@@ -161,7 +194,7 @@ def run(
     # --quiet: no status line and no periodic progress logs; the summary is still printed.
     progress = Progress(sys.stderr) if not quiet else None
     _setup_logging(quiet, log_file, progress if progress and progress.tty else None)
-    path = Path(db_path) if db_path else Path("data") / f"{spider_cls.name}.db"
+    path = Path(db_path) if db_path else default_db(spider_cls.name)
 
     from crawler import engine
     from crawler.storage import StorageError
@@ -175,7 +208,9 @@ def run(
             fresh=fresh,
             on_progress=progress,
         )
-    except StorageError as exc:
+    except LockedError as exc:
+        raise Locked(str(exc)) from None
+    except (engine.SpiderStartError, StorageError, LockFileError) as exc:
         raise CouldNotStart(str(exc)) from None
     finally:
         if progress is not None:
@@ -202,6 +237,70 @@ def list_spiders(spiders_dir: str) -> None:
         if errors:
             raise CouldNotStart(f"no spiders could be loaded from {spiders_dir}/")
         click.echo(f"no spiders in {spiders_dir}/", err=True)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+def runs(name: str | None, db_path: str | None) -> None:
+    """List the runs of spider NAME (or every run in --db), newest first."""
+    try:
+        rows = read_runs(_history_db(name, db_path), spider=name)
+    except HistoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not rows:
+        click.echo(f"no runs{f' of {name}' if name else ''}", err=True)
+        return
+    click.echo(format_runs(rows))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option("--run", "run_id", type=int, metavar="ID", help="this run [the latest]")
+def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
+    """Show one run of spider NAME in detail: the latest, or --run ID."""
+    try:
+        rows = read_runs(_history_db(name, db_path), spider=name)
+    except HistoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if run_id is not None:
+        rows = [row for row in rows if row["id"] == run_id]
+    if not rows:
+        which = f"run {run_id}" if run_id is not None else "runs"
+        raise click.ClickException(f"no {which}{f' of {name}' if name else ''}")
+    click.echo(format_run(rows[-1]))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option("--table", default="items", show_default=True, help="items, pages, errors, runs...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="file [stdout]")
+@click.option(
+    "--blobs", type=click.Choice(["base64", "skip"]), default="base64", show_default=True,
+    help="BLOB columns (pages.body) as base64 text, or left out",
+)  # fmt: skip
+def export(
+    name: str | None, db_path: str | None, fmt: str, table: str, output: str | None, blobs: str
+) -> None:
+    """Write a table of spider NAME's database as JSON Lines or CSV.
+
+    With -o the file is written under a temporary name and renamed: never half-written.
+    """
+    path = _history_db(name, db_path)
+    try:
+        count = export_table(
+            path, table, fmt, output, blobs=blobs,  # type: ignore[arg-type]
+            stream=None if output else sys.stdout,
+        )  # fmt: skip
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if output:
+        click.echo(f"{count} rows of {table} written to {output}", err=True)
 
 
 def _parse_header_options(values: Iterable[str]) -> dict[str, str]:

@@ -108,7 +108,7 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise LockFileError(
-                exc.errno, f"cannot create the lock file {self.path}: {exc.strerror or exc}"
+                f"cannot create the lock file {self.path}: {exc.strerror or exc}"
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

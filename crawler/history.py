@@ -1,0 +1,179 @@
+"""Read the ``runs`` table of a crawl database for people: ``crawler runs`` and ``crawler stats``.
+
+The database is opened read-only (``mode=ro``), so reading the history never creates a file,
+never changes a schema and never waits behind a running crawl's writes (WAL). A run whose
+``finished_at`` is NULL was killed, or is still going: :func:`run_state` tells which by
+asking whether the process that started it is alive on this machine.
+
+Exceptions::
+
+    HistoryError    no such database, not a crawl database, no such run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from crawler.progress import format_duration
+
+__all__ = ["HistoryError", "format_run", "format_runs", "read_runs", "run_state"]
+
+
+class HistoryError(Exception):
+    """The run history cannot be read (the message says why)."""
+
+
+def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> list[dict[str, Any]]:
+    """The runs in ``db_path`` (of ``spider`` only, if given), oldest first, JSON decoded."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise HistoryError(f"no database at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise HistoryError(f"cannot open {path}: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        params: tuple[str, ...]
+        sql, params = "SELECT * FROM runs", ()
+        if spider is not None:
+            sql, params = sql + " WHERE spider = ?", (spider,)
+        rows = [dict(row) for row in conn.execute(sql + " ORDER BY id", params)]
+    except sqlite3.DatabaseError as exc:
+        if "no such table" in str(exc):
+            raise HistoryError(f"{path} has no runs table (not a crawl database?)") from exc
+        raise HistoryError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+    for row in rows:
+        try:
+            row["stats"] = json.loads(row.get("stats") or "{}")
+        except ValueError:
+            row["stats"] = {}
+    return rows
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run: Mapping[str, Any]) -> str:
+    """``finished``, ``running`` (its process is alive) or ``killed`` (it never finished)."""
+    if run.get("finished_at") is not None:
+        return "finished"
+    if run.get("hostname") not in (None, socket.gethostname()):
+        return "running?"  # another machine: we cannot tell
+    return "running" if _alive(run.get("pid")) else "killed"
+
+
+def _when(ts: object) -> str:
+    if not isinstance(ts, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _duration(run: Mapping[str, Any]) -> str:
+    elapsed = run["stats"].get("elapsed")
+    if isinstance(elapsed, int | float):
+        return format_duration(float(elapsed))
+    started, finished = run.get("started_at"), run.get("finished_at")
+    if isinstance(started, int | float) and isinstance(finished, int | float):
+        return format_duration(max(0.0, finished - started))
+    return "-"
+
+
+def _reason(run: Mapping[str, Any]) -> str:
+    state = run_state(run)
+    return str(run.get("finish_reason") or "") if state == "finished" else f"({state})"
+
+
+_COLUMNS = ("id", "spider", "started", "finished", "duration", "exit", "reason", "pages",
+            "items", "errors")  # fmt: skip
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    """A table of runs, newest first, one per line, with a header."""
+    table = [_COLUMNS]
+    for run in reversed(runs):
+        stats = run["stats"]
+        exit_code = run.get("exit_code")
+        table.append((
+            str(run["id"]), str(run["spider"]), _when(run.get("started_at")),
+            _when(run.get("finished_at")), _duration(run),
+            "-" if exit_code is None else str(exit_code), _reason(run),
+            str(stats.get("pages", "-")), str(stats.get("items", "-")),
+            str(stats.get("errors", "-")),
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
+    numeric = {0, 5, 7, 8, 9}
+    lines = []
+    for row in table:
+        cells = [
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _size(n: object) -> str:
+    if not isinstance(n, int | float):
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def _counts(mapping: object) -> str:
+    if not isinstance(mapping, Mapping) or not mapping:
+        return "-"
+    return ", ".join(f"{key} {value}" for key, value in mapping.items())
+
+
+def format_run(run: Mapping[str, Any]) -> str:
+    """One run in detail: status, times, pages by status, items, errors by kind, bytes, hosts."""
+    stats = run["stats"]
+    exit_code = run.get("exit_code")
+    state = run_state(run)
+    head = f"run {run['id']} of {run['spider']}: "
+    if state == "finished":
+        head += f"{run.get('finish_reason')} (exit {exit_code})"
+    else:
+        head += f"{state}, no stats (they are written when a run ends)"
+    lines = [
+        head,
+        f"started     {_when(run.get('started_at'))}",
+        f"finished    {_when(run.get('finished_at'))}",
+    ]
+    if stats:
+        rate = stats.get("pages_per_s")
+        lines += [
+            f"duration    {_duration(run)}",
+            f"pages       {stats.get('pages', 0)}"
+            + (f" ({float(rate):.1f}/s)" if isinstance(rate, int | float) else ""),
+            f"by status   {_counts(stats.get('by_status'))}",
+            f"items       {stats.get('items', 0)}",
+            f"errors      {stats.get('errors', 0)}"
+            + (f" ({_counts(kinds)})" if (kinds := stats.get("errors_by_kind")) else ""),
+            f"bytes       {_size(stats.get('bytes'))}",
+            f"per host    {_counts(stats.get('per_host'))}",
+        ]
+    return "\n".join(lines)
