@@ -494,6 +494,13 @@ class Store:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def queued_url(self, host: str) -> str | None:
+        """Any queued URL of ``host`` (the engine needs its scheme to ask for robots.txt)."""
+        row = self.conn.execute(
+            "SELECT url FROM frontier WHERE state = 'queued' AND host = ? LIMIT 1", (host,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def has_queued(self) -> bool:
         row = self.conn.execute("SELECT 1 FROM frontier WHERE state = 'queued' LIMIT 1")
         return row.fetchone() is not None
@@ -897,12 +904,14 @@ class Store:
         """``(urls that ended with an error, urls handled)`` in run ``run_id``.
 
         A URL is handled when the run stored its page or recorded an error for it; for the
-        ``max_error_rate`` check at the end of a run (one scan of ``pages``).
+        ``max_error_rate`` check at the end of a run (one scan of ``pages``). A URL that
+        robots.txt disallows (an ``errors`` row of kind ``robots``) is neither.
         """
         row = self.conn.execute(
             "SELECT count(*), coalesce(sum(bad), 0) FROM (SELECT url, max(bad) AS bad FROM ("
             " SELECT url, 0 AS bad FROM pages WHERE run_id = ?"
-            " UNION ALL SELECT url, 1 FROM errors WHERE run_id = ?) GROUP BY url)",
+            " UNION ALL SELECT url, 1 FROM errors WHERE run_id = ? AND kind <> 'robots')"
+            " GROUP BY url)",
             (run_id, run_id),
         ).fetchone()
         return int(row[1]), int(row[0])
