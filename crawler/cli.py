@@ -15,6 +15,7 @@ from the library, which includes the engine's own progress and summary lines.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -299,6 +300,9 @@ def export(
         )  # fmt: skip
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
+    except BrokenPipeError:  # `crawler export news | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     if output:
         click.echo(f"{count} rows of {table} written to {output}", err=True)
 

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -71,7 +71,9 @@ def _columns(conn: sqlite3.Connection, db_path: Path, table: str) -> list[tuple[
     return [(row[1], (row[2] or "").upper()) for row in info]
 
 
-def _rows(conn: sqlite3.Connection, table: str, columns: list[str]) -> Iterator[tuple[Any, ...]]:
+def _rows(
+    conn: sqlite3.Connection, table: str, columns: list[str]
+) -> Generator[tuple[Any, ...], None, None]:
     query = f"select {', '.join(map(_quote, columns))} from {_quote(table)}"
     try:
         cursor = conn.execute(query + " order by rowid")
@@ -155,6 +157,7 @@ def export_table(
         raise ExportError(f"unknown blobs mode {blobs!r} (use base64 or skip)")
     db = Path(db_path)
     conn = _connect(db)
+    rows: Generator[tuple[Any, ...], None, None] | None = None
     try:
         columns = [
             name
@@ -168,4 +171,6 @@ def export_table(
     except sqlite3.Error as exc:
         raise ExportError(f"reading {table!r} from {db} failed: {exc}") from exc
     finally:
+        if rows is not None:
+            rows.close()  # before the connection: its cursor must not outlive it
         conn.close()

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -194,3 +195,26 @@ def test_export_other_tables_and_errors(project: Path) -> None:
     assert invoke("export", "nope").exit_code == 1
     result = invoke("export", "news", "-o", "no/such/folder/x.jsonl")
     assert result.exit_code == 1 and "no folder" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_export_into_a_closed_pipe_is_quiet(project: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        f"{sys.executable} -m crawler export news --table pages | head -c 10",
+        shell=True, cwd=project, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout == '{"url": "h' and "Traceback" not in proc.stderr
+
+
+def test_public_names() -> None:
+    import crawler.history
+    import crawler.runlock
+
+    assert set(crawler.history.__all__) == {
+        "HistoryError", "format_run", "format_runs", "read_runs", "run_state",
+    }  # fmt: skip
+    assert {"LockFileError", "LockedError", "RunLock"} <= set(crawler.runlock.__all__)
+    for module in (crawler.history, crawler.runlock):
+        for name in module.__all__:
+            assert hasattr(module, name)
