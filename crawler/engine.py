@@ -84,6 +84,8 @@ EXIT_SIGTERM = 143
 GRACE = 5.0  # seconds in-flight work gets after a stop
 HARD_GRACE = 1.0  # after a second signal
 PROGRESS_EVERY = 0.5
+# A URL in flight when its worker died this many times (or retries + 1) is failed.
+WORKER_DEATH_ATTEMPTS = 3
 # With nothing in flight, a run waits for queued work due within this many seconds (retry
 # backoff, a short Retry-After); work due later is left queued for the next run.
 DEFER_AFTER = 300.0
@@ -577,7 +579,12 @@ class _Engine:
                 "worker %d died (exit code %s); %d URLs requeued", handle.index, code, len(lost)
             )
         if lost:
-            self.store.requeue(lost)
+            # A death outside shutdown counts as an attempt of every URL it held, so a URL
+            # that kills its worker each time ends as failed instead of looping forever.
+            died = self.stop_reason is None
+            self.store.requeue(lost, count_attempt=died)
+            if died:
+                self._give_up_poison(lost, code)
             now = time.time()
             for fp in lost:
                 entry = self.in_flight.pop(fp, None)
@@ -598,6 +605,17 @@ class _Engine:
             return
         self.replacements_left -= 1
         self.workers[handle.index] = self._start_worker(handle.index)
+
+    def _give_up_poison(self, fps: list[int], code: int | None) -> None:
+        attempts = max(WORKER_DEATH_ATTEMPTS, self.settings.retries + 1)
+        message = f"its worker died while fetching it (exit code {code}); {attempts} attempts"
+        failed = self.store.give_up(
+            fps, max_attempts=attempts, kind="worker_died", message=message, run_id=self.run_id
+        )
+        if failed:
+            log.warning("giving up on %d URLs that kept killing their worker", len(failed))
+            self.counters.errors += len(failed)
+            self.counters.errors_by_kind["worker_died"] += len(failed)
 
     def _stop_workers(self) -> None:
         for handle in self.workers:
@@ -749,7 +767,9 @@ class _Engine:
         for obj in ready:
             handle = by_sentinel.get(obj)
             if handle is not None and handle.alive:
-                handle.process.join(0)
+                # The sentinel fires when the dying process closes its files, a moment before
+                # it can be reaped: wait for that moment (no zombie, a known exit code).
+                handle.process.join(1.0)
                 self._worker_died(handle)
 
     def _recv_all(self, handle: _Handle) -> Iterator[Outcome]:

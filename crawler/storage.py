@@ -561,18 +561,57 @@ class Store:
         self._counts["queued"] += n
         return n
 
-    def requeue(self, fps: Iterable[int]) -> int:
-        """These in-flight entries back to queued (shutdown, a dead worker)."""
+    def requeue(self, fps: Iterable[int], *, count_attempt: bool = False) -> int:
+        """These in-flight entries back to queued (shutdown, a dead worker).
+
+        With ``count_attempt`` (the worker fetching them died) each counts one more fetch
+        attempt, so a URL that kills its worker every time runs out of attempts
+        (:meth:`give_up`) instead of looping forever.
+        """
+        sql = "UPDATE frontier SET state = 'queued' WHERE fp = ? AND state = 'in_flight'"
+        if count_attempt:
+            sql = sql.replace("'queued'", "'queued', attempts = attempts + 1", 1)
         with self._tx("requeue in") as conn:
             before = conn.total_changes
-            conn.executemany(
-                "UPDATE frontier SET state = 'queued' WHERE fp = ? AND state = 'in_flight'",
-                ((fp,) for fp in fps),
-            )
+            conn.executemany(sql, ((fp,) for fp in fps))
             n = conn.total_changes - before
         self._counts["in_flight"] -= n
         self._counts["queued"] += n
         return n
+
+    def give_up(
+        self,
+        fps: Iterable[int],
+        *,
+        max_attempts: int,
+        kind: str,
+        message: str,
+        run_id: int | None,
+    ) -> list[str]:
+        """Queued entries among ``fps`` with ``max_attempts`` or more attempts become failed,
+        each with an ``errors`` row; returns their URLs."""
+        now = self._clock()
+        failed: list[str] = []
+        with self._tx("give up on entries in") as conn:
+            for fp in fps:
+                row = conn.execute(
+                    "SELECT url FROM frontier WHERE fp = ? AND state = 'queued' AND attempts >= ?",
+                    (fp, max_attempts),
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "UPDATE frontier SET state = 'failed', updated_at = ? WHERE fp = ?", (now, fp)
+                )
+                conn.execute(
+                    "INSERT INTO errors (url, kind, message, traceback, run_id, at)"
+                    " VALUES (?, ?, ?, '', ?, ?)",
+                    (row[0], kind, message, run_id, now),
+                )
+                failed.append(row[0])
+        self._counts["queued"] -= len(failed)
+        self._counts["failed"] += len(failed)
+        return failed
 
     def counts(self) -> dict[str, int]:
         """Frontier entries by state (kept in memory; ``recount`` re-reads them)."""
