@@ -1,13 +1,17 @@
 """Shared fixtures: a small multi-host web site on loopback addresses.
 
 ``site`` starts one threaded HTTP/1.1 server per 127.0.0.x address, each serving its own
-routes, and records every hit. A route is a body (str: HTML), a ``(status, headers, body)``
-triple, or a callable taking the request path (with query) and returning such a triple.
+routes, and records every hit (``hits`` counts them; ``requests`` keeps each one's host, path,
+request headers (lower-case names) and arrival time, in arrival order). A route is a body
+(str: HTML), a ``(status, headers, body)`` triple, or a callable taking the request path (with
+query) and returning such a triple. A 200 route that sends ``ETag`` or ``Last-Modified``
+answers a matching ``If-None-Match`` / ``If-Modified-Since`` with 304 and no body.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,15 +23,27 @@ Reply = tuple[int, dict[str, str], bytes | str]
 Route = str | Reply | Callable[[str], Reply]
 
 
+def _not_modified(request: Any, reply: dict[str, str]) -> bool:
+    """A route that sends ETag / Last-Modified answers a matching conditional GET with 304."""
+    etag, modified = reply.get("ETag"), reply.get("Last-Modified")
+    if etag and request.get("If-None-Match"):
+        return bool(request.get("If-None-Match") == etag)
+    return bool(modified and request.get("If-Modified-Since") == modified)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 5
     server: _HostServer
 
     def do_GET(self) -> None:
-        self.server.site.hit(self.server.host, self.path)
+        self.server.site.hit(
+            self.server.host, self.path, {k.lower(): v for k, v in self.headers.items()}
+        )
         status, headers, body = self.server.reply(self.path)
         data = body.encode() if isinstance(body, str) else body
+        if status == 200 and _not_modified(self.headers, headers):
+            status, data = 304, b""
         self.send_response(status)
         headers = {"Content-Type": "text/html; charset=utf-8", **headers}
         for name, value in headers.items():
@@ -75,6 +91,7 @@ class Site:
         self.servers: list[_HostServer] = []
         self.threads: list[threading.Thread] = []
         self.hits: Counter[tuple[str, str]] = Counter()
+        self.requests: list[tuple[str, str, dict[str, str], float]] = []
         self._lock = threading.Lock()
 
     def add_host(self, address: str, routes: dict[str, Route]) -> str:
@@ -85,9 +102,10 @@ class Site:
         self.threads.append(thread)
         return server.host
 
-    def hit(self, host: str, path: str) -> None:
+    def hit(self, host: str, path: str, headers: dict[str, str] | None = None) -> None:
         with self._lock:
             self.hits[(host, path)] += 1
+            self.requests.append((host, path, headers or {}, time.time()))
 
     def stop(self) -> None:
         for server in self.servers:
