@@ -574,16 +574,18 @@ class _Engine:
         self._drain(handle)
         lost = list(handle.in_flight)
         code = handle.process.exitcode
-        if self.stop_reason is None:
+        # A SIGTERM sent to the whole process group (a terminal, a supervisor) kills the
+        # workers before the loop has seen the signal: that is a stop, not a death.
+        stopping = self.stop_reason is not None or bool(self.signals)
+        if not stopping:
             log.warning(
                 "worker %d died (exit code %s); %d URLs requeued", handle.index, code, len(lost)
             )
         if lost:
             # A death outside shutdown counts as an attempt of every URL it held, so a URL
             # that kills its worker each time ends as failed instead of looping forever.
-            died = self.stop_reason is None
-            self.store.requeue(lost, count_attempt=died)
-            if died:
+            self.store.requeue(lost, count_attempt=not stopping)
+            if not stopping:
                 self._give_up_poison(lost, code)
             now = time.time()
             for fp in lost:
@@ -597,7 +599,7 @@ class _Engine:
             handle.jobs.close()
         with contextlib.suppress(OSError):
             handle.results.close()
-        if self.stop_reason is not None:
+        if stopping:
             return
         self.counters.dead_workers += 1
         if self.replacements_left <= 0:
