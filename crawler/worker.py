@@ -49,6 +49,7 @@ from crawler.messages import (
     Outcome,
     Page,
 )
+from crawler.recrawl import conditional_headers, is_unchanged
 from crawler.robots import fetch_robots
 from crawler.settings import Settings
 from crawler.sitemap import MAX_SITEMAP_SIZE, SitemapError, parse_sitemap
@@ -167,12 +168,9 @@ class Worker:
 
     def _request_headers(self, job: Job) -> dict[str, str]:
         headers = dict(job.headers)
-        if not self._skips_unchanged(job):
-            return headers
-        if job.etag:
-            headers["If-None-Match"] = job.etag
-        if job.last_modified:
-            headers["If-Modified-Since"] = job.last_modified
+        if self._skips_unchanged(job):
+            # Validators came from a server: conditional_headers drops unusable ones (CR/LF).
+            headers.update(conditional_headers(job.etag, job.last_modified))
         return headers
 
     def _process(self, job: Job, started: float) -> Outcome:
@@ -252,10 +250,7 @@ class Worker:
 
         page = self._page(job, status, headers, content_type, body, None, started, now)
         if status == 304 or (
-            200 <= status < 300
-            and job.content_hash is not None
-            and page.content_hash == job.content_hash
-            and self._skips_unchanged(job)
+            self._skips_unchanged(job) and is_unchanged(status, page.content_hash, job.content_hash)
         ):
             # Unchanged: the stored page and its items stay; no callback, no links, and the
             # body does not travel to the parent (it is stored already).
