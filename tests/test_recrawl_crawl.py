@@ -176,3 +176,25 @@ def test_parse_unchanged_runs_the_callback_again(site: Site, tmp_path: Path) -> 
     assert [(p, "if-none-match" in h) for p, h in run_requests(site, mark)] == [("/", False)]
     assert second.stats["items"] == 1
     assert rows(db, "SELECT run_id FROM items WHERE page_url = ?", start) == [(second.run_id,)]
+
+
+def test_sitemap_lastmod_newer_than_the_last_fetch_queues_the_page_again(tmp_path: Path) -> None:
+    from crawler.frontier import fingerprint
+    from crawler.messages import NewRequest, Outcome, Page
+    from crawler.storage import Store
+
+    url, host = "http://127.0.0.2/p", "127.0.0.2"
+    fp = fingerprint(url)
+    with Store(tmp_path / "s.db") as store:
+        store.add([NewRequest(fp, url, host)])
+        store.take(host, 1, 1000.0)
+        fetched = Page(
+            url, 200, "{}", "text/html", 2, b"ok", "h", '"e"', None, None, 0, 1000.0, 1.0
+        )
+        store.record([Outcome(fp, url, host, "done", page=fetched)], run_id=None)
+        store.add([NewRequest(fp, url, host, lastmod=900.0)])  # older: nothing to do
+        assert store.counts()["done"] == 1 and not store.has_queued()
+        store.add([NewRequest(fp, url, host, lastmod=2000.0)])  # changed since: due again
+        assert store.counts()["queued"] == 1
+        (job,) = store.take(host, 1, 3000.0)
+        assert (job.etag, job.content_hash) == ('"e"', "h")  # still asked conditionally
