@@ -17,7 +17,7 @@ import pytest
 from crawler import benchsite
 from crawler.bench.measure import TreeRSSSampler, cpu_now
 from crawler.bench.server import SiteServer, find_nginx, nginx_config
-from crawler.bench.site import SiteInfo, generate_site, pick_origins
+from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 
 ORIGINS = ("http://127.0.0.1:8001", "http://127.0.0.2:8002", "http://127.0.0.3:8003")
 HREF = re.compile(r'href="([^"]*)"')
@@ -103,6 +103,12 @@ def test_pick_origins_gives_distinct_host_keys() -> None:
     origins = pick_origins(4)
     assert len({urlsplit(o).netloc for o in origins}) == 4
     assert all(urlsplit(o).hostname.startswith("127.") for o in origins)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("hosts", "workers"), [(4, 2), (3, 2), (6, 3)])
+def test_pick_origins_can_spread_hosts_evenly_over_workers(hosts: int, workers: int) -> None:
+    split = worker_split(pick_origins(hosts, balance_over=workers), workers)
+    assert sum(split) == hosts and max(split) - min(split) <= 1
 
 
 def test_nginx_config_keeps_everything_in_its_directory(site: SiteInfo, tmp_path: Path) -> None:
@@ -194,6 +200,8 @@ def test_tree_sampler_counts_child_processes() -> None:
     if not Path("/proc").is_dir():
         pytest.skip("no /proc")
     assert sampler.peak >= without.peak + 70_000_000
+    assert sampler.peak_by_pid.get(child.pid, 0) >= 70_000_000
+    assert child.pid not in without.peak_by_pid
     assert sampler.samples > 5
     before = cpu_now()
     assert (cpu_now() - before).total >= 0
