@@ -101,7 +101,8 @@ def _last_json(text: str) -> dict[str, Any]:
 
 def _enough(pages: int, site: SiteInfo, discovery: int) -> bool:
     # In discovery mode a few unserved URLs are fetched before the real pages fill the queue,
-    # and they count toward the page limit; most real pages are enough there (Scrapy fetches more of them early on).
+    # and they count toward the page limit (Scrapy fetches more of them early on), so most of
+    # the real pages is enough there.
     return pages >= 0.8 * discovery if discovery else pages == site.pages
 
 
