@@ -15,8 +15,9 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import pytest
 
 from crawler import benchsite
+from crawler.bench import server as server_module
 from crawler.bench.measure import TreeRSSSampler, cpu_now
-from crawler.bench.server import SiteServer, find_nginx, nginx_config
+from crawler.bench.server import ServerError, SiteServer, find_nginx, nginx_config
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 
 ORIGINS = ("http://127.0.0.1:8001", "http://127.0.0.2:8002", "http://127.0.0.3:8003")
@@ -181,6 +182,15 @@ def test_python_server_closes_when_asked(tmp_path: Path) -> None:
 def test_unknown_backend_is_rejected(site: SiteInfo) -> None:
     with pytest.raises(ValueError):
         SiteServer(site, "apache")
+
+
+def test_without_nginx_auto_falls_back_to_python(
+    site: SiteInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "find_nginx", lambda: None)
+    assert SiteServer(site, "auto").backend == "python"
+    with pytest.raises(ServerError, match="apt-get install"):
+        SiteServer(site, "nginx")
 
 
 @pytest.mark.timeout(30)
