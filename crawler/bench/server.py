@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -45,6 +46,15 @@ def find_nginx() -> str | None:
     if found:
         return found
     return next((p for p in _NGINX_PATHS if os.access(p, os.X_OK)), None)
+
+
+def _nginx_version(nginx: str) -> tuple[int, ...]:
+    try:
+        done = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", done.stderr + done.stdout)
+    return tuple(int(g) for g in match.groups()) if match else ()
 
 
 def _address(origin: str) -> tuple[str, int]:
@@ -133,6 +143,10 @@ class SiteServer:
             conf = self._workdir / "nginx.conf"
             conf.write_text(nginx_config(self.site, self._workdir, self._nginx_workers))
             cmd = [self._nginx, "-p", str(self._workdir), "-c", str(conf), "-g", "daemon off;"]
+            if _nginx_version(self._nginx) >= (1, 19, 5):
+                # -e: not even the start-up log goes to /var/log, which a non-root user
+                # cannot open (older nginx only warns about it).
+                cmd[1:1] = ["-e", str(self._workdir / "error.log")]
         else:
             cmd = [sys.executable, "-m", "crawler.bench.server", str(self.site.root)]
             cmd += list(self.site.origins)
