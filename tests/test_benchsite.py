@@ -225,11 +225,17 @@ def test_public_api() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_run_bench_crawls_every_page_once() -> None:
+def test_run_bench_crawls_every_page_once(tmp_path: Path) -> None:
     pytest.importorskip("crawler.engine")
     lines = io.StringIO()
+    db = tmp_path / "kept.db"
     report = benchsite.run_bench(
-        pages=60, hosts=2, workers=2, server="python", out=lambda s: print(s, file=lines)
+        pages=60,
+        hosts=2,
+        workers=2,
+        server="python",
+        out=lambda s: print(s, file=lines),
+        db_path=db,
     )
     assert report["pages"] == 60, lines.getvalue()
     assert report["items"] == 60
@@ -237,3 +243,4 @@ def test_run_bench_crawls_every_page_once() -> None:
     assert report["missing"] == report["duplicates"] == 0
     assert report["server"] == "python"
     assert "pages/s" in lines.getvalue()
+    assert report["db"] == str(db) and db.exists()  # a database asked for by path is kept
