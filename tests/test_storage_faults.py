@@ -62,6 +62,7 @@ class Writer:
     def __init__(self, db: Path) -> None:
         self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         self._timer: threading.Timer | None = None
+        self._closed = False
         self.held_at: float | None = None
         self.released_at: float | None = None
 
@@ -80,6 +81,8 @@ class Writer:
         if self._timer is not None:
             self._timer.join()
             self._timer = None
+        if not self._closed:
+            self._closed = True
             self.release()
             self.conn.close()
 
