@@ -366,12 +366,44 @@ def _path_and_query(url: str) -> str:
 @click.option("--pages", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--hosts", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="0: one per CPU")
-def bench(pages: int, hosts: int, workers: int) -> None:
-    """Serve a generated site on loopback, crawl it with the real engine, print pages/s."""
-    from crawler.benchsite import run_bench
+@click.option("--per-host", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--server",
+    type=click.Choice(["auto", "nginx", "python"]),
+    default="auto",
+    show_default=True,
+    help="auto: nginx when installed, else a Python server",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="keep the crawl's database here (default: a temporary file)",
+)
+def bench(
+    pages: int, hosts: int, workers: int, per_host: int, server: str, db_path: Path | None
+) -> None:
+    """Serve a generated site on loopback, crawl it with the real engine, print pages/s.
 
-    code: Any = run_bench(pages=pages, hosts=hosts, workers=workers)
-    sys.exit(code if isinstance(code, int) else 0)
+    Exits 0 when every generated page was stored exactly once with its item, else 1.
+    """
+    from crawler.benchsite import ServerError, run_bench
+
+    try:
+        report = run_bench(
+            pages=pages,
+            hosts=hosts,
+            workers=workers or None,
+            per_host=per_host,
+            server=server,
+            db_path=db_path,
+        )
+    except ServerError as exc:
+        raise click.ClickException(f"bench server: {exc}") from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(0 if report.get("ok") else 1)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
