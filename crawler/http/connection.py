@@ -5,6 +5,13 @@ one receive ``bytearray``; the framers in :mod:`._protocol` take bytes off its f
 Socket and ``ssl`` errors are translated here, so the rest of the package only sees
 our own exception tree. The socket timeout is only changed when it actually changes,
 since ``settimeout`` is a system call on the hot path.
+
+A request may also carry a *deadline* (``Timeout.total``, as a ``time.monotonic()`` value)
+that covers sending, the head and the body. Without one nothing below reads the clock.
+With one, every socket wait is given ``min(read timeout, what is left)``, so a peer that
+trickles a byte just inside each read timeout is still cut off when the deadline passes
+(``ReadTimeoutError``). The deadline stays with the connection until the next request
+sets its own.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import select
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,7 +55,9 @@ class HTTPConnection:
 
     __slots__ = (
         "_buf",
+        "_deadline",
         "_mv",
+        "_read",
         "_scratch",
         "_timeout",
         "host",
@@ -72,7 +82,9 @@ class HTTPConnection:
         self._buf = bytearray()
         self._scratch = bytearray(RECV_SIZE)
         self._mv = memoryview(self._scratch)
-        self._timeout: float | None = _UNSET
+        self._timeout: float | None = _UNSET  # what the socket is set to now
+        self._read: float | None = None  # the read limit while a deadline is set
+        self._deadline: float | None = None
 
     def __repr__(self) -> str:
         state = "open" if self.sock is not None else "closed"
@@ -80,8 +92,10 @@ class HTTPConnection:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def connect(self, timeout: float | None) -> None:
-        """Open the TCP connection within ``timeout`` seconds."""
+    def connect(self, timeout: float | None, deadline: float | None = None) -> None:
+        """Open the TCP connection within ``timeout`` seconds (and before ``deadline``)."""
+        if deadline is not None:
+            timeout = self._connect_budget(timeout, deadline)
         host = self.host.strip("[]")
         try:
             sock = socket.create_connection((host, self.port), timeout, self.source_address)
@@ -125,11 +139,46 @@ class HTTPConnection:
             return True
         return bool(readable)
 
-    def set_timeout(self, timeout: float | None) -> None:
+    def set_timeout(self, timeout: float | None, deadline: float | None = None) -> None:
+        """Wait at most ``timeout`` for each socket operation of the next request and, with
+        ``deadline`` (a ``time.monotonic()`` value), never past it."""
+        self._deadline = deadline
+        if deadline is not None:
+            self._read = timeout  # applied before each wait, by _budget
+        elif timeout != self._timeout:
+            self._settimeout(timeout)
+
+    def _settimeout(self, timeout: float | None) -> None:
         if timeout != self._timeout:
             assert self.sock is not None
             self.sock.settimeout(timeout)
             self._timeout = timeout
+
+    def _connect_budget(self, timeout: float | None, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConnectTimeoutError(
+                f"connect to {self.host}:{self.port} timed out: total timeout reached"
+            )
+        return left if timeout is None or left < timeout else timeout
+
+    def _budget(self) -> None:
+        """Before a socket wait under a deadline: wait no longer than what is left of it."""
+        assert self._deadline is not None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise ReadTimeoutError(
+                f"response from {self.host}:{self.port} not complete: total timeout reached"
+            )
+        read = self._read
+        self._settimeout(left if read is None or left < read else read)
+
+    def _timed_out(self, what: str) -> ReadTimeoutError:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return ReadTimeoutError(
+                f"{what} {self.host}:{self.port} timed out: total timeout reached"
+            )
+        return ReadTimeoutError(f"{what} {self.host}:{self.port} timed out after {self._timeout}s")
 
     # --- I/O -------------------------------------------------------------------------------
 
@@ -137,10 +186,12 @@ class HTTPConnection:
         sock = self.sock
         if sock is None:
             raise ProtocolError("send on a closed connection")
+        if self._deadline is not None:
+            self._budget()
         try:
-            sock.sendall(data)
+            sock.sendall(data)  # one timeout for the whole call, not for each piece
         except TimeoutError as exc:
-            raise ReadTimeoutError(f"write to {self.host}:{self.port} timed out") from exc
+            raise self._timed_out("write to") from exc
         except ssl.SSLError as exc:
             raise SSLError(f"TLS error while sending: {exc}") from exc
         except OSError as exc:
@@ -151,12 +202,12 @@ class HTTPConnection:
         sock = self.sock
         if sock is None:
             raise ProtocolError("read on a closed connection")
+        if self._deadline is not None:
+            self._budget()
         try:
             n = sock.recv_into(self._scratch)
         except TimeoutError as exc:
-            raise ReadTimeoutError(
-                f"read from {self.host}:{self.port} timed out after {self._timeout}s"
-            ) from exc
+            raise self._timed_out("read from") from exc
         except ssl.SSLError as exc:
             raise SSLError(f"TLS error while reading: {exc}") from exc
         except OSError as exc:
@@ -225,6 +276,8 @@ class HTTPConnection:
             raise ProtocolError("read on a closed connection")
         try:
             while have < left:
+                if self._deadline is not None:
+                    self._budget()
                 n = sock.recv_into(view[have:], left - have)
                 if not n:
                     framer.take(bytearray(out[:have]), have)
@@ -232,9 +285,7 @@ class HTTPConnection:
                     return bytes(out[:have])
                 have += n
         except TimeoutError as exc:
-            raise ReadTimeoutError(
-                f"read from {self.host}:{self.port} timed out after {self._timeout}s"
-            ) from exc
+            raise self._timed_out("read from") from exc
         except ssl.SSLError as exc:
             raise SSLError(f"TLS error while reading: {exc}") from exc
         except OSError as exc:
@@ -265,9 +316,16 @@ class HTTPSConnection(HTTPConnection):
         self.ssl_context = ssl_context or make_ssl_context()
         self.server_hostname = server_hostname or host.strip("[]")
 
-    def connect(self, timeout: float | None) -> None:
-        super().connect(timeout)
+    def connect(self, timeout: float | None, deadline: float | None = None) -> None:
+        super().connect(timeout, deadline)
         assert self.sock is not None
+        if deadline is not None:
+            # The handshake is one socket call with one timeout: give it what is left.
+            try:
+                self._settimeout(self._connect_budget(timeout, deadline))
+            except ConnectTimeoutError:
+                self.close()
+                raise
         try:
             self.sock = self.ssl_context.wrap_socket(
                 self.sock, server_hostname=self.server_hostname

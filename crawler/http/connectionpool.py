@@ -401,13 +401,14 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
                     conn.close()  # the server closed it while idle: reopen, no retry used
                     conn = None
                     reused = False
+                # Timeout.total is one deadline for this attempt: connect, send, head and
+                # body (for a streamed response, until it is consumed or released).
+                total = timeout_obj.total
+                deadline = None if total is None else time.monotonic() + total
                 if conn is None:
                     conn = self._new_conn()
-                    started = time.monotonic() if timeout_obj.total is not None else None
-                    conn.connect(timeout_obj.connect_timeout)
-                    conn.set_timeout(timeout_obj.read_timeout(started))
-                else:
-                    conn.set_timeout(timeout_obj.read_timeout())
+                    conn.connect(timeout_obj.connect, deadline)
+                conn.set_timeout(timeout_obj.read, deadline)
                 with self._lock:
                     self.num_requests += 1
                 if body_bytes is None:

@@ -231,15 +231,19 @@ class HTTPResponse:
     def json(self) -> Any:
         return json.loads(self.data.decode("utf-8"))
 
-    def _raw_read(self, amt: int) -> bytes:
-        """Up to ``amt`` raw (still encoded) body bytes; ``b""`` at the end."""
+    def _raw_read(self, amt: int, partial: bool = False) -> bytes:
+        """Up to ``amt`` raw (still encoded) body bytes; ``b""`` at the end.
+
+        From our own connection this returns what one socket read brings; a wrapped stdlib
+        response reads ``amt`` in full unless ``partial``.
+        """
         if self._raw_done:
             return b""
         fp = self._original_response
         try:
             if fp is not None:
                 try:
-                    data = fp.read(amt)
+                    data = fp.read1(amt) if partial else fp.read(amt)
                 except http.client.IncompleteRead as exc:
                     raise ProtocolError(f"response body ended early: {exc!r}") from exc
                 except TimeoutError as exc:
@@ -348,6 +352,30 @@ class HTTPResponse:
         while len(pending) < amt and not self._raw_done:
             raw = self._raw_read(max(amt, 1 << 14))
             pending += self._decode(raw, flush=not raw)
+        data = bytes(pending[:amt])
+        del pending[:amt]
+        return data
+
+    def read1(self, amt: int = 2**16, decode_content: bool | None = None) -> bytes:
+        """Up to ``amt`` bytes of the body, as soon as any are there (``b""`` at the end).
+
+        Unlike ``read(amt)``, which waits until it has ``amt`` bytes, this returns what one
+        socket read brings (more reads only when they decode to nothing yet), so a streaming
+        consumer sees a slow body as it arrives and can check its own clock in between.
+        """
+        if decode_content is None:
+            decode_content = self.decode_content
+        if amt <= 0:
+            amt = 2**16
+        pending = self._pending
+        if not pending:
+            if self._raw_done:
+                return b""
+            if not (decode_content and self._get_decoder() is not None):
+                return self._raw_read(amt, partial=True)
+            while not pending and not self._raw_done:
+                raw = self._raw_read(max(amt, 1 << 14), partial=True)
+                pending += self._decode(raw, flush=not raw)
         data = bytes(pending[:amt])
         del pending[:amt]
         return data

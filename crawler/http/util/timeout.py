@@ -21,8 +21,13 @@ def _check(name: str, value: float | None) -> None:
 class Timeout:
     """Seconds allowed to connect, to wait for each read, and (optionally) in total.
 
-    ``None`` disables a limit. ``total`` caps connect plus read for one attempt: the read
-    limit shrinks by the time connecting took. ``Timeout(5)`` sets both connect and read.
+    ``None`` disables a limit. ``total`` is a deadline for one attempt as a whole: connect,
+    sending the request, the response head and its body (read inside ``urlopen`` when
+    preloading; for ``preload_content=False`` until the body is consumed or released). Every
+    socket wait gets ``min(read, what is left)``, so a peer trickling one byte just inside
+    each read timeout is still cut off. Retries and redirect hops each start a new deadline;
+    waiting for a pool slot (``pool_timeout``) is not counted. ``Timeout(5)`` sets both
+    connect and read.
     """
 
     connect: float | None = None
