@@ -97,7 +97,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import select
 import socket
 import ssl
 import struct
@@ -902,15 +901,17 @@ def _peer_gone(sock: socket.socket) -> bool:
         return True
     if isinstance(sock, ssl.SSLSocket):
         return False  # TLS cannot peek at the raw stream; trust the connection thread
+    # Never peek through `sock` itself: it belongs to its connection thread, and a socket in
+    # timeout mode polls for up to its timeout (as it stood when the call began: the 5 s of
+    # `Connection.send`) whenever the bytes seen as readable are taken by that thread first.
+    # We hold the server lock here, so that stalled every connection thread for 5 s. A socket
+    # object on a duplicate descriptor has the default timeout (None), so its recv goes straight
+    # to the kernel, and MSG_DONTWAIT makes that return at once, without touching `sock`.
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        # Readable: EOF, a reset, or a request; the socket's own timeout mode would make a plain
-        # peek wait, but a readable socket answers at once.
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except (TimeoutError, BlockingIOError):
-        return False  # the connection thread took the bytes first: still open
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as probe:
+            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # nothing to read: still open
     except OSError:
         return True
 
