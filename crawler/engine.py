@@ -17,7 +17,10 @@ The loop is single-threaded and is the only SQLite writer:
 A worker that dies is noticed through its sentinel: its in-flight entries go back to the queue
 and a replacement is forked. SIGINT/SIGTERM stop dispatching and give in-flight work a few
 seconds; a second signal stops at once. Either way whatever was not answered is requeued in
-the database, so a later run resumes where this one stopped.
+the database, so a later run resumes where this one stopped. Workers ignore both signals (a
+terminal or a supervisor signals the whole process group), so their in-flight fetches can end
+within the grace; a worker still busy after it is SIGKILLed, and one whose parent is gone
+exits by itself (``crawler.worker``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import pickle
 import signal
 import time
@@ -216,6 +220,7 @@ class _Engine:
         self.stop_reason: str | None = None
         self.exit_code = EXIT_FINISHED
         self.deadline: float | None = None  # when stopping: give up on in-flight work then
+        self.abandoned = False  # in-flight work was given up on at the end of a grace
         self.started = time.time()
         self.replacements_left = 10 + 2 * self.n
         self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
@@ -249,17 +254,19 @@ class _Engine:
             lock.release()
 
     def _run_locked(self, spider: Spider, name: str) -> RunResult:
-        # Fork before anything else exists in the parent: no threads, no SQLite handle.
-        for index in range(self.n):
-            self.workers.append(self._start_worker(index))
-        # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
-        # process), which the workers never need.
-        from crawler.storage import StorageError, Store
-
         previous: dict[signal.Signals, Any] = {}
         run_id = 0
         start_error: SpiderStartError | None = None
         try:
+            # Fork before anything else exists in the parent: no threads, no SQLite handle.
+            # Inside the try: workers ignore SIGTERM, so any that were started must be stopped
+            # by _stop_workers (multiprocessing's exit hook would terminate() and wait forever).
+            for index in range(self.n):
+                self.workers.append(self._start_worker(index))
+            # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
+            # process), which the workers never need.
+            from crawler.storage import StorageError, Store
+
             store = Store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()
             run_id = store.begin_run(name, self.settings.as_dict())
@@ -526,6 +533,7 @@ class _Engine:
         """Return everything still unanswered to the queue (in the database)."""
         fps = list(self.in_flight)
         if fps:
+            self.abandoned = True
             self.store.requeue(fps)
         self.in_flight.clear()
         for handle in self.workers:
@@ -551,6 +559,7 @@ class _Engine:
                 result_send,
                 self.threads,
                 foreign,
+                os.getpid(),
             ),
             name=f"crawler-worker-{index}",
             daemon=True,
@@ -574,8 +583,8 @@ class _Engine:
         self._drain(handle)
         lost = list(handle.in_flight)
         code = handle.process.exitcode
-        # A SIGTERM sent to the whole process group (a terminal, a supervisor) kills the
-        # workers before the loop has seen the signal: that is a stop, not a death.
+        # A worker that ends while we stop (or killed with its whole process group just as a
+        # signal arrived, before the loop has seen it) is a stop, not a death.
         stopping = self.stop_reason is not None or bool(self.signals)
         if not stopping:
             log.warning(
@@ -622,13 +631,14 @@ class _Engine:
     def _stop_workers(self) -> None:
         for handle in self.workers:
             self._send(handle, STOP)
-        deadline = time.monotonic() + (HARD_GRACE if len(self.signals) > 1 else GRACE)
+        # An idle worker exits at once on STOP. One still fetching work the loop already gave
+        # up on (its grace is spent) only gets a moment; workers ignore SIGTERM, so the last
+        # resort is SIGKILL.
+        hurry = len(self.signals) > 1 or self.abandoned
+        deadline = time.monotonic() + (HARD_GRACE if hurry else GRACE)
         for handle in self.workers:
             handle.process.join(max(0.0, deadline - time.monotonic()))
         for handle in self.workers:
-            if handle.process.is_alive():
-                handle.process.terminate()
-                handle.process.join(1.0)
             if handle.process.is_alive():
                 handle.process.kill()
                 handle.process.join(1.0)

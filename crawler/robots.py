@@ -39,7 +39,7 @@ from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
 
-from crawler.http import HTTPError
+from crawler.http import HTTPError, Timeout
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -221,7 +221,7 @@ class RobotsCache:
         return f"<RobotsCache {len(self._policies)} hosts {unreachable} unreachable>"
 
 
-def _default_open_pool(url: str, timeout: float) -> Any:
+def _default_open_pool(url: str, timeout: float | Timeout) -> Any:
     # Imported late: the pool module may be absent in a partial checkout, the policy is not.
     http = importlib.import_module("crawler.http")
     return http.connection_from_url(url, timeout=timeout, maxsize=1)
@@ -245,10 +245,10 @@ def fetch_robots(
     url: str,
     *,
     user_agent: str,
-    timeout: float,
+    timeout: float | Timeout,
     crawl_delay_max: float,
     now: Callable[[], float] = time.time,
-    open_pool: Callable[[str, float], Any] | None = None,
+    open_pool: Callable[[str, float | Timeout], Any] | None = None,
     errors: tuple[type[BaseException], ...] = (HTTPError, OSError),
 ) -> RobotsPolicy:
     """Fetch the robots.txt of ``url``'s host and return its policy. Never raises for I/O.
@@ -260,7 +260,8 @@ def fetch_robots(
     to :data:`MAX_REDIRECTS` hops and across hosts as RFC 9309 asks; a hop to another origin
     uses a short-lived pool from ``open_pool(url, timeout)`` (default
     ``crawler.http.connection_from_url``), closed afterwards. Any of ``errors`` means the host
-    is unreachable.
+    is unreachable. ``timeout`` is a number (connect and each read) or a ``Timeout``, whose
+    ``total`` bounds each hop as a whole (a robots.txt trickled byte by byte).
     """
     opener = open_pool or _default_open_pool
     target = robots_url(url)

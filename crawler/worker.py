@@ -25,11 +25,13 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import pickle
 import queue
 import random
 import secrets
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -38,7 +40,15 @@ from typing import Any
 
 from crawler import fetch
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
-from crawler.http import BodyTooLargeError, HTTPError, Retry, Timeout, connection_from_url
+from crawler.http import (
+    BodyTooLargeError,
+    HTTPError,
+    MaxRetryError,
+    ReadTimeoutError,
+    Retry,
+    Timeout,
+    connection_from_url,
+)
 from crawler.messages import (
     ROBOTS_CALLBACK,
     SITEMAP_CALLBACK,
@@ -64,6 +74,9 @@ _CHUNK = 64 * 1024
 _SEND_BATCH = 256  # outcomes per pipe write, at most
 _HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is cleared
 _TEXT_MARKERS = ("html", "xml", "text", "json", "javascript")
+# A read timeout this close to the whole-response deadline is the pool enforcing that deadline.
+_DEADLINE_SLACK = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def fresh_fingerprint() -> int:
@@ -99,16 +112,22 @@ class Worker:
         *,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        body_deadline: float | None = None,
     ) -> None:
         self.spider = spider
         self.settings = settings
         self.clock = clock
         self.rand = rand
         self.user_agent = getattr(spider, "user_agent", None) or settings.user_agent
-        self.timeout = Timeout(connect=settings.timeout, read=settings.timeout)
         # A whole response may take this long; a server trickling one byte a second must not
-        # hold a thread forever.
-        self.body_deadline = max(60.0, settings.timeout * 4)
+        # hold a thread (and a slot of its host) forever. The pool enforces it on every socket
+        # wait (Timeout.total); _read_body also checks it between pieces of the body.
+        self.body_deadline = (
+            max(60.0, settings.timeout * 4) if body_deadline is None else body_deadline
+        )
+        self.timeout = Timeout(
+            connect=settings.timeout, read=settings.timeout, total=self.body_deadline
+        )
         self._pools: dict[tuple[str, str], Any] = {}
         self._pools_lock = threading.Lock()
         self._allowed: dict[str, bool] = {}
@@ -190,7 +209,7 @@ class Worker:
                 decode_content=True,
             )
         except HTTPError as exc:
-            return self._fetch_error(job, exc)
+            return self._fetch_error(job, self._past_deadline(exc, started, "response"))
         limit = settings.max_body_size
         if job.callback == SITEMAP_CALLBACK:
             limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
@@ -199,7 +218,7 @@ class Worker:
         except HTTPError as exc:
             with contextlib.suppress(Exception):
                 resp.close()
-            return self._fetch_error(job, exc)
+            return self._fetch_error(job, self._past_deadline(exc, started, "body"))
         finally:
             if resp is not None:
                 with contextlib.suppress(Exception):
@@ -284,9 +303,9 @@ class Worker:
         parts: list[bytes] = []
         size = 0
         try:
-            for chunk in resp.stream(_CHUNK):
-                if not chunk:
-                    continue
+            # read1: each piece as it arrives, so a trickled body meets the clock check below
+            # between bytes instead of after a 64 KiB read.
+            while chunk := resp.read1(_CHUNK):
                 if size + len(chunk) > limit:
                     parts.append(chunk[: limit - size])
                     resp.close()
@@ -300,6 +319,15 @@ class Worker:
             resp.close()
             return b"".join(parts), f"body larger than {limit} bytes"
         return b"".join(parts), None
+
+    def _past_deadline(self, exc: HTTPError, started: float, what: str) -> HTTPError:
+        """The pool's read timeout at the whole-response deadline, as that deadline's error."""
+        cause = exc.reason if isinstance(exc, MaxRetryError) else exc
+        if isinstance(cause, ReadTimeoutError) and (
+            self.clock() - started >= self.body_deadline - _DEADLINE_SLACK
+        ):
+            return _BodyDeadline(f"{what} not complete after {self.body_deadline:.0f}s")
+        return exc
 
     def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
         now = self.clock()
@@ -411,7 +439,7 @@ class Worker:
             self._pool(job.url, job.host),
             job.url,
             user_agent=self.user_agent,
-            timeout=self.settings.timeout,
+            timeout=self.timeout,
             crawl_delay_max=self.settings.crawl_delay_max,
             now=self.clock,
         )
@@ -704,6 +732,23 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Make sure this process never outlives the one that forked it.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``; strictly,
+    when the parent's forking thread ends, and the engine forks from the thread that runs the
+    whole crawl). Everywhere, the job pipe's EOF ends the worker too (``worker_main``).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(0)  # the parent died before we could ask to go with it
+
+
 def worker_main(
     index: int,
     spider_cls: type[Spider],
@@ -713,13 +758,18 @@ def worker_main(
     result_conn: Any,
     threads: int,
     foreign_conns: Iterable[Any] = (),
+    parent_pid: int | None = None,
 ) -> None:
     """The body of worker process ``index``."""
-    # The parent coordinates shutdown: Ctrl-C in a terminal reaches the whole process group,
-    # and a worker that died on it would lose the pages it is fetching. SIGTERM stays fatal so
-    # the parent's last resort (terminate) works; the handlers inherited through fork go.
+    # The parent coordinates shutdown. Ctrl-C in a terminal sends SIGINT to the whole process
+    # group, and systemd or a cron wrapper send SIGTERM to it: a worker that died on either
+    # would lose the pages it is fetching, which the parent gives a grace period to finish
+    # (and then requeues what is left). So both are ignored here, the handlers inherited
+    # through fork go, and the parent's last resort for a straggler is SIGKILL. What made
+    # SIGTERM fatal before still holds: a worker can never outlive its parent (below).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     for conn in foreign_conns:
         with contextlib.suppress(OSError):
             conn.close()
@@ -744,7 +794,10 @@ def worker_main(
             try:
                 kind, payload = pickle.loads(job_conn.recv_bytes())
             except (EOFError, OSError):
-                break
+                # The pipe closed without a "stop": the parent is gone, and nobody is left to
+                # receive what we would fetch. Leave now, in-flight fetches and all (the next
+                # run requeues them); waiting for them could take a whole response deadline.
+                os._exit(0)
             if kind == "stop":
                 break
             for job in payload:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -161,6 +163,121 @@ def test_second_signal_stops_quickly(site: Site, tmp_path: Path) -> None:
     assert finish(proc, timeout=10) == 143
     assert time.monotonic() - began < 4
     assert count(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == 0
+
+
+def worker_pids(pid: int) -> set[int]:
+    """The crawl's worker processes: the children of its parent, from /proc."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out |= {int(p) for p in (task / "children").read_text().split()}
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def in_flight_urls(db: Path) -> set[str]:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            found = conn.execute("SELECT url FROM frontier WHERE state = 'in_flight'").fetchall()
+    except sqlite3.OperationalError:
+        return set()
+    return {url for (url,) in found}
+
+
+@pytest.mark.timeout(60)
+def test_group_sigterm_lets_in_flight_work_finish(site: Site, tmp_path: Path) -> None:
+    # systemd or a cron wrapper signals the whole process group. The workers ignore SIGTERM
+    # like SIGINT, so what they are fetching (1 s a page, inside the 5 s grace) is recorded
+    # as done instead of being requeued and fetched again by the next run.
+    url = chain_site(site, delay=1.0)
+    db = tmp_path / "term.db"
+    proc = start(tmp_path, db, url)
+    wait_for_pages(proc, db, 3)
+    deadline = time.monotonic() + 10
+    while not (fetching := in_flight_urls(db)):
+        assert time.monotonic() < deadline, "nothing in flight"
+        time.sleep(0.02)
+    workers = worker_pids(proc.pid)
+    assert len(workers) == 2
+    signalled = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert finish(proc) == 143
+    assert time.monotonic() - signalled < 4  # the in-flight pages, not the whole grace
+    assert not any(alive(pid) for pid in workers)
+    assert count(db, "SELECT exit_code FROM runs") == 143
+    assert count(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == 0
+    with sqlite3.connect(db) as conn:
+        states = dict(conn.execute("SELECT url, state FROM frontier").fetchall())
+        stored = {u for (u,) in conn.execute("SELECT url FROM pages")}
+    assert {states[u] for u in fetching} == {"done"}, fetching
+    assert fetching <= stored
+    assert max(site.hits.values()) == 1  # nothing was fetched and then thrown away
+    assert count(db, "SELECT count(*) FROM pages") == sum(site.hits.values())
+
+
+@pytest.mark.timeout(60)
+def test_group_sigterm_kills_a_worker_still_busy_after_the_grace(
+    site: Site, tmp_path: Path
+) -> None:
+    # A page that takes 30 s cannot finish within the grace: its worker ignores SIGTERM, so the
+    # parent's last resort is SIGKILL, and the URL goes back to the queue (not as a death).
+    def hang(path: str) -> tuple[int, dict[str, str], str]:
+        time.sleep(30)
+        return 200, {}, "<html><title>late</title></html>"
+
+    home = "<html><title>home</title><body><a href='/hang'>h</a></body></html>"
+    host = site.add_host("127.0.0.2", {"/": home, "/hang": hang})
+    db = tmp_path / "hang.db"
+    proc = start(tmp_path, db, f"http://{host}/")
+    deadline = time.monotonic() + 15
+    while site.hits[(host, "/hang")] == 0:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    workers = worker_pids(proc.pid)
+    signalled = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert finish(proc, timeout=20) == 143
+    assert time.monotonic() - signalled < 9  # 5 s grace, 1 s for the worker, then SIGKILL
+    assert not any(alive(pid) for pid in workers)
+    with sqlite3.connect(db) as conn:
+        (state,) = conn.execute(
+            "SELECT state FROM frontier WHERE url = ?", (f"http://{host}/hang",)
+        ).fetchone()
+        stats = json.loads(conn.execute("SELECT stats FROM runs").fetchone()[0])
+    assert state == "queued"
+    assert stats["dead_workers"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_parent_killed_alone_takes_its_workers_along(site: Site, tmp_path: Path) -> None:
+    # Workers ignore SIGTERM, so they must not outlive a parent that was SIGKILLed (the OOM
+    # killer, a kill -9 of the parent's PID): they go with it, in-flight fetches and all.
+    url = chain_site(site, delay=0.5)
+    db = tmp_path / "orphan.db"
+    proc = start(tmp_path, db, url)
+    try:
+        wait_for_pages(proc, db, 2)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only
+        proc.communicate(timeout=10)
+        deadline = time.monotonic() + 3
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their parent"
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave our process group behind
+        if proc.poll() is None:
+            proc.communicate()
 
 
 class ChainSpider(Spider):

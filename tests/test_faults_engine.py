@@ -382,12 +382,6 @@ def test_endless_calendar_is_bounded_by_max_pages(bad: MisbehavingServer, tmp_pa
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the body deadline is checked between 64 KiB reads, and an identity read "
-    "waits for the whole 64 KiB, so a peer trickling a small body is only cut by the per-read "
-    "timeout (docs/limits.md)",
-)
 def test_slowloris_hits_the_whole_response_deadline(bad: MisbehavingServer) -> None:
     # A peer that sends a byte just inside every read timeout is cut by the whole-response
     # deadline (max(60 s, 4 * timeout)); the clock is injected so the test does not wait.
@@ -411,3 +405,24 @@ def test_limit_defaults_are_sane() -> None:
     assert (s.max_redirects, s.max_url_length, s.max_links_per_page) == (20, 2083, 10000)
     assert s.max_body_size == 10 * 2**20 and s.timeout == 30 and s.retries == 3
     assert (s.max_depth, s.max_pages, s.max_items, s.max_runtime) == (0, 0, 0, 0)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("part", ["body", "head"])
+def test_slowloris_is_cut_by_the_pool_at_the_deadline(bad: MisbehavingServer, part: str) -> None:
+    # The real clock this time: the pool's Timeout.total ends the trickle (a byte every 0.2 s,
+    # well inside the 1 s read timeout) at the whole-response deadline, in the head or the body.
+    worker = Worker(CalendarSpider(), Settings(timeout=1, retries=3), body_deadline=2.0)
+    try:
+        url = bad.url(f"/trickle?interval=0.2&bytes=100&part={part}", ADDRESSES[0])
+        started = time.monotonic()
+        out = worker.process(Job(fingerprint(url), url, url_host(url)))
+        elapsed = time.monotonic() - started
+        (pool,) = worker._pools.values()
+        assert pool.num_in_use == 0
+    finally:
+        worker.close()
+    assert 1.9 <= elapsed < 3.0
+    assert out.state == "failed" and out.page is None  # not retried: it would trickle again
+    assert [f.kind for f in out.failures] == ["timeout"]
+    assert "not complete after 2s" in out.failures[0].message
