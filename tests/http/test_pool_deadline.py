@@ -14,6 +14,7 @@ import pytest
 from crawler.http import (
     ConnectTimeoutError,
     HTTPConnectionPool,
+    HTTPSConnectionPool,
     MaxRetryError,
     ReadTimeoutError,
     Timeout,
@@ -108,6 +109,17 @@ def test_total_covers_connect() -> None:
         assert pool.num_in_use == 0
         with pytest.raises(ConnectTimeoutError):
             pool.urlopen("GET", "/", timeout=Timeout(total=0.3), retries=False, pool_timeout=1)
+        assert pool.num_in_use == 0
+
+
+def test_total_covers_the_tls_handshake(server: MisbehavingServer) -> None:
+    # A plain-TCP peer never answers the ClientHello: the handshake waits on the deadline.
+    pool = HTTPSConnectionPool(server.host, server.port, maxsize=1, block=True)
+    with pool:
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError):
+            pool.urlopen("GET", "/", timeout=Timeout(connect=10, total=0.5), retries=False)
+        assert 0.4 <= time.monotonic() - started < 1.0
         assert pool.num_in_use == 0
 
 
