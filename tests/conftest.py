@@ -6,10 +6,14 @@ request headers (lower-case names) and arrival time, in arrival order). A route 
 (str: HTML), a ``(status, headers, body)`` triple, or a callable taking the request path (with
 query) and returning such a triple. A 200 route that sends ``ETag`` or ``Last-Modified``
 answers a matching ``If-None-Match`` / ``If-Modified-Since`` with 304 and no body.
+
+Also, for every test: the CLI configures the "crawler" logger as a program would (handlers,
+level), so that configuration is undone after each test.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -21,6 +25,19 @@ import pytest
 
 Reply = tuple[int, dict[str, str], bytes | str]
 Route = str | Reply | Callable[[str], Reply]
+
+
+@pytest.fixture(autouse=True)
+def _restore_crawler_logging() -> Iterator[None]:
+    logger = logging.getLogger("crawler")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in saved[0]:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 def _not_modified(request: Any, reply: dict[str, str]) -> bool:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,19 +30,6 @@ class Slow(Spider):
         yield from response.links()
 """
 PROGRESS = re.compile(r"\d+ pages \([\d.]+/s\), \d+ items, \d+ errors, \d+ queued, \d+ in flight")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("crawler")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    for handler in logger.handlers[:]:
-        if handler not in saved[0]:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ engine -- tests/test_crawl_crash.py::test_signal_stops_gracefully_then_resume.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sqlite3
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,19 +57,6 @@ class Chain(Spider):
         yield from response.links()
 """
 ROOT = str(Path(__file__).resolve().parents[1])
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("crawler")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    for handler in logger.handlers[:]:
-        if handler not in saved[0]:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.fixture
