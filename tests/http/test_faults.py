@@ -22,7 +22,12 @@ from crawler.http import (
     Retry,
     Timeout,
 )
-from tests.servers import MisbehavingServer, assert_cause, unresponsive_listener
+from tests.servers import (
+    MisbehavingServer,
+    assert_cause,
+    assert_healthy,
+    unresponsive_listener,
+)
 
 
 def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
@@ -30,14 +35,6 @@ def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
     kw.setdefault("block", True)
     kw.setdefault("timeout", 1.0)
     return HTTPConnectionPool(server.host, server.port, **kw)
-
-
-def assert_healthy(pool: HTTPConnectionPool) -> None:
-    """No slot lost: nothing checked out, and a blocking caller is served at once."""
-    assert pool.num_in_use == 0
-    response = pool.urlopen("GET", "/ok", pool_timeout=1, retries=0)
-    assert (response.status, response.data) == (200, b"ok")
-    assert pool.num_in_use == 0
 
 
 # (path, urlopen keywords, expected cause, attempts with retries=1: exact, or None for 1 or 2)

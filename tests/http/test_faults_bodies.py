@@ -22,6 +22,7 @@ from tests.servers import (
     UTF16_TEXT,
     MisbehavingServer,
     assert_cause,
+    assert_healthy,
     gzip_bomb,
     nested_bomb,
 )
@@ -34,13 +35,6 @@ def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
     kw.setdefault("block", True)
     kw.setdefault("timeout", 2.0)
     return HTTPConnectionPool(server.host, server.port, **kw)
-
-
-def assert_healthy(pool: HTTPConnectionPool) -> None:
-    assert pool.num_in_use == 0
-    response = pool.urlopen("GET", "/ok", pool_timeout=1, retries=0)
-    assert (response.status, response.data) == (200, b"ok")
-    assert pool.num_in_use == 0
 
 
 @pytest.fixture(scope="module", autouse=True)
