@@ -1,0 +1,118 @@
+"""Runs and robots.txt policies: the rows that outlive one crawl's frontier.
+
+A ``runs`` row is written when a run starts (with our pid and host name) and finished when it
+ends; one whose ``finished_at`` stays NULL was killed. ``robots`` keeps one robots.txt policy
+per host key as plain fields, so a later run within the policy's expiry does not fetch it
+again. ``fresh`` empties the crawl but keeps the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from crawler.store.connection import Connection
+from crawler.store.schema import to_json
+
+
+class RunsMixin(Connection):
+    """The ``runs`` and ``robots`` tables."""
+
+    # --- robots.txt -----------------------------------------------------------------------
+
+    _ROBOTS_COLUMNS = (
+        "kind",
+        "status",
+        "text",
+        "fetched_at",
+        "expires_at",
+        "retry_at",
+        "user_agent",
+    )
+
+    def put_robots(self, host: str, policy: dict[str, Any]) -> None:
+        """Keep one host's robots.txt policy (the fields of ``RobotsPolicy``, as plain data)."""
+        names = self._ROBOTS_COLUMNS
+        with self._tx("store robots.txt in") as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO robots (host, {', '.join(names)})"
+                f" VALUES (?, {', '.join('?' * len(names))})",
+                (host, *(policy.get(name) for name in names)),
+            )
+
+    def robots_policies(self, since: float) -> list[tuple[str, dict[str, Any]]]:
+        """``(host, fields)`` of every stored policy fetched at or after ``since``."""
+        names = self._ROBOTS_COLUMNS
+        rows = self.conn.execute(
+            f"SELECT host, {', '.join(names)} FROM robots WHERE fetched_at >= ?", (since,)
+        ).fetchall()
+        return [(row[0], dict(zip(names, row[1:], strict=True))) for row in rows]
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def begin_run(self, spider: str, settings: dict[str, Any] | None = None) -> int:
+        """Insert a ``runs`` row (with our pid and host name) and return its id.
+
+        A row whose ``finished_at`` stays NULL belongs to a run that was killed (or is still
+        going: the caller holds the run lock while its row is open).
+        """
+        with self._tx("start a run in") as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (spider, started_at, settings, pid, hostname)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (spider, self._clock(), to_json(settings), os.getpid(), socket.gethostname()),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def end_run(
+        self,
+        run_id: int,
+        *,
+        exit_code: int,
+        finish_reason: str,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        with self._tx("finish a run in") as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, finish_reason = ?, stats = ?"
+                " WHERE id = ?",
+                (self._clock(), exit_code, finish_reason, to_json(stats or {}) or "{}", run_id),
+            )
+
+    def runs(self, spider: str | None = None) -> list[dict[str, Any]]:
+        """Runs, oldest first, with ``stats`` and ``settings`` decoded."""
+        sql = "SELECT * FROM runs"
+        params: tuple[Any, ...] = ()
+        if spider is not None:
+            sql += " WHERE spider = ?"
+            params = (spider,)
+        out = []
+        for row in self.db.query(sql + " ORDER BY id", params):
+            for key in ("stats", "settings"):
+                if row.get(key):
+                    row[key] = json.loads(row[key])
+            out.append(row)
+        return out
+
+    def last_run(self, spider: str | None = None) -> dict[str, Any] | None:
+        runs = self.runs(spider)
+        return runs[-1] if runs else None
+
+    def run_url_errors(self, run_id: int) -> tuple[int, int]:
+        """``(urls that ended with an error, urls handled)`` in run ``run_id``.
+
+        A URL is handled when the run stored its page or recorded an error for it; for the
+        ``max_error_rate`` check at the end of a run (one scan of ``pages``). A URL that
+        robots.txt disallows (an ``errors`` row of kind ``robots``) is neither.
+        """
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(bad), 0) FROM (SELECT url, max(bad) AS bad FROM ("
+            " SELECT url, 0 AS bad FROM pages WHERE run_id = ?"
+            " UNION ALL SELECT url, 1 FROM errors WHERE run_id = ? AND kind <> 'robots')"
+            " GROUP BY url)",
+            (run_id, run_id),
+        ).fetchone()
+        return int(row[1]), int(row[0])
