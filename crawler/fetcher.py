@@ -1,0 +1,372 @@
+"""One Job fetched and answered: :class:`Worker`, everything a worker process does but the pipes.
+
+``Worker.process(job)`` fetches through one ``HTTPConnectionPool(maxsize=per_host,
+block=True)`` per owned origin (``redirect=False``; stored validators are sent as
+``If-None-Match`` / ``If-Modified-Since``), reads the body under its limits
+(``crawler.body``), applies the retry and redirect rules (``crawler.fetch``), recognises an
+unchanged page, and hands a 2xx to the spider's callback (``crawler.callbacks``) or to a
+reserved one (``crawler.reserved``). It never raises for anything the web does: every Job gets
+exactly one Outcome. Usable in-process, with an injected clock and RNG, which is how the tests
+drive it; ``crawler.worker`` runs it in a process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from crawler import fetch
+from crawler.body import BodyDeadline, past_deadline, read_body
+from crawler.callbacks import CallbackRunner
+from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.http import HTTPError, Retry, Timeout, connection_from_url
+from crawler.messages import (
+    ROBOTS_CALLBACK,
+    SITEMAP_CALLBACK,
+    Failure,
+    Job,
+    NewRequest,
+    Outcome,
+    Page,
+)
+from crawler.recrawl import conditional_headers, is_unchanged
+from crawler.reserved import robots_outcome, sitemap_outcome
+from crawler.settings import Settings
+from crawler.sitemap import MAX_SITEMAP_SIZE
+from crawler.spider import Spider
+
+__all__ = ["Worker", "is_textual"]
+
+_TEXT_MARKERS = ("html", "xml", "text", "json", "javascript")
+
+
+def is_textual(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # unlabelled bodies are usually HTML; the parser copes with the rest
+    ct = content_type.lower()
+    return any(marker in ct for marker in _TEXT_MARKERS)
+
+
+class Worker:
+    """Fetch, decide, parse: everything a worker process does for one Job, minus the pipes."""
+
+    def __init__(
+        self,
+        spider: Spider,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        body_deadline: float | None = None,
+    ) -> None:
+        self.spider = spider
+        self.settings = settings
+        self.clock = clock
+        self.rand = rand
+        self.user_agent = getattr(spider, "user_agent", None) or settings.user_agent
+        # A whole response may take this long; a server trickling one byte a second must not
+        # hold a thread (and a slot of its host) forever. The pool enforces it on every socket
+        # wait (Timeout.total); read_body also checks it between pieces of the body.
+        self.body_deadline = (
+            max(60.0, settings.timeout * 4) if body_deadline is None else body_deadline
+        )
+        self.timeout = Timeout(
+            connect=settings.timeout, read=settings.timeout, total=self.body_deadline
+        )
+        self._pools: dict[tuple[str, str], Any] = {}
+        self._pools_lock = threading.Lock()
+        self.callbacks = CallbackRunner(spider, settings)
+        # A spider that wants its callback run on unchanged pages needs their bodies, so its
+        # pages are fetched without validators (sitemaps still ask conditionally).
+        self.parse_unchanged = bool(getattr(spider, "parse_unchanged", False))
+        sitemap_callback = getattr(spider, "sitemap_callback", None)
+        self.sitemap_callback: str | None = (
+            sitemap_callback if isinstance(sitemap_callback, str) else None
+        )
+
+    def __repr__(self) -> str:
+        return f"<Worker {type(self.spider).__name__} {len(self._pools)} pools>"
+
+    # -- pools -------------------------------------------------------------------------------
+
+    def _pool(self, url: str, host: str) -> Any:
+        scheme = url[: url.find(":")]
+        key = (scheme, host)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._pools_lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    pool = connection_from_url(
+                        url,
+                        maxsize=self.settings.per_host,
+                        block=True,
+                        timeout=self.timeout,
+                        headers={"User-Agent": self.user_agent},
+                        retries=Retry(0, redirect=False),
+                    )
+                    self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                pool.close()
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def process(self, job: Job) -> Outcome:
+        """Fetch ``job`` and answer with its Outcome. Never raises for anything the web does."""
+        started = self.clock()
+        try:
+            return self._process(job, started)
+        except Exception as exc:  # a bug of ours: report it as a row, keep the worker alive
+            failure = Failure(job.url, "internal", repr(exc), traceback.format_exc())
+            return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
+
+    def _skips_unchanged(self, job: Job) -> bool:
+        """Is an unchanged answer to ``job`` recorded without running its callback?"""
+        return job.callback == SITEMAP_CALLBACK or not self.parse_unchanged
+
+    def _request_headers(self, job: Job) -> dict[str, str]:
+        headers = dict(job.headers)
+        if self._skips_unchanged(job):
+            # Validators came from a server: conditional_headers drops unusable ones (CR/LF).
+            headers.update(conditional_headers(job.etag, job.last_modified))
+        return headers
+
+    def _process(self, job: Job, started: float) -> Outcome:
+        settings = self.settings
+        if job.callback == ROBOTS_CALLBACK:
+            return robots_outcome(
+                job,
+                self._pool(job.url, job.host),
+                self.user_agent,
+                self.timeout,
+                settings.crawl_delay_max,
+                self.clock,
+            )
+        try:
+            pool = self._pool(job.url, job.host)
+            resp = pool.urlopen(
+                job.method,
+                job.url,
+                body=job.body,
+                headers=self._request_headers(job) or None,
+                retries=Retry(0, redirect=False),
+                redirect=False,
+                preload_content=False,
+                decode_content=True,
+            )
+        except HTTPError as exc:
+            return self._fetch_error(job, self._past_deadline(exc, started, "response"))
+        limit = settings.max_body_size
+        if job.callback == SITEMAP_CALLBACK:
+            limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
+        try:
+            body, cut = read_body(resp, started, limit, self.body_deadline, self.clock)
+        except HTTPError as exc:
+            with contextlib.suppress(Exception):
+                resp.close()
+            return self._fetch_error(job, self._past_deadline(exc, started, "body"))
+        finally:
+            if resp is not None:
+                with contextlib.suppress(Exception):
+                    resp.release_conn()
+        now = self.clock()
+        status: int = resp.status
+        headers = resp.headers
+        content_type = headers.get("Content-Type")
+
+        if status in fetch.RETRY_STATUSES:
+            retry_after = fetch.parse_retry_after(headers.get("Retry-After"), now)
+            decision = fetch.decide_retry(
+                job.attempt,
+                settings.retries,
+                now,
+                self.rand,
+                status=status,
+                retry_after=retry_after,
+            )
+            if not decision.give_up:
+                return Outcome(
+                    job.fp,
+                    job.url,
+                    job.host,
+                    "retry",
+                    retry_at=decision.retry_at,
+                    host_not_before=decision.host_not_before,
+                    stats={"retries": 1},
+                )
+            page = self._page(job, status, headers, content_type, body, None, started, now)
+            failure = Failure(job.url, "http", f"HTTP {status} after {job.attempt} retries")
+            return Outcome(
+                job.fp,
+                job.url,
+                job.host,
+                "failed",
+                page=page,
+                failures=(failure,),
+                host_not_before=decision.host_not_before,
+            )
+
+        failures: list[Failure] = []
+        if cut is not None:
+            failures.append(Failure(job.url, "too_large", cut))
+
+        if status in fetch.REDIRECT_STATUSES:
+            return self._redirect(job, status, headers, content_type, body, started, now, failures)
+
+        page = self._page(job, status, headers, content_type, body, None, started, now)
+        if status == 304 or (
+            self._skips_unchanged(job) and is_unchanged(status, page.content_hash, job.content_hash)
+        ):
+            # Unchanged: the stored page and its items stay; no callback, no links, and the
+            # body does not travel to the parent (it is stored already).
+            return Outcome(
+                job.fp,
+                job.url,
+                job.host,
+                "done",
+                page=dataclasses.replace(page, body=None),
+                failures=tuple(failures),
+                stats={"unchanged": 1},
+            )
+        if job.callback == SITEMAP_CALLBACK:
+            if not 200 <= status < 300:
+                return Outcome(
+                    job.fp, job.url, job.host, "done", page=page, failures=tuple(failures)
+                )
+            return sitemap_outcome(
+                job,
+                body,
+                page,
+                failures,
+                cut,
+                max_url_length=settings.max_url_length,
+                allows=self.callbacks.allows,
+                callback=self.sitemap_callback,
+            )
+        handled = getattr(self.spider, "handle_httpstatus_list", ())
+        if not (200 <= status < 300 or status in handled):
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        callback_name = job.callback or "parse"
+        if callback_name == "parse" and not is_textual(content_type):
+            # A binary body reached through a link: store it, do not parse it.
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        return self.callbacks.run(job, status, headers, body, page, failures)
+
+    def _past_deadline(self, exc: HTTPError, started: float, what: str) -> HTTPError:
+        return past_deadline(exc, started, self.body_deadline, self.clock, what)
+
+    def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
+        now = self.clock()
+        kind = "timeout" if isinstance(exc, BodyDeadline) else fetch.error_kind(exc)
+        message = str(exc) or type(exc).__name__
+        if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
+            decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)
+            if not decision.give_up:
+                return Outcome(
+                    job.fp,
+                    job.url,
+                    job.host,
+                    "retry",
+                    retry_at=decision.retry_at,
+                    stats={"retries": 1},
+                )
+        failure = Failure(job.url, kind, message)
+        return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
+
+    def _page(
+        self,
+        job: Job,
+        status: int,
+        headers: Any,
+        content_type: str | None,
+        body: bytes,
+        location: str | None,
+        started: float,
+        now: float,
+    ) -> Page:
+        keep = self.settings.store_body and status != 304
+        return Page(
+            url=job.url,
+            status=status,
+            headers=json.dumps(dict(headers.itermerged()), ensure_ascii=False),
+            content_type=content_type,
+            size=len(body),
+            body=body if keep else None,
+            content_hash=hashlib.blake2b(body, digest_size=16).hexdigest() if body else None,
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+            location=location,
+            depth=job.depth,
+            fetched_at=now,
+            elapsed_ms=round((now - started) * 1000.0, 3),
+        )
+
+    def _redirect(
+        self,
+        job: Job,
+        status: int,
+        headers: Any,
+        content_type: str | None,
+        body: bytes,
+        started: float,
+        now: float,
+        failures: list[Failure],
+    ) -> Outcome:
+        raw = headers.get("Location")
+        target = fetch.redirect_target(job.url, raw)
+        canonical = None
+        if target is not None:
+            with contextlib.suppress(InvalidURL):
+                canonical = canonicalize_url(target)
+        page = self._page(job, status, headers, content_type, body, canonical, started, now)
+        hops = (*job.redirect_urls, job.url)
+        if canonical is None:
+            if raw is not None:
+                failures.append(Failure(job.url, "redirect", f"not followed: {raw[:200]!r}"))
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        if len(hops) > self.settings.max_redirects:
+            failures.append(
+                Failure(job.url, "redirect", f"more than {self.settings.max_redirects} redirects")
+            )
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        if len(canonical) > self.settings.max_url_length:
+            failures.append(Failure(job.url, "redirect", "target URL longer than max_url_length"))
+            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        method = fetch.redirect_method(status, job.method)
+        body_out = job.body if method == job.method else None
+        request = NewRequest(
+            fp=fingerprint(canonical, method, body_out),
+            url=canonical,
+            host=url_host(canonical),
+            method=method,
+            headers=job.headers,
+            body=body_out,
+            callback=job.callback,
+            meta=job.meta,
+            depth=job.depth,
+            redirect_urls=hops,
+        )
+        return Outcome(
+            job.fp,
+            job.url,
+            job.host,
+            "done",
+            page=page,
+            requests=(request,),
+            failures=tuple(failures),
+            stats={"redirects": 1},
+        )
