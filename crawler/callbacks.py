@@ -17,10 +17,11 @@ from typing import Any
 
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
+from crawler.outcomes import done
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
 
-__all__ = ["CallbackRunner", "fresh_fingerprint"]
+__all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
 
 _HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is cleared
 
@@ -28,6 +29,26 @@ _HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is c
 def fresh_fingerprint() -> int:
     """A random signed 64-bit fingerprint, for a ``dont_filter`` request: never a duplicate."""
     return secrets.randbits(64) - (1 << 63)
+
+
+def new_request(req: Request, url: str, host: str, depth: int = 0) -> NewRequest:
+    """A spider's :class:`Request` as a frontier row, at its canonical ``url``.
+
+    ``dont_filter`` gets a random fingerprint, so it is never taken for a duplicate.
+    """
+    return NewRequest(
+        fp=fresh_fingerprint() if req.dont_filter else fingerprint(url, req.method, req.body),
+        url=url,
+        host=host,
+        method=req.method,
+        headers=req.headers,
+        body=req.body,
+        callback=req.callback_name,
+        priority=req.priority,
+        meta=req.meta or None,
+        depth=depth,
+        dont_filter=req.dont_filter,
+    )
 
 
 class CallbackRunner:
@@ -87,17 +108,14 @@ class CallbackRunner:
                 tb = traceback.format_exc()
                 failures.append(Failure(job.url, "callback", f"{type(exc).__name__}: {exc}", tb))
         follows, new_requests, links, skipped = self.links(job, response.url, urls, requests)
-        return Outcome(
-            job.fp,
-            job.url,
-            job.host,
-            "done",
-            page=page,
+        return done(
+            job,
+            page,
+            failures,
             items=tuple(items),
             follows=follows,
             requests=new_requests,
             links=links if self.settings.store_links else (),
-            failures=tuple(failures),
             skipped_urls=skipped,
         )
 
@@ -166,23 +184,7 @@ class CallbackRunner:
             links.append(url)
             if prune:
                 continue
-            new_requests.append(
-                NewRequest(
-                    fp=fresh_fingerprint()
-                    if req.dont_filter
-                    else fingerprint(url, req.method, req.body),
-                    url=url,
-                    host=host,
-                    method=req.method,
-                    headers=req.headers,
-                    body=req.body,
-                    callback=req.callback_name,
-                    priority=req.priority,
-                    meta=req.meta or None,
-                    depth=depth,
-                    dont_filter=req.dont_filter,
-                )
-            )
+            new_requests.append(new_request(req, url, host, depth))
         return tuple(follows), tuple(new_requests), tuple(links), skipped
 
 

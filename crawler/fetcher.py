@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import random
 import threading
 import time
@@ -35,8 +33,8 @@ from crawler.messages import (
     Job,
     NewRequest,
     Outcome,
-    Page,
 )
+from crawler.outcomes import done, failed, make_page, retry
 from crawler.recrawl import conditional_headers, is_unchanged
 from crawler.reserved import robots_outcome, sitemap_outcome
 from crawler.settings import Settings
@@ -131,8 +129,7 @@ class Worker:
         try:
             return self._process(job, started)
         except Exception as exc:  # a bug of ours: report it as a row, keep the worker alive
-            failure = Failure(job.url, "internal", repr(exc), traceback.format_exc())
-            return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
+            return failed(job, Failure(job.url, "internal", repr(exc), traceback.format_exc()))
 
     def _skips_unchanged(self, job: Job) -> bool:
         """Is an unchanged answer to ``job`` recorded without running its callback?"""
@@ -147,6 +144,7 @@ class Worker:
 
     def _process(self, job: Job, started: float) -> Outcome:
         settings = self.settings
+        store_body = settings.store_body
         if job.callback == ROBOTS_CALLBACK:
             return robots_outcome(
                 job,
@@ -199,16 +197,10 @@ class Worker:
                 retry_after=retry_after,
             )
             if not decision.give_up:
-                return Outcome(
-                    job.fp,
-                    job.url,
-                    job.host,
-                    "retry",
-                    retry_at=decision.retry_at,
-                    host_not_before=decision.host_not_before,
-                    stats={"retries": 1},
-                )
-            page = self._page(job, status, headers, content_type, body, None, started, now)
+                return retry(job, decision)
+            page = make_page(
+                job, status, headers, content_type, body, None, started, now, store_body
+            )
             failure = Failure(job.url, "http", f"HTTP {status} after {job.attempt} retries")
             return Outcome(
                 job.fp,
@@ -227,26 +219,16 @@ class Worker:
         if status in fetch.REDIRECT_STATUSES:
             return self._redirect(job, status, headers, content_type, body, started, now, failures)
 
-        page = self._page(job, status, headers, content_type, body, None, started, now)
+        page = make_page(job, status, headers, content_type, body, None, started, now, store_body)
         if status == 304 or (
             self._skips_unchanged(job) and is_unchanged(status, page.content_hash, job.content_hash)
         ):
             # Unchanged: the stored page and its items stay; no callback, no links, and the
             # body does not travel to the parent (it is stored already).
-            return Outcome(
-                job.fp,
-                job.url,
-                job.host,
-                "done",
-                page=dataclasses.replace(page, body=None),
-                failures=tuple(failures),
-                stats={"unchanged": 1},
-            )
+            return done(job, dataclasses.replace(page, body=None), failures, stats={"unchanged": 1})
         if job.callback == SITEMAP_CALLBACK:
             if not 200 <= status < 300:
-                return Outcome(
-                    job.fp, job.url, job.host, "done", page=page, failures=tuple(failures)
-                )
+                return done(job, page, failures)
             return sitemap_outcome(
                 job,
                 body,
@@ -259,11 +241,11 @@ class Worker:
             )
         handled = getattr(self.spider, "handle_httpstatus_list", ())
         if not (200 <= status < 300 or status in handled):
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+            return done(job, page, failures)
         callback_name = job.callback or "parse"
         if callback_name == "parse" and not is_textual(content_type):
             # A binary body reached through a link: store it, do not parse it.
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+            return done(job, page, failures)
         return self.callbacks.run(job, status, headers, body, page, failures)
 
     def _past_deadline(self, exc: HTTPError, started: float, what: str) -> HTTPError:
@@ -276,44 +258,8 @@ class Worker:
         if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
             decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)
             if not decision.give_up:
-                return Outcome(
-                    job.fp,
-                    job.url,
-                    job.host,
-                    "retry",
-                    retry_at=decision.retry_at,
-                    stats={"retries": 1},
-                )
-        failure = Failure(job.url, kind, message)
-        return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
-
-    def _page(
-        self,
-        job: Job,
-        status: int,
-        headers: Any,
-        content_type: str | None,
-        body: bytes,
-        location: str | None,
-        started: float,
-        now: float,
-    ) -> Page:
-        keep = self.settings.store_body and status != 304
-        return Page(
-            url=job.url,
-            status=status,
-            headers=json.dumps(dict(headers.itermerged()), ensure_ascii=False),
-            content_type=content_type,
-            size=len(body),
-            body=body if keep else None,
-            content_hash=hashlib.blake2b(body, digest_size=16).hexdigest() if body else None,
-            etag=headers.get("ETag"),
-            last_modified=headers.get("Last-Modified"),
-            location=location,
-            depth=job.depth,
-            fetched_at=now,
-            elapsed_ms=round((now - started) * 1000.0, 3),
-        )
+                return retry(job, decision)
+        return failed(job, Failure(job.url, kind, message))
 
     def _redirect(
         self,
@@ -326,26 +272,22 @@ class Worker:
         now: float,
         failures: list[Failure],
     ) -> Outcome:
+        store_body = self.settings.store_body
         raw = headers.get("Location")
         target = fetch.redirect_target(job.url, raw)
         canonical = None
         if target is not None:
             with contextlib.suppress(InvalidURL):
                 canonical = canonicalize_url(target)
-        page = self._page(job, status, headers, content_type, body, canonical, started, now)
+        page = make_page(
+            job, status, headers, content_type, body, canonical, started, now, store_body
+        )
         hops = (*job.redirect_urls, job.url)
-        if canonical is None:
-            if raw is not None:
-                failures.append(Failure(job.url, "redirect", f"not followed: {raw[:200]!r}"))
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
-        if len(hops) > self.settings.max_redirects:
-            failures.append(
-                Failure(job.url, "redirect", f"more than {self.settings.max_redirects} redirects")
-            )
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
-        if len(canonical) > self.settings.max_url_length:
-            failures.append(Failure(job.url, "redirect", "target URL longer than max_url_length"))
-            return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        reason = self._not_followed(raw, canonical, hops)
+        if canonical is None or reason is not None:
+            if reason is not None:
+                failures.append(Failure(job.url, "redirect", reason))
+            return done(job, page, failures)
         method = fetch.redirect_method(status, job.method)
         body_out = job.body if method == job.method else None
         request = NewRequest(
@@ -360,13 +302,16 @@ class Worker:
             depth=job.depth,
             redirect_urls=hops,
         )
-        return Outcome(
-            job.fp,
-            job.url,
-            job.host,
-            "done",
-            page=page,
-            requests=(request,),
-            failures=tuple(failures),
-            stats={"redirects": 1},
-        )
+        return done(job, page, failures, requests=(request,), stats={"redirects": 1})
+
+    def _not_followed(
+        self, raw: str | None, canonical: str | None, hops: tuple[str, ...]
+    ) -> str | None:
+        """Why a redirect is not followed (``None`` also for a 3xx without ``Location``)."""
+        if canonical is None:
+            return None if raw is None else f"not followed: {raw[:200]!r}"
+        if len(hops) > self.settings.max_redirects:
+            return f"more than {self.settings.max_redirects} redirects"
+        if len(canonical) > self.settings.max_url_length:
+            return "target URL longer than max_url_length"
+        return None

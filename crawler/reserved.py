@@ -14,6 +14,7 @@ from typing import Any
 
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
 from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome, Page
+from crawler.outcomes import done
 from crawler.robots import fetch_robots
 from crawler.sitemap import SitemapError, parse_sitemap
 
@@ -53,12 +54,12 @@ def sitemap_outcome(
 ) -> Outcome:
     """Queue what a sitemap lists: child sitemaps, or pages for the spider's ``callback``."""
     if cut is not None:  # a cut sitemap is not parsed: a partial list could mislead
-        return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        return done(job, page, failures)
     try:
         sitemap = parse_sitemap(body)
     except SitemapError as exc:
         failures.append(Failure(job.url, "sitemap", str(exc)))
-        return Outcome(job.fp, job.url, job.host, "done", page=page, failures=tuple(failures))
+        return done(job, page, failures)
     if sitemap.truncated:
         failures.append(
             Failure(job.url, "sitemap", f"more than {len(sitemap.entries)} URLs; rest ignored")
@@ -93,14 +94,11 @@ def sitemap_outcome(
                 lastmod=None if index else entry.lastmod,
             )
         )
-    return Outcome(
-        job.fp,
-        job.url,
-        job.host,
-        "done",
-        page=page,
+    return done(
+        job,
+        page,
+        failures,
         requests=tuple(requests),
-        failures=tuple(failures),
         skipped_urls=skipped,
         stats={"sitemap_urls": len(requests)},
     )

@@ -14,13 +14,13 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from crawler.callbacks import new_request
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
 from crawler.messages import SITEMAP_CALLBACK, Failure, NewRequest, Outcome
 from crawler.runstats import RunStats
 from crawler.settings import Settings, SettingsError, resolve_settings
 from crawler.shutdown import EXIT_COULD_NOT_START
 from crawler.spider import Request, Spider
-from crawler.worker import fresh_fingerprint
 
 if TYPE_CHECKING:
     from crawler.storage import Store
@@ -103,20 +103,7 @@ def start_request(
         return None
     if request is None:
         return NewRequest(fingerprint(url), url, url_host(url))
-    return NewRequest(
-        fp=fresh_fingerprint()
-        if request.dont_filter
-        else fingerprint(url, request.method, request.body),
-        url=url,
-        host=url_host(url),
-        method=request.method,
-        headers=request.headers,
-        body=request.body,
-        callback=request.callback_name,
-        priority=request.priority,
-        meta=request.meta or None,
-        dont_filter=request.dont_filter,
-    )
+    return new_request(request, url, url_host(url))
 
 
 def sitemap_requests(urls: Iterable[str], max_url_length: int) -> tuple[list[NewRequest], int]:
