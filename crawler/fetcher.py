@@ -154,6 +154,9 @@ class Worker:
                 settings.crawl_delay_max,
                 self.clock,
             )
+        limit = settings.max_body_size
+        if job.callback == SITEMAP_CALLBACK:
+            limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
         try:
             pool = self._pool(job.url, job.host)
             resp = pool.urlopen(
@@ -165,12 +168,12 @@ class Worker:
                 redirect=False,
                 preload_content=False,
                 decode_content=True,
+                # The pool's decoder stops at this cap: one read of a compression bomb can
+                # never inflate past the body limit (the pool's own default is 100 MB).
+                max_decoded_size=limit + 1,
             )
         except HTTPError as exc:
             return self._fetch_error(job, self._past_deadline(exc, started, "response"))
-        limit = settings.max_body_size
-        if job.callback == SITEMAP_CALLBACK:
-            limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
         try:
             body, cut = read_body(resp, started, limit, self.body_deadline, self.clock)
         except HTTPError as exc:

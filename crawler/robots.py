@@ -39,7 +39,7 @@ from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
 
-from crawler.http import HTTPError, Timeout
+from crawler.http import BodyTooLargeError, HTTPConnectionPool, HTTPError, Timeout
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -227,12 +227,23 @@ def _default_open_pool(url: str, timeout: float | Timeout) -> Any:
     return http.connection_from_url(url, timeout=timeout, maxsize=1)
 
 
+def _cap_for(pool: Any) -> dict[str, int]:
+    """Our pool's decoded-size cap just above what is parsed, so a compressed robots.txt never
+    inflates far past it (other pools of the classic API, e.g. urllib3's, lack the option)."""
+    if isinstance(pool, HTTPConnectionPool):
+        return {"max_decoded_size": MAX_ROBOTS_SIZE + 64 * 1024}
+    return {}
+
+
 def _read_capped(response: Any, limit: int) -> tuple[bytes, bool]:
     """Up to ``limit`` bytes of the body and whether more was left unread."""
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = response.read(min(64 * 1024, limit + 1 - size))
+        try:
+            chunk = response.read(min(64 * 1024, limit + 1 - size))
+        except BodyTooLargeError:  # the pool's decoded-size cap, set just above ``limit``
+            break
         if not chunk:
             return b"".join(chunks), False
         chunks.append(chunk)
@@ -284,6 +295,7 @@ def fetch_robots(
                 timeout=timeout,
                 preload_content=False,
                 assert_same_host=False,
+                **_cap_for(current),
             )
             status = int(response.status)
             location = response.headers.get("location")
