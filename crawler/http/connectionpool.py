@@ -13,6 +13,7 @@ slot after closing it (``_put_conn(None)``).
 
 from __future__ import annotations
 
+import enum
 import io
 import logging
 import threading
@@ -53,6 +54,12 @@ _SINGLE_SEND_LIMIT = 64 * 1024
 _MAX_STALE_RETRIES = 4
 
 _ABANDON_SCAN = 0.1
+
+
+class _Busy(enum.Enum):
+    ALL = enum.auto()  # _take's answer when every slot is busy
+
+
 _ERRORS_NOT_RETRIED = (EmptyPoolError, ClosedPoolError, LocationParseError, DecodeError)
 
 
@@ -189,18 +196,10 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
     def _checkout(
         self, timeout: float | None, to_close: list[HTTPConnection]
     ) -> HTTPConnection | None:
-        # Called with the lock held.
-        if self._closed:
-            raise ClosedPoolError(self, "Pool is closed.")
-        if self._idle:
-            self._in_use += 1
-            return self._idle.pop()
-        if self._free <= 0 and self._leases:
-            self._reclaim_abandoned(to_close)
-        if self._free > 0:
-            self._free -= 1
-            self._in_use += 1
-            return None
+        # Called with the lock held. None means "open a new connection in this slot".
+        taken = self._take(to_close)
+        if taken is not _Busy.ALL:
+            return taken
         if not self.block:
             self._in_use += 1  # an extra connection beyond maxsize
             return None
@@ -215,17 +214,24 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
                 )
             # Wake up now and then to notice responses dropped without being released.
             self._cond.wait(_ABANDON_SCAN if left is None else min(left, _ABANDON_SCAN))
-            if self._closed:
-                raise ClosedPoolError(self, "Pool is closed.")
-            if self._idle:
-                self._in_use += 1
-                return self._idle.pop()
-            if self._free <= 0 and self._leases:
-                self._reclaim_abandoned(to_close)
-            if self._free > 0:
-                self._free -= 1
-                self._in_use += 1
-                return None
+            taken = self._take(to_close)
+            if taken is not _Busy.ALL:
+                return taken
+
+    def _take(self, to_close: list[HTTPConnection]) -> HTTPConnection | _Busy | None:
+        """With the lock held: an idle connection, None for a free slot, or ``_Busy.ALL``."""
+        if self._closed:
+            raise ClosedPoolError(self, "Pool is closed.")
+        if self._idle:
+            self._in_use += 1
+            return self._idle.pop()
+        if self._free <= 0 and self._leases:
+            self._reclaim_abandoned(to_close)
+        if self._free > 0:
+            self._free -= 1
+            self._in_use += 1
+            return None
+        return _Busy.ALL
 
     def _lease(self, conn: HTTPConnection, response: HTTPResponse) -> None:
         """Note that ``response`` holds ``conn`` (a streamed, not yet released body)."""
