@@ -27,8 +27,8 @@ Reply = tuple[int, dict[str, str], bytes | str]
 Route = str | Reply | Callable[[str], Reply]
 
 
-@pytest.fixture(autouse=True)
-def _restore_crawler_logging() -> Iterator[None]:
+def restore_logging() -> Iterator[None]:
+    """Save the "crawler" logger's handlers and level; restore them when resumed."""
     logger = logging.getLogger("crawler")
     saved = (list(logger.handlers), logger.level, logger.propagate)
     yield
@@ -38,6 +38,11 @@ def _restore_crawler_logging() -> Iterator[None]:
             handler.close()
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_crawler_logging() -> Iterator[None]:
+    yield from restore_logging()
 
 
 def _not_modified(request: Any, reply: dict[str, str]) -> bool:

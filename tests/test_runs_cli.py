@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from crawler.cli import cli
 
-from .conftest import Site
+from .conftest import Site, restore_logging
 
 SPIDER = """
 from crawler import Spider
@@ -32,24 +31,6 @@ class News(Spider):
                "tags": ["a", "b"], "n": len(response.url)}
         yield from response.links()
 """
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    yield from restore_logging()
-
-
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the "crawler" logger as a program would; undo it afterwards."""
-    logger = logging.getLogger("crawler")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    for handler in logger.handlers[:]:
-        if handler not in saved[0]:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 def invoke(*args: str) -> Result:
