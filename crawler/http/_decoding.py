@@ -1,9 +1,13 @@
-"""Content-Coding decoders that never produce more than they are allowed to.
+"""Content-Coding decoders that never produce much more than they are asked for.
 
-Every decoder takes a ``limit`` (the bytes still allowed under the response's decoded
-size cap) and returns at most ``limit + 1`` bytes for one call, so a decompression bomb
-is stopped after a bounded amount of work and memory instead of being inflated whole.
-Getting more than ``limit`` back is how the caller learns the cap was crossed.
+Every call takes a ``limit`` and returns at most about ``limit + 1`` bytes (zlib exactly;
+brotli may add one 32 KiB internal buffer; zstd one small input slice's worth). Compressed
+input that would decode past that stays inside the decoder (zlib's ``unconsumed_tail``,
+brotli's own buffer, a slice offset for zstd) and ``pending`` says so: ``flush(limit)``
+continues with it, and new input must wait until ``pending`` is false. So a read can ask
+for what it needs (a few times its ``amt``) and a decompression bomb is inflated one
+bounded step at a time instead of whole. Getting more than the size cap back is how the
+caller learns the cap was crossed.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ SUPPORTED_ENCODINGS = (
 
 
 class Decoder:
+    # True while input already given may still decode to more output.
+    pending = False
+
     def decompress(self, data: bytes, limit: int) -> bytes:
         raise NotImplementedError
 
     def flush(self, limit: int) -> bytes:
-        return b""
+        """Continue with input held back by an earlier call (``b""`` when there is none)."""
+        return self.decompress(b"", limit) if self.pending else b""
 
 
 class _ZlibDecoder(Decoder):
@@ -45,7 +53,6 @@ class _ZlibDecoder(Decoder):
         self._wbits = 16 + zlib.MAX_WBITS if mode == "gzip" else zlib.MAX_WBITS
         self._obj = zlib.decompressobj(self._wbits)
         self._first = True
-        self._pending = b""
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         if self._first and self._mode == "deflate" and data:
@@ -59,67 +66,102 @@ class _ZlibDecoder(Decoder):
         return self._run(data, limit)
 
     def _run(self, data: bytes, limit: int) -> bytes:
-        data = self._obj.unconsumed_tail + data if self._obj.unconsumed_tail else data
-        out = self._obj.decompress(data, limit + 1)
+        obj = self._obj
+        out = b""
+        first = True
         while len(out) <= limit:
-            if self._obj.unconsumed_tail:
-                more = self._obj.decompress(self._obj.unconsumed_tail, limit + 1 - len(out))
-                if not more:
+            if obj.eof:
+                # What follows a gzip member is the next one; after deflate, ignored.
+                # (unused_data, not unconsumed_tail, holds the rest once eof is set.)
+                rest = obj.unused_data
+                if self._mode != "gzip" or not (rest or data):
                     break
-                out += more
-            elif self._obj.eof and self._obj.unused_data and self._mode == "gzip":
-                rest = self._obj.unused_data
-                self._obj = zlib.decompressobj(self._wbits)  # the next gzip member
-                out += self._obj.decompress(rest, limit + 1 - len(out))
-            else:
+                obj = self._obj = zlib.decompressobj(self._wbits)
+                data = rest + data
+            elif obj.unconsumed_tail:
+                data = obj.unconsumed_tail + data
+            elif not data and not first:
                 break
+            first = False
+            more = obj.decompress(data, limit + 1 - len(out))
+            data = b""
+            out += more
+            if not more and not obj.eof and not obj.unconsumed_tail:
+                break
+        # A full output buffer can leave output inside zlib (a match cut short) even with
+        # no unconsumed_tail: one more call finds out.
+        self.pending = len(out) > limit or (not obj.eof and bool(obj.unconsumed_tail))
         return out
-
-    def flush(self, limit: int) -> bytes:
-        if self._obj.unconsumed_tail:
-            return self._run(b"", limit)
-        return b""
 
 
 class _BrotliDecoder(Decoder):
+    """brotli keeps the input it could not decode yet and refuses more until it has."""
+
     def __init__(self) -> None:
         assert brotli is not None
         self._obj: Any = brotli.Decompressor()
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        out = self._obj.process(data, output_buffer_limit=limit + 1)
-        while len(out) <= limit and not self._obj.can_accept_more_data():
-            more = self._obj.process(b"", output_buffer_limit=limit + 1 - len(out))
+        obj = self._obj
+        out = obj.process(data, output_buffer_limit=limit + 1)
+        while len(out) <= limit and not obj.can_accept_more_data():
+            more = obj.process(b"", output_buffer_limit=limit + 1 - len(out))
             if not more:
                 break
             out += more
+        self.pending = not obj.can_accept_more_data() or (
+            len(out) > limit and not obj.is_finished()
+        )
+        if self.pending and not data and not out:
+            raise brotli.error("brotli: the decoder makes no progress")
         return bytes(out)
 
 
 class _ZstdDecoder(Decoder):
     """zstandard's decompressobj has no output limit, so feed it small input slices.
 
-    A zstd block of a few bytes can expand to 128 KiB, so the slice shrinks with what is
-    left under the cap: the overshoot stays within about the cap itself.
+    A zstd block of a few bytes can expand to 128 KiB, so a slice is sized from the ratio
+    the previous one showed and never longer than ``limit / 32 KiB`` (256 bytes at least):
+    the overshoot past ``limit`` stays within about ``limit`` and 8 MiB.
     """
 
     def __init__(self) -> None:
         assert zstandard is not None
         self._obj: Any = zstandard.ZstdDecompressor().decompressobj()
+        self._held = b""
+        self._pos = 0
+        self._step = 64
 
     def decompress(self, data: bytes, limit: int) -> bytes:
+        if self._pos < len(self._held):
+            data = self._held[self._pos :] + data
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
         parts = []
         size = 0
-        step = max(32, min(4096, limit // 32768))
-        for start in range(0, len(data), step):
+        step = self._step
+        most = max(256, min(1 << 16, limit >> 15))
+        while pos < end and size <= limit:
+            chunk = view[pos : pos + step]
+            pos += len(chunk)
+            piece = self._obj.decompress(chunk)
             if self._obj.eof:
-                # A new frame starts after the previous one (concatenated frames).
+                # A new frame may follow (concatenated frames): it starts where this ended.
+                pos -= len(self._obj.unused_data)
                 self._obj = zstandard.ZstdDecompressor().decompressobj()
-            piece = self._obj.decompress(data[start : start + step])
-            parts.append(piece)
-            size += len(piece)
-            if size > limit:
-                break
+            if piece:
+                parts.append(piece)
+                size += len(piece)
+                # Aim the next slice at what is still wanted, by the ratio just seen.
+                step = (limit + 1 - size) * len(chunk) // len(piece)
+            else:
+                step *= 2
+            step = max(8, min(most, step))
+        self._step = step
+        self._held = data
+        self._pos = pos
+        self.pending = pos < end
         return b"".join(parts)
 
 
@@ -148,13 +190,23 @@ def make_decoder(content_encoding: str) -> Decoder | None:
 
 
 class _Chain(Decoder):
+    """Decoders applied in turn; a stage pulls from the one before only once it is empty."""
+
     def __init__(self, decoders: list[Decoder]) -> None:
         self._decoders = decoders
 
     def decompress(self, data: bytes, limit: int) -> bytes:
-        for decoder in self._decoders:
-            data = decoder.decompress(data, limit)
-        return data
+        out = self._pull(len(self._decoders) - 1, data, limit)
+        self.pending = any(decoder.pending for decoder in self._decoders)
+        return out
+
+    def _pull(self, index: int, data: bytes, limit: int) -> bytes:
+        decoder = self._decoders[index]
+        if index == 0:
+            return decoder.decompress(data, limit)
+        if decoder.pending and not data:
+            return decoder.flush(limit)
+        return decoder.decompress(self._pull(index - 1, data, limit), limit)
 
 
 def decode_errors() -> tuple[type[BaseException], ...]:

@@ -37,6 +37,8 @@ DEFAULT_MAX_DECODED_SIZE = 100 * 2**20
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # How much of an unread body we read to keep a connection instead of closing it.
 DRAIN_LIMIT = 64 * 1024
+# A sized read decodes about max(amt, this) at a time, not all that the cap allows.
+DECODE_STEP = 64 * 1024
 
 
 class HTTPResponse:
@@ -272,16 +274,18 @@ class HTTPResponse:
                 self._decoder = make_decoder(encoding)
         return self._decoder
 
-    def _decode(self, data: bytes, flush: bool = False) -> bytes:
+    def _decode(self, data: bytes, want: int | None = None) -> bytes:
+        """Decode ``data`` (or, given none, input the decoder held back) to about ``want``
+        bytes at most; everything the cap allows when ``want`` is None."""
         decoder = self._get_decoder()
         if decoder is None:
             return data
         cap = self.max_decoded_size
         limit = (1 << 62) if cap is None else cap - self._decoded
+        if want is not None and want < limit:
+            limit = want
         try:
-            out = decoder.decompress(data, limit) if data else b""
-            if flush and len(out) <= limit:
-                out += decoder.flush(limit - len(out))
+            out = decoder.decompress(data, limit) if data else decoder.flush(limit)
         except DECODE_ERRORS as exc:
             self._discard()
             raise translate(exc, self.headers.get("content-encoding", "")) from exc
@@ -298,6 +302,11 @@ class HTTPResponse:
             "raise max_decoded_size if this is expected"
         )
 
+    def _held(self) -> bool:
+        """Whether the decoder still holds input that it has not decoded yet."""
+        decoder = self._decoder
+        return decoder is not None and decoder.pending
+
     def read(
         self,
         amt: int | None = None,
@@ -309,7 +318,7 @@ class HTTPResponse:
             decode_content = self.decode_content
         if amt is not None and amt < 0:
             amt = None
-        if self._raw_done and not self._pending:
+        if self._raw_done and not self._pending and not self._held():
             return b""
         decoding = decode_content and self._get_decoder() is not None
         if amt is None:
@@ -317,11 +326,15 @@ class HTTPResponse:
             self._pending.clear()
             cap = self.max_decoded_size
             total = len(parts[0])
+            decoder = self._decoder
             while True:
+                if decoding:
+                    assert decoder is not None
+                    if decoder.pending:
+                        parts.append(self._decode(b""))
+                        continue
                 raw = self._raw_read(1 << 20 if not decoding else 1 << 16)
                 if not raw:
-                    if decoding:
-                        parts.append(self._decode(b"", flush=True))
                     break
                 if decoding:
                     parts.append(self._decode(raw))
@@ -349,9 +362,16 @@ class HTTPResponse:
                 data = b"".join(parts)
             return data
         pending = self._pending
-        while len(pending) < amt and not self._raw_done:
-            raw = self._raw_read(max(amt, 1 << 14))
-            pending += self._decode(raw, flush=not raw)
+        decoder = self._decoder
+        assert decoder is not None
+        want = max(amt, DECODE_STEP)
+        while len(pending) < amt:
+            if decoder.pending:
+                pending += self._decode(b"", want)
+            elif self._raw_done:
+                break
+            elif raw := self._raw_read(max(amt, 1 << 14)):
+                pending += self._decode(raw, want)
         data = bytes(pending[:amt])
         del pending[:amt]
         return data
@@ -369,13 +389,19 @@ class HTTPResponse:
             amt = 2**16
         pending = self._pending
         if not pending:
-            if self._raw_done:
+            if self._raw_done and not self._held():
                 return b""
-            if not (decode_content and self._get_decoder() is not None):
+            decoder = self._get_decoder() if decode_content else None
+            if decoder is None:
                 return self._raw_read(amt, partial=True)
-            while not pending and not self._raw_done:
-                raw = self._raw_read(max(amt, 1 << 14), partial=True)
-                pending += self._decode(raw, flush=not raw)
+            want = max(amt, DECODE_STEP)
+            while not pending:
+                if decoder.pending:
+                    pending += self._decode(b"", want)
+                elif self._raw_done:
+                    break
+                elif raw := self._raw_read(max(amt, 1 << 14), partial=True):
+                    pending += self._decode(raw, want)
         data = bytes(pending[:amt])
         del pending[:amt]
         return data
@@ -384,10 +410,12 @@ class HTTPResponse:
         self, amt: int | None = 2**16, decode_content: bool | None = None
     ) -> Iterator[bytes]:
         """Yield the body in pieces of at most ``amt`` bytes until it ends."""
-        while not (self._raw_done and not self._pending):
+        while not (self._raw_done and not self._pending and not self._held()):
             data = self.read(amt=amt, decode_content=decode_content)
             if data:
                 yield data
+            elif self._raw_done:
+                return  # an undecoded read cannot empty what the decoder holds
 
     def __iter__(self) -> Iterator[bytes]:
         return self.stream()
@@ -421,6 +449,7 @@ class HTTPResponse:
         conn, self._connection = self._connection, None
         fp, self._original_response = self._original_response, None
         self._raw_done = True
+        self._decoder = None  # and whatever input it still held
         if fp is not None:
             fp.close()
         if conn is None:
@@ -454,6 +483,7 @@ class HTTPResponse:
             if framer.done:
                 self._raw_done = True
                 self._pending.clear()
+                self._decoder = None
 
     def drain_conn(self) -> None:
         """Read and drop a small rest of the body so the connection can be reused."""
