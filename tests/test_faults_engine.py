@@ -11,7 +11,6 @@ servers received, and on the run's stats.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from crawler.messages import Job
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
 from crawler.worker import Worker
+from tests.crawlkit import page, rows
 
 from .conftest import Site
 from .servers import MisbehavingServer
@@ -103,16 +103,6 @@ class EverySpider(Spider):
             "n": len(response.text),
         }
         yield from response.links()
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def page(title: str, links: list[str]) -> str:
-    anchors = "".join(f'<a href="{href}">{href}</a>' for href in links)
-    return f"<html><head><title>{title}</title></head><body>{anchors}</body></html>"
 
 
 class Clocked:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from crawler.engine import WORKER_DEATH_ATTEMPTS, crawl
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
+from tests.crawlkit import rows
 
 from .conftest import Site
 
@@ -26,11 +26,6 @@ pytestmark = [pytest.mark.slow]
 
 N = 40
 SETTINGS = Settings(workers=2, per_host=2, timeout=5, retries=1, robots=False, sitemaps=False)
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def children(pid: int) -> set[int]:

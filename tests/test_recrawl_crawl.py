@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from crawler.spider import Response, Spider
+from tests.crawlkit import TitleSpider, page, rows
 
 from .conftest import Site
 
@@ -20,30 +19,12 @@ FAST = Settings(workers=2, timeout=5, retries=1, robots=False)
 N = 6
 
 
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-class TitleSpider(Spider):
-    name = "titles"
-
-    def parse(self, response: Response) -> Any:
-        yield {"url": response.url, "title": response.css("title::text").get()}
-        yield from response.links()
-
-
 class StaleAfterNoTime(TitleSpider):
     recrawl_after = "0s"  # a spider attribute: every stored page is due
 
 
 class ParseUnchanged(TitleSpider):
     parse_unchanged = True
-
-
-def page(title: str, links: list[str]) -> str:
-    anchors = "".join(f'<a href="{href}">{href}</a>' for href in links)
-    return f"<html><head><title>{title}</title></head><body>{anchors}</body></html>"
 
 
 def build(site: Site, validators: bool) -> tuple[str, dict[str, Any]]:

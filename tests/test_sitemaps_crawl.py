@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +11,13 @@ import pytest
 from crawler.engine import crawl
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
+from tests.crawlkit import rows
 
 from .conftest import Site
 
 pytestmark = [pytest.mark.slow]
 
 FAST = Settings(workers=2, timeout=5, retries=1)
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def urlset(*locs: str) -> str:
