@@ -34,6 +34,9 @@ from crawler.http import (
 )
 from crawler.http import TimeoutError as HTTPTimeoutError
 
+# The method after a redirect is the pool's rule too; one definition serves both.
+from crawler.http.connectionpool import redirect_method
+
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
@@ -192,12 +195,3 @@ def redirect_target(url: str, location: str | None) -> str | None:
     if scheme not in ("http", "https"):
         return None
     return target
-
-
-def redirect_method(status: int, method: str) -> str:
-    """The method of the follow-up request: 303 always, and 301/302 after a POST, become GET."""
-    if status == 303 and method != "HEAD":
-        return "GET"
-    if status in (301, 302) and method == "POST":
-        return "GET"
-    return method

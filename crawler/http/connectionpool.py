@@ -497,9 +497,7 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
                         return response
                     response.drain_conn()
                     new_url = _resolve_location(self._absolute(target), location)
-                    if (status == 303 and upper != "HEAD") or (
-                        status in (301, 302) and upper == "POST"
-                    ):
+                    if redirect_method(status, upper) != upper:
                         method = upper = "GET"
                         body_bytes = body_iter = None
                         rewind_to = None
@@ -656,6 +654,16 @@ def _send_iter(conn: HTTPConnection, chunks: Iterable[bytes], chunked: bool) -> 
             conn.send(chunk)
     if chunked:
         conn.send(b"0\r\n\r\n")
+
+
+def redirect_method(status: int, method: str) -> str:
+    """The follow-up request's method: after a 303 always, and after a 301/302 to a POST, GET
+    (without a body); otherwise the same method (RFC 9110 15.4)."""
+    if status == 303 and method != "HEAD":
+        return "GET"
+    if status in (301, 302) and method == "POST":
+        return "GET"
+    return method
 
 
 def _resolve_location(base: str, location: str) -> str:

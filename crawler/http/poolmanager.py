@@ -19,6 +19,7 @@ from .connectionpool import (
     HTTPConnectionPool,
     HTTPSConnectionPool,
     _resolve_location,
+    redirect_method,
 )
 from .exceptions import LocationParseError, MaxRetryError
 from .response import HTTPResponse
@@ -170,9 +171,7 @@ class PoolManager(RequestMethods):
             response.drain_conn()
             new_url = _resolve_location(url, location)
             upper = method.upper()
-            if (response.status == 303 and upper != "HEAD") or (
-                response.status in (301, 302) and upper == "POST"
-            ):
+            if redirect_method(response.status, upper) != upper:
                 method = "GET"
                 body = None
                 headers = _without(headers, _BODY_HEADERS)
