@@ -137,8 +137,8 @@ def _served_site(tmp_path: Path) -> SiteInfo:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["python", "nginx"])
 def test_server_serves_pages_with_keep_alive(tmp_path: Path, backend: str) -> None:
-    if backend == "nginx" and find_nginx() is None:
-        pytest.skip("nginx is not installed")
+    # nginx is an OS package (.ci/run installs it): missing, this test fails rather than skips.
+    assert backend == "python" or find_nginx() is not None, "nginx is not installed"
     site = _served_site(tmp_path)
     with SiteServer(site, backend) as server:
         assert server.backend == backend and "pid" in repr(server)
@@ -207,8 +207,6 @@ def test_tree_sampler_counts_child_processes() -> None:
     finally:
         child.kill()
         child.wait()
-    if not Path("/proc").is_dir():
-        pytest.skip("no /proc")
     assert sampler.peak >= without.peak + 70_000_000
     assert sampler.peak_by_pid.get(child.pid, 0) >= 70_000_000
     assert child.pid not in without.peak_by_pid
@@ -226,7 +224,6 @@ def test_public_api() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_run_bench_crawls_every_page_once(tmp_path: Path) -> None:
-    pytest.importorskip("crawler.engine")
     lines = io.StringIO()
     db = tmp_path / "kept.db"
     report = benchsite.run_bench(

@@ -185,11 +185,6 @@ def test_recrawl_after_spider_attribute_is_a_setting() -> None:
 # --- run: real crawls -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def engine() -> None:
-    pytest.importorskip("crawler.engine")
-
-
 def serve_site(server: HTTPServer) -> str:
     server.expect_request("/robots.txt").respond_with_data("", status=404)
     server.expect_request("/").respond_with_data(
@@ -206,9 +201,7 @@ def items(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_run_by_name_crawls_into_the_default_db(
-    project: Path, server: HTTPServer, engine: None
-) -> None:
+def test_run_by_name_crawls_into_the_default_db(project: Path, server: HTTPServer) -> None:
     start = serve_site(server)
     result = invoke("run", "site", "-s", f"start_urls={start}", "--workers", "1")
     # start_urls is not a setting: that is a usage error; spider arguments go through -a
@@ -226,7 +219,7 @@ def test_run_by_name_crawls_into_the_default_db(
 
 @pytest.mark.slow
 def test_run_file_with_db_option_log_file_and_page_limit(
-    project: Path, server: HTTPServer, engine: None, tmp_path: Path
+    project: Path, server: HTTPServer, tmp_path: Path
 ) -> None:
     start = serve_site(server)
     file = project / "elsewhere" / "one.py"
@@ -246,7 +239,7 @@ def test_run_file_with_db_option_log_file_and_page_limit(
 
 
 @pytest.mark.slow
-def test_run_as_a_real_subprocess(project: Path, server: HTTPServer, engine: None) -> None:
+def test_run_as_a_real_subprocess(project: Path, server: HTTPServer) -> None:
     start = serve_site(server)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(
@@ -326,9 +319,6 @@ def test_fetch_malformed_url_exit_1() -> None:
 
 @pytest.mark.slow
 def test_bench_delegates_to_benchsite() -> None:
-    benchsite = pytest.importorskip("crawler.benchsite")
-    if not hasattr(benchsite, "run_bench"):
-        pytest.skip("crawler.benchsite.run_bench is not written yet")
     result = invoke("bench", "--pages", "30", "--hosts", "2", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert "pages/s" in result.output

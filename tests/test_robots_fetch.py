@@ -1,8 +1,8 @@
 """fetch_robots against real loopback servers, through a real pool.
 
-The helper is written against the classic pool API. It runs here with ``crawler.http`` (skipped
-until its pool lands) and with urllib3 2.x when installed (the API ``crawler.http`` keeps), so
-the redirect, size-limit and unreachable paths are exercised over real sockets either way.
+The helper is written against the classic pool API. It runs here with ``crawler.http`` and with
+urllib3 2.x (the API ``crawler.http`` keeps; urllib3 is in the test extra), so the redirect,
+size-limit and unreachable paths are exercised over real sockets either way.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import urllib3
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from crawler import http
 from crawler.robots import MAX_ROBOTS_SIZE, UNREACHABLE_RETRY, fetch_robots
 
 UA = "crawler/0.1.0"
@@ -51,9 +53,6 @@ class Client:
 
 
 def _crawler_http() -> Client:
-    http = pytest.importorskip("crawler.http")
-    if not hasattr(http, "connection_from_url"):
-        pytest.skip("crawler.http has no pool yet")
     return Client(
         lambda url, t: http.connection_from_url(url, timeout=t, maxsize=1),
         (http.HTTPError, OSError),
@@ -61,7 +60,6 @@ def _crawler_http() -> Client:
 
 
 def _urllib3() -> Client:
-    urllib3 = pytest.importorskip("urllib3")
     return Client(
         lambda url, t: urllib3.connection_from_url(url, timeout=t, maxsize=1),
         (urllib3.exceptions.HTTPError, OSError),
