@@ -35,7 +35,7 @@ from crawler.http import (
 from crawler.http import TimeoutError as HTTPTimeoutError
 
 # The method after a redirect is the pool's rule too; one definition serves both.
-from crawler.http.connectionpool import redirect_method
+from crawler.http.util.redirect import redirect_method
 
 __all__ = [
     "BACKOFF_BASE",

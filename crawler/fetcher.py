@@ -26,6 +26,7 @@ from crawler.body import BodyDeadline, past_deadline, read_body
 from crawler.callbacks import CallbackRunner
 from crawler.frontier import InvalidURL, canonicalize_url, fingerprint, url_host
 from crawler.http import HTTPError, Retry, Timeout, connection_from_url
+from crawler.http.util.redirect import next_hop
 from crawler.messages import (
     ROBOTS_CALLBACK,
     SITEMAP_CALLBACK,
@@ -291,14 +292,16 @@ class Worker:
             if reason is not None:
                 failures.append(Failure(job.url, "redirect", reason))
             return done(job, page, failures)
-        method = fetch.redirect_method(status, job.method)
-        body_out = job.body if method == job.method else None
+        # The same rule as PoolManager's: credentials stay with their origin, a hop that
+        # becomes GET loses its body and Content-* headers.
+        hop = next_hop(status, job.method, job.headers, job.url, canonical)
+        body_out = job.body if hop.keeps_body else None
         request = NewRequest(
-            fp=fingerprint(canonical, method, body_out),
+            fp=fingerprint(canonical, hop.method, body_out),
             url=canonical,
             host=url_host(canonical),
-            method=method,
-            headers=job.headers,
+            method=hop.method,
+            headers=hop.headers,
             body=body_out,
             callback=job.callback,
             meta=job.meta,

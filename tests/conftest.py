@@ -2,7 +2,8 @@
 
 ``site`` starts one threaded HTTP/1.1 server per 127.0.0.x address, each serving its own
 routes, and records every hit (``hits`` counts them; ``requests`` keeps each one's host, path,
-request headers (lower-case names) and arrival time, in arrival order). A route is a body
+request headers (lower-case names) and arrival time, in arrival order; ``methods`` and
+``bodies`` the method and body of each, in the same order). A route is a body
 (str: HTML), a ``(status, headers, body)`` triple, or a callable taking the request path (with
 query) and returning such a triple. A 200 route that sends ``ETag`` or ``Last-Modified``
 answers a matching ``If-None-Match`` / ``If-Modified-Since`` with 304 and no body.
@@ -14,6 +15,7 @@ level), so that configuration is undone after each test.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -59,8 +61,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HostServer
 
     def do_GET(self) -> None:
+        body = b""
+        if self.headers.get("Content-Length"):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.site.hit(
-            self.server.host, self.path, {k.lower(): v for k, v in self.headers.items()}
+            self.server.host,
+            self.path,
+            {k.lower(): v for k, v in self.headers.items()},
+            method=self.command,
+            body=body,
         )
         status, headers, body = self.server.reply(self.path)
         data = body.encode() if isinstance(body, str) else body
@@ -74,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    do_POST = do_GET  # a route answers any method; the method and body are recorded
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -81,8 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _HostServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, site: Site, address: str, routes: dict[str, Route]) -> None:
+    def __init__(
+        self, site: Site, address: str, routes: dict[str, Route], tls: ssl.SSLContext | None
+    ) -> None:
         super().__init__((address, 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.site = site
         self.routes = routes
         self.host = f"{address}:{self.server_address[1]}"
@@ -114,20 +129,34 @@ class Site:
         self.threads: list[threading.Thread] = []
         self.hits: Counter[tuple[str, str]] = Counter()
         self.requests: list[tuple[str, str, dict[str, str], float]] = []
+        self.methods: list[str] = []
+        self.bodies: list[bytes] = []
         self._lock = threading.Lock()
 
-    def add_host(self, address: str, routes: dict[str, Route]) -> str:
-        server = _HostServer(self, address, routes)
+    def add_host(
+        self, address: str, routes: dict[str, Route], tls: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve ``routes`` on ``address`` (a new port); with ``tls``, over HTTPS."""
+        server = _HostServer(self, address, routes, tls)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         self.servers.append(server)
         self.threads.append(thread)
         return server.host
 
-    def hit(self, host: str, path: str, headers: dict[str, str] | None = None) -> None:
+    def hit(
+        self,
+        host: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        body: bytes = b"",
+    ) -> None:
         with self._lock:
             self.hits[(host, path)] += 1
             self.requests.append((host, path, headers or {}, time.time()))
+            self.methods.append(method)
+            self.bodies.append(body)
 
     def stop(self) -> None:
         for server in self.servers:

@@ -37,6 +37,7 @@ from .exceptions import (
     NewConnectionError,
 )
 from .response import DEFAULT_MAX_DECODED_SIZE, REDIRECT_STATUSES, HTTPResponse
+from .util.redirect import is_body_header, redirect_method
 from .util.retry import IDEMPOTENT_METHODS, RETRY_AFTER_STATUS_CODES, Retry
 from .util.timeout import Timeout
 from .util.url import DEFAULT_PORTS, join_url, parse_url
@@ -656,16 +657,6 @@ def _send_iter(conn: HTTPConnection, chunks: Iterable[bytes], chunked: bool) -> 
         conn.send(b"0\r\n\r\n")
 
 
-def redirect_method(status: int, method: str) -> str:
-    """The follow-up request's method: after a 303 always, and after a 301/302 to a POST, GET
-    (without a body); otherwise the same method (RFC 9110 15.4)."""
-    if status == 303 and method != "HEAD":
-        return "GET"
-    if status in (301, 302) and method == "POST":
-        return "GET"
-    return method
-
-
 def _resolve_location(base: str, location: str) -> str:
     """The absolute redirect target; control characters or odd schemes are refused."""
     parse_url(location)  # raises LocationParseError on CR/LF, controls, bad ports
@@ -680,10 +671,9 @@ def _drop_body_headers(
     headers: Mapping[str, str] | None, block: str, names: frozenset[str], extra: str
 ) -> tuple[str, frozenset[str], str]:
     """Header parts without the body's framing/type fields (a redirect turned into GET)."""
-    body_names = {"content-type", "content-length", "transfer-encoding"}
-    if headers is None or not (names & body_names):
+    if headers is None or not any(is_body_header(name) for name in names):
         return block, names, extra
     kept = HTTPHeaderDict(
-        [(k, v) for k, v in HTTPHeaderDict(headers).iteritems() if k.lower() not in body_names]
+        [(k, v) for k, v in HTTPHeaderDict(headers).iteritems() if not is_body_header(k.lower())]
     )
     return HTTPConnectionPool._header_parts(kept)

@@ -15,21 +15,15 @@ from typing import Any
 
 from ._collections import HTTPHeaderDict
 from ._request_methods import RequestMethods
-from .connectionpool import (
-    HTTPConnectionPool,
-    HTTPSConnectionPool,
-    _resolve_location,
-    redirect_method,
-)
+from .connectionpool import HTTPConnectionPool, HTTPSConnectionPool, _resolve_location
 from .exceptions import LocationParseError, MaxRetryError
 from .response import HTTPResponse
+from .util.redirect import next_hop
 from .util.retry import Retry
 from .util.url import DEFAULT_PORTS, parse_url
 
 __all__ = ["PoolManager"]
 
-_SENSITIVE_ON_HOST_CHANGE = frozenset({"authorization", "cookie", "proxy-authorization"})
-_BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
 _POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
     "http": HTTPConnectionPool,
     "https": HTTPSConnectionPool,
@@ -170,25 +164,10 @@ class PoolManager(RequestMethods):
                 return response
             response.drain_conn()
             new_url = _resolve_location(url, location)
-            upper = method.upper()
-            if redirect_method(response.status, upper) != upper:
-                method = "GET"
+            items = headers.iteritems() if isinstance(headers, HTTPHeaderDict) else headers.items()
+            hop = next_hop(response.status, method, items, url, new_url)
+            method = hop.method
+            if not hop.keeps_body:
                 body = None
-                headers = _without(headers, _BODY_HEADERS)
-            new = parse_url(new_url)
-            if (new.scheme, new.host, new.port or DEFAULT_PORTS[new.scheme or "http"]) != (
-                parsed.scheme,
-                parsed.host,
-                parsed.port or DEFAULT_PORTS[parsed.scheme or "http"],
-            ):
-                # Credentials were meant for the origin that asked for them.
-                headers = _without(headers, _SENSITIVE_ON_HOST_CHANGE)
+            headers = HTTPHeaderDict(hop.headers)
             url = new_url
-
-
-def _without(headers: Mapping[str, str], names: frozenset[str]) -> Mapping[str, str]:
-    items = headers.iteritems() if isinstance(headers, HTTPHeaderDict) else headers.items()
-    if not any(k.lower() in names for k, _ in items):
-        return headers
-    items = headers.iteritems() if isinstance(headers, HTTPHeaderDict) else headers.items()
-    return HTTPHeaderDict([(k, v) for k, v in items if k.lower() not in names])
