@@ -25,7 +25,7 @@ import click
 
 from crawler import __version__, http
 from crawler.export import ExportError, export_table
-from crawler.history import HistoryError, format_run, format_runs, read_runs
+from crawler.history import HistoryError, format_run, format_runs, read_every_run, read_runs
 from crawler.loader import SpiderLoadError, discover, load_spider, spider_file
 from crawler.progress import Progress, StatusAwareHandler, format_summary
 from crawler.runlock import EXIT_LOCKED, LockedError, LockFileError
@@ -60,9 +60,12 @@ class Locked(click.ClickException):
         click.echo(self.format_message(), err=True)
 
 
+DATA_DIR = Path("data")
+
+
 def default_db(name: str) -> Path:
     """Where a spider's database lives unless ``--db`` says otherwise: ``data/NAME.db``."""
-    return Path("data") / f"{name}.db"
+    return DATA_DIR / f"{name}.db"
 
 
 def _history_db(name: str | None, db_path: str | None) -> Path:
@@ -240,17 +243,28 @@ def list_spiders(spiders_dir: str) -> None:
         click.echo(f"no spiders in {spiders_dir}/", err=True)
 
 
+def _read_history(name: str | None, db_path: str | None) -> list[dict[str, Any]]:
+    """The runs asked for: of NAME, of --db, or (neither given) of every database in data/."""
+    try:
+        if name is None and db_path is None:
+            return read_every_run(DATA_DIR)
+        return read_runs(_history_db(name, db_path), spider=name)
+    except HistoryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
 def runs(name: str | None, db_path: str | None) -> None:
-    """List the runs of spider NAME (or every run in --db), newest first."""
-    try:
-        rows = read_runs(_history_db(name, db_path), spider=name)
-    except HistoryError as exc:
-        raise click.ClickException(str(exc)) from None
+    """List the runs of spider NAME (or every run in --db), newest first.
+
+    With neither, the runs of every spider database under data/, in one table.
+    """
+    rows = _read_history(name, db_path)
     if not rows:
-        click.echo(f"no runs{f' of {name}' if name else ''}", err=True)
+        where = f" of {name}" if name else "" if db_path else f" in {DATA_DIR}/"
+        click.echo(f"no runs{where}", err=True)
         return
     click.echo(format_runs(rows))
 
@@ -260,16 +274,21 @@ def runs(name: str | None, db_path: str | None) -> None:
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
 @click.option("--run", "run_id", type=int, metavar="ID", help="this run [the latest]")
 def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
-    """Show one run of spider NAME in detail: the latest, or --run ID."""
-    try:
-        rows = read_runs(_history_db(name, db_path), spider=name)
-    except HistoryError as exc:
-        raise click.ClickException(str(exc)) from None
+    """Show one run of spider NAME in detail: the latest, or --run ID.
+
+    With neither NAME nor --db, the latest run of any spider database under data/.
+    """
+    if run_id is not None and name is None and db_path is None:
+        raise click.UsageError(
+            "--run ID needs a spider NAME or --db PATH (run ids are per database)"
+        )
+    rows = _read_history(name, db_path)
     if run_id is not None:
         rows = [row for row in rows if row["id"] == run_id]
     if not rows:
         which = f"run {run_id}" if run_id is not None else "runs"
-        raise click.ClickException(f"no {which}{f' of {name}' if name else ''}")
+        where = f" of {name}" if name else "" if db_path else f" in {DATA_DIR}/"
+        raise click.ClickException(f"no {which}{where}")
     click.echo(format_run(rows[-1]))
 
 

@@ -23,11 +23,22 @@ from typing import Any
 
 from crawler.progress import format_duration
 
-__all__ = ["HistoryError", "format_run", "format_runs", "read_runs", "run_state"]
+__all__ = [
+    "HistoryError",
+    "format_run",
+    "format_runs",
+    "read_every_run",
+    "read_runs",
+    "run_state",
+]
 
 
 class HistoryError(Exception):
     """The run history cannot be read (the message says why)."""
+
+
+class _NotACrawlDatabase(HistoryError):
+    pass
 
 
 def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> list[dict[str, Any]]:
@@ -48,7 +59,7 @@ def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> lis
         rows = [dict(row) for row in conn.execute(sql + " ORDER BY id", params)]
     except sqlite3.DatabaseError as exc:
         if "no such table" in str(exc):
-            raise HistoryError(f"{path} has no runs table (not a crawl database?)") from exc
+            raise _NotACrawlDatabase(f"{path} has no runs table (not a crawl database?)") from exc
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()
@@ -58,6 +69,22 @@ def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> lis
         except ValueError:
             row["stats"] = {}
     return rows
+
+
+def read_every_run(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The runs of every crawl database (``*.db``) in ``data_dir``, oldest first by start time.
+
+    Other SQLite files there (no ``runs`` table) are passed over; one that cannot be read at
+    all is an error, so a broken database is never silently left out of the listing.
+    """
+    runs: list[dict[str, Any]] = []
+    for path in sorted(Path(data_dir).glob("*.db")):
+        try:
+            runs += read_runs(path)
+        except _NotACrawlDatabase:
+            continue
+    runs.sort(key=lambda run: (run.get("started_at") or 0.0, str(run["spider"]), run["id"]))
+    return runs
 
 
 def _alive(pid: object) -> bool:

@@ -9,7 +9,8 @@ answer arrives the host is ``PENDING`` and nothing else of it is dispatched. The
 (:meth:`finish`) goes into a :class:`~crawler.robots.RobotsCache`; from then on the host is
 ``GO`` (the engine checks ``policy.allows(url)`` for each Job it takes) until the policy
 expires (24 h), or ``WAIT`` while robots.txt is unreachable (5xx, 429, no connection): its
-URLs stay queued and robots.txt is asked for again at ``retry_at``.
+URLs stay queued and robots.txt is asked for again at ``retry_at``, and at the start of the
+next run whatever ``retry_at`` says.
 
 The parent, not the worker, applies the rules: it is the only process that sees every host's
 policy, it can leave a disallowed URL undispatched, and it knows the Crawl-delay before the
@@ -64,21 +65,33 @@ class RobotsGate:
         return now - STALE_GRACE
 
     def load(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> list[tuple[str, RobotsPolicy]]:
-        """Policies from an earlier run; one fetched for another User-Agent is ignored."""
+        """Policies from an earlier run; one fetched for another User-Agent is ignored.
+
+        A robots.txt that was unreachable when last asked is asked again at the start of this
+        run: the operator may have fixed the server, and the 5-minute backoff is for retries
+        within one run. An unreachable row is dropped; a last good copy kept in force while
+        unreachable is loaded as already expired, so it is fetched first and still serves as
+        the stale fallback if the server is down again.
+        """
         loaded = []
         for host, row in rows:
             if row.get("user_agent") != self.user_agent:
                 continue
             try:
+                fetched_at = float(row["fetched_at"])
+                expires_at = float(row["expires_at"])
+                if row["retry_at"] is not None:
+                    if row["kind"] == "disallow_all":
+                        continue
+                    expires_at = fetched_at
                 policy = RobotsPolicy(
                     kind=row["kind"],
                     status=row["status"],
-                    fetched_at=float(row["fetched_at"]),
-                    expires_at=float(row["expires_at"]),
+                    fetched_at=fetched_at,
+                    expires_at=expires_at,
                     user_agent=self.user_agent,
                     crawl_delay_max=self.crawl_delay_max,
                     text=row["text"] or "",
-                    retry_at=row["retry_at"],
                 )
             except (KeyError, TypeError, ValueError):
                 continue  # a row we cannot read is simply fetched again

@@ -194,6 +194,31 @@ def test_database_locked_by_another_writer_wait_then_clear_error(project: Path, 
         other.close()
 
 
+# --- 4: robots.txt unreachable, and the next run asks again --------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
+    project: Path, site: Site
+) -> None:
+    state = {"robots": (503, {}, "down for maintenance")}
+    pages = {"/": "<title>home</title><a href='/a'>a</a>", "/a": "<title>a</title>"}
+    host = site.add_host("127.0.0.2", {"/robots.txt": lambda _p: state["robots"], **pages})
+    args = ("-a", f"start_urls=http://{host}/", "-s", "robots=true")
+    result = invoke(*args)
+    assert result.exit_code == 4, result.output
+    assert "robots.txt unreachable" in summary(result)
+    assert site.hits[(host, "/")] == 0
+
+    # The operator fixes the server and runs again at once, well inside the 5-minute backoff.
+    state["robots"] = (200, {"Content-Type": "text/plain"}, "User-agent: *\nDisallow:\n")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert site.hits[(host, "/robots.txt")] == 2
+    assert runs_pages(project / "data" / "chain.db") == 2
+    assert runs(project / "data" / "chain.db") == [(4, "robots.txt unreachable"), (0, "finished")]
+
+
 # --- 4: --max-runtime, then the next run resumes ------------------------------------------------
 
 

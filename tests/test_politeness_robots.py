@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +108,17 @@ def test_robots_5xx_keeps_the_host_queued_and_the_next_run_retries(
     assert rows(db, "SELECT state FROM frontier WHERE url = ?", f"http://{a}/") == [("queued",)]
     assert rows(db, "SELECT kind, status FROM robots WHERE host = ?", a) == [("disallow_all", 503)]
 
-    # Within the retry interval a new run does not even ask: it ends at once, still queued.
+    # A new run asks again at its start, even within the retry interval (the backoff is for
+    # retries within one run): still 503, so it waits again.
     second = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs=kwargs)
     assert (second.exit_code, second.finish_reason) == (4, "robots.txt unreachable")
-    assert site.hits[(a, "/robots.txt")] == 1
+    assert site.hits[(a, "/robots.txt")] == 2
 
-    # Once the retry time has passed (moved back here), the next run asks again and crawls.
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE robots SET expires_at = 0, retry_at = 0")
+    # The operator fixes the server; the next run, minutes later, asks again and crawls.
     state["robots"] = (200, {"Content-Type": "text/plain"}, "User-agent: *\nAllow: /\n")
     third = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs=kwargs)
     assert third.exit_code == 0, third
-    assert site.hits[(a, "/robots.txt")] == 2
+    assert site.hits[(a, "/robots.txt")] == 3
     assert {f"http://{a}/", f"http://{a}/a1"} <= {u for (u,) in rows(db, "SELECT url FROM pages")}
 
 

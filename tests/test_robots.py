@@ -219,3 +219,27 @@ def test_cache_does_not_keep_rules_over_a_4xx() -> None:
     cache.put("h", policy(200))
     assert cache.put("h", policy(404, fetched_at=T0 + 10)).kind == "allow_all"
     assert list(cache) == ["h"] and len(cache) == 1
+
+
+def test_gate_asks_an_unreachable_host_again_in_the_next_run() -> None:
+    from crawler.robotsgate import Gate, RobotsGate
+
+    first = RobotsGate(UA, 30.0)
+    first.cache.put("down", policy(503))
+    first.cache.put("flaky", policy(200))
+    stale = first.cache.put("flaky", policy(None, fetched_at=T0 + ROBOTS_TTL + 10))
+    first.cache.put("up", policy(200))
+    stored = [(h, RobotsGate.row(first.cache.get(h, T0 + 1) or stale)) for h in first.cache]
+
+    # The next run starts seconds later, well within the retry interval.
+    now = T0 + ROBOTS_TTL + 20
+    gate = RobotsGate(UA, 30.0)
+    gate.load(stored)
+    assert gate.state("down", now)[0] is Gate.FETCH  # asked again at once
+    assert gate.state("flaky", now)[0] is Gate.FETCH
+    assert gate.state("up", T0 + 20)[0] is Gate.GO  # a good policy is still reused
+    # Still down: the last good copy stays in force (the stale fallback survives the restart).
+    job = gate.begin("flaky", "http://flaky/x", now)
+    _, kept, _ = gate.finish(job.fp, policy(None, fetched_at=now), now)
+    assert kept.kind == "rules" and kept.allows("http://h/public")
+    assert not kept.allows("http://h/private")

@@ -122,13 +122,51 @@ def test_stats_latest_and_by_id(project: Path) -> None:
 
 
 def test_history_errors(project: Path) -> None:
-    assert invoke("runs").exit_code == 2  # neither NAME nor --db
+    assert invoke("stats", "--run", "1").exit_code == 2  # run ids are per database
     result = invoke("runs", "nope")
     assert result.exit_code == 1 and result.stderr == "Error: no database at data/nope.db\n"
     (project / "empty.db").write_bytes(b"")
     result = invoke("stats", "--db", "empty.db")
     assert result.exit_code == 1 and "has no runs table" in result.stderr
     assert not (project / "data" / "nope.db").exists()  # reading never creates a database
+
+
+# --- runs and stats across every spider of a project ----------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_runs_and_stats_without_a_name_cover_every_spider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site: Site
+) -> None:
+    """Cron runs several spiders; `crawler runs` lists them all, `crawler stats` the latest."""
+    (tmp_path / "spiders").mkdir()
+    (tmp_path / "spiders" / "news.py").write_text(SPIDER)
+    (tmp_path / "spiders" / "blog.py").write_text(
+        SPIDER.replace("class News", "class Blog").replace('"news"', '"blog"')
+    )
+    monkeypatch.chdir(tmp_path)
+    assert invoke("runs").stderr == "no runs in data/\n"
+    assert invoke("stats").exit_code == 1
+    a = site.add_host("127.0.0.2", {"/": '<title>Home</title><a href="/a">a</a>', "/a": "A"})
+    start = ("-a", f"start_urls=http://{a}/", "-a", "allowed_domains=127.0.0.2")
+    for name in ("news", "blog", "news"):
+        result = invoke("run", name, *start)
+        assert result.exit_code == 0, result.output
+    sqlite3.connect(tmp_path / "data" / "notes.db").execute("CREATE TABLE t (x)").connection.close()
+
+    result = invoke("runs")
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.splitlines()
+    assert header.split()[:2] == ["id", "spider"]
+    assert [line.split()[:2] for line in lines] == [["2", "news"], ["1", "blog"], ["1", "news"]]
+    assert all(line.split()[-5:-3] == ["0", "finished"] for line in lines)
+
+    latest = invoke("stats")
+    assert latest.exit_code == 0, latest.output
+    assert latest.stdout.startswith("run 2 of news: finished (exit 0)")
+    # With a NAME nothing changed.
+    assert invoke("stats", "blog").stdout.startswith("run 1 of blog: finished")
+    assert len(invoke("runs", "blog").stdout.splitlines()) == 2
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -193,7 +231,7 @@ def test_public_names() -> None:
     import crawler.runlock
 
     assert set(crawler.history.__all__) == {
-        "HistoryError", "format_run", "format_runs", "read_runs", "run_state",
+        "HistoryError", "format_run", "format_runs", "read_every_run", "read_runs", "run_state",
     }  # fmt: skip
     assert {"LockFileError", "LockedError", "RunLock"} <= set(crawler.runlock.__all__)
     for module in (crawler.history, crawler.runlock):
