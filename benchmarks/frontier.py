@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from crawler.frontier import canonicalize_url, fingerprint, url_host
 from crawler.messages import Outcome, Page
-from crawler.storage import Store
+from crawler.store import Store
+from crawler.urls import canonicalize_url, fingerprint, url_host
 
 
 def per_link(n: int = 200_000) -> None:

@@ -24,11 +24,9 @@ from typing import Any
 import click
 
 from crawler import __version__, http
-from crawler.export import ExportError, export_table
-from crawler.history import HistoryError, format_run, format_runs, read_every_run, read_runs
+from crawler.engine.runlock import EXIT_LOCKED, LockedError, LockFileError
 from crawler.loader import SpiderLoadError, discover, load_spider, spider_file
 from crawler.progress import Progress, StatusAwareHandler, format_summary
-from crawler.runlock import EXIT_LOCKED, LockedError, LockFileError
 from crawler.settings import (
     DEFAULT_USER_AGENT,
     Settings,
@@ -37,6 +35,8 @@ from crawler.settings import (
     resolve_settings,
 )
 from crawler.spider import Spider
+from crawler.store.export import ExportError, export_table
+from crawler.store.history import HistoryError, format_run, format_runs, read_every_run, read_runs
 
 __all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "default_db", "main", "parse_pairs"]
 
@@ -201,7 +201,8 @@ def run(
     path = Path(db_path) if db_path else default_db(spider_cls.name)
 
     from crawler import engine
-    from crawler.storage import StorageError
+    from crawler.engine.seeding import SpiderStartError
+    from crawler.store import StorageError
 
     try:
         result = engine.crawl(
@@ -214,7 +215,7 @@ def run(
         )
     except LockedError as exc:
         raise Locked(str(exc)) from None
-    except (engine.SpiderStartError, StorageError, LockFileError) as exc:
+    except (SpiderStartError, StorageError, LockFileError) as exc:
         raise CouldNotStart(str(exc)) from None
     finally:
         if progress is not None:
@@ -409,7 +410,7 @@ def bench(
 
     Exits 0 when every generated page was stored exactly once with its item, else 1.
     """
-    from crawler.benchsite import ServerError, run_bench
+    from crawler.bench import ServerError, run_bench
 
     try:
         report = run_bench(

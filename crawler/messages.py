@@ -52,8 +52,8 @@ Follow = tuple[int, str, str]
 class NewRequest:
     """A request to add to the frontier (from a callback, ``start_requests`` or a redirect).
 
-    ``url`` is canonical and ``fp`` is its fingerprint (``crawler.frontier.fingerprint``);
-    ``host`` is the politeness key (``crawler.frontier.url_host``). With ``dont_filter`` the
+    ``url`` is canonical and ``fp`` is its fingerprint (``crawler.urls.fingerprint``);
+    ``host`` is the politeness key (``crawler.urls.url_host``). With ``dont_filter`` the
     engine gives the request a fresh fingerprint so it is queued even when seen before.
     """
 

@@ -1,8 +1,25 @@
-"""Benchmark support: a generated multi-host site, servers for it, and ``run_bench``."""
+"""``crawler bench``: a generated multi-host site on loopback, crawled for real.
+
+The deterministic site generator (:func:`generate_site`, :func:`pick_origins`), the servers
+(:class:`SiteServer`: nginx when it is installed, else an in-memory asyncio server in a child
+process), resource measurement, and :func:`run_bench`, which ties them to
+``crawler.engine.crawl``.
+"""
 
 from __future__ import annotations
 
+from crawler.bench.run import run_bench, verify_crawl
 from crawler.bench.server import ServerError, SiteServer
 from crawler.bench.site import SiteInfo, generate_site, pick_origins
+from crawler.bench.spider import BenchSpider
 
-__all__ = ["ServerError", "SiteInfo", "SiteServer", "generate_site", "pick_origins"]
+__all__ = [
+    "BenchSpider",
+    "ServerError",
+    "SiteInfo",
+    "SiteServer",
+    "generate_site",
+    "pick_origins",
+    "run_bench",
+    "verify_crawl",
+]

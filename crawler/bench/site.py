@@ -102,7 +102,7 @@ def pick_origins(hosts: int, balance_over: int = 0) -> tuple[str, ...]:
     """One origin per host, each a distinct politeness key for the crawler.
 
     With ``balance_over=N`` the ports are drawn again until the hosts spread evenly over N
-    worker processes (``crawler.frontier.owner_of``): with 4 hosts and 2 workers a random draw
+    worker processes (``crawler.urls.owner_of``): with 4 hosts and 2 workers a random draw
     puts 3 or 4 hosts on one worker about two times in three, and a benchmark would then
     measure the luck of the draw rather than the engine.
 
@@ -145,7 +145,8 @@ def _balanced(origins: Sequence[str], workers: int) -> bool:
 
 def worker_split(origins: Sequence[str], workers: int) -> list[int]:
     """How many of the hosts each of ``workers`` worker processes owns."""
-    from crawler.frontier import owner_of, url_host
+    from crawler.engine.dispatch import owner_of
+    from crawler.urls import url_host
 
     load = [0] * workers
     for origin in origins:

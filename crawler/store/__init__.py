@@ -12,8 +12,8 @@ parts that share that connection, one responsibility each::
     runs.py         RunsMixin: runs rows and stored robots.txt policies
 
 One run per database at a time is not this package's business: the engine holds
-:class:`crawler.runlock.RunLock` (an ``flock`` on ``<db>.lock``) around the whole run.
-:mod:`crawler.storage` re-exports the public names and is the import path callers use.
+:class:`crawler.engine.runlock.RunLock` (an ``flock`` on ``<db>.lock``) around the whole run.
+:mod:`crawler.store` re-exports the public names and is the import path callers use.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import ConcurrencyServer, MisbehavingServer
+from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from crawler.http import (
     Retry,
     Timeout,
 )
-from tests.servers import (
+from tests.kit.servers import (
     MisbehavingServer,
     assert_cause,
     assert_healthy,

@@ -16,7 +16,7 @@ from crawler.http import (
     PoolManager,
     Retry,
 )
-from tests.servers import (
+from tests.kit.servers import (
     BAD_UTF8,
     NESTED_PLAIN,
     UTF16_TEXT,

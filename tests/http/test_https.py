@@ -20,7 +20,7 @@ from crawler.http import (
     SSLError,
     connection_from_url,
 )
-from tests.servers import MisbehavingServer, assert_cause
+from tests.kit.servers import MisbehavingServer, assert_cause
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from crawler.http import (
     ReadTimeoutError,
     Timeout,
 )
-from tests.servers import MisbehavingServer, assert_cause, unresponsive_listener
+from tests.kit.servers import MisbehavingServer, assert_cause, unresponsive_listener
 
 # A byte every 0.2 s: far inside the 1 s read timeout, and 20 s for the whole body.
 TRICKLE = "/trickle?interval=0.2&bytes=100"

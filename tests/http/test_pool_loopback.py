@@ -26,7 +26,7 @@ from crawler.http import (
     Timeout,
     connection_from_url,
 )
-from tests.servers import MisbehavingServer
+from tests.kit.servers import MisbehavingServer
 
 
 def pool_for(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:

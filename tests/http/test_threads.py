@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from crawler.http import HTTPConnectionPool, MaxRetryError, PoolManager, ProtocolError
-from tests.servers import ConcurrencyServer, MisbehavingServer
+from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:

@@ -1,0 +1,147 @@
+"""Dispatch: which hosts' queued work starts now, and which worker gets it.
+
+Each round asks the Store for hosts with ready work, keeps those whose politeness clock allows
+a start (fewest busy first), and takes at most their free slots (``per_host`` minus in flight;
+one at a time under a delay), capped per worker (twice its threads) and by what is left of the
+``max_pages`` budget. A host belongs to one worker (``owner_of``), so the per-host limit holds
+across processes by construction and no fetch thread ever waits on a pool slot. With robots
+on, a host without known rules gets only its robots.txt Job, and Jobs its rules refuse become
+``robots`` errors without being sent.
+
+:class:`Dispatcher` also keeps the in-flight table (fingerprint -> worker, host, depth), since
+what it starts is what the engine later finishes, requeues or abandons.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from crawler.engine.politeness import Politeness
+from crawler.engine.robotsgate import Gate, RobotsGate
+from crawler.engine.workers import WorkerHandle, send
+from crawler.messages import Failure, Job, Outcome
+
+if TYPE_CHECKING:
+    from crawler.robots import RobotsPolicy
+    from crawler.store import Store
+
+__all__ = ["Dispatcher", "obey_robots", "owner_of"]
+
+
+def owner_of(host: str, workers: int) -> int:
+    """The worker index that owns ``host``: a stable hash, never the salted ``hash()``."""
+    return zlib.crc32(host.encode()) % workers
+
+
+class Dispatcher:
+    """Hands ready work to the workers and remembers what is in flight where."""
+
+    def __init__(
+        self, workers: Sequence[WorkerHandle], politeness: Politeness, worker_cap: int
+    ) -> None:
+        self.workers = workers  # the engine's list: a replaced worker is seen here at once
+        self.politeness = politeness
+        self.worker_cap = worker_cap
+        self.in_flight: dict[int, tuple[int, str, int]] = {}  # fp -> (worker, host, depth)
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher {len(self.in_flight)} in flight>"
+
+    def finished(self, fp: int, now: float, ok: bool) -> tuple[int, str, int] | None:
+        """``fp`` is answered (or lost): free its slot; its in-flight entry, if it had one."""
+        entry = self.in_flight.pop(fp, None)
+        if entry is not None:
+            self.workers[entry[0]].in_flight.discard(fp)
+            self.politeness.finished(entry[1], now, ok=ok)
+        return entry
+
+    def abandon(self) -> list[int]:
+        """Forget everything in flight; the fingerprints, for the caller to requeue."""
+        fps = list(self.in_flight)
+        self.in_flight.clear()
+        for handle in self.workers:
+            handle.in_flight.clear()
+        return fps
+
+    def dispatch(
+        self, store: Store, robots: RobotsGate | None, now: float, budget: float = math.inf
+    ) -> list[Outcome]:
+        """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
+        hosts = store.hosts_with_work(now)
+        if not hosts:
+            return []
+        outgoing: dict[int, list[Job]] = {}
+        denied: list[Outcome] = []
+        politeness = self.politeness
+        n = len(self.workers)
+        for host in politeness.ready(hosts, now):
+            handle = self.workers[owner_of(host, n)]
+            if not handle.alive:
+                continue
+            room = min(politeness.free_slots(host, now), self.worker_cap - len(handle.in_flight))
+            if budget < room:
+                room = int(budget)
+            if room <= 0:
+                continue
+            policy = None
+            if robots is not None:
+                gate, policy = robots.state(host, now)
+                if gate is not Gate.GO:
+                    job = self._robots_gate(store, robots, host, gate, policy, now)
+                    if job is not None:
+                        self._start(handle, host, job, now)
+                        outgoing.setdefault(handle.index, []).append(job)
+                    continue
+            jobs = store.take(host, room, now)
+            if policy is not None:
+                jobs = obey_robots(policy, jobs, denied)
+            for job in jobs:
+                self._start(handle, host, job, now)
+            if jobs:
+                outgoing.setdefault(handle.index, []).extend(jobs)
+                budget -= len(jobs)
+                if budget <= 0:
+                    break
+        for index, batch in outgoing.items():
+            send(self.workers[index], ("jobs", batch))
+            # A failed send means the worker is dying; its sentinel tells us soon and the
+            # jobs are requeued with the rest of its in-flight set.
+        return denied
+
+    def _start(self, handle: WorkerHandle, host: str, job: Job, now: float) -> None:
+        self.politeness.started(host, now)
+        self.in_flight[job.fp] = (handle.index, host, job.depth)
+        handle.in_flight.add(job.fp)
+
+    def _robots_gate(
+        self,
+        store: Store,
+        robots: RobotsGate,
+        host: str,
+        gate: Gate,
+        policy: RobotsPolicy | None,
+        now: float,
+    ) -> Job | None:
+        """A host whose rules are not known: the Job that fetches its robots.txt, if due."""
+        if gate is Gate.FETCH:
+            url = store.queued_url(host)
+            if url is not None:
+                return robots.begin(host, url, now)
+        elif gate is Gate.WAIT and policy is not None and policy.retry_at is not None:
+            self.politeness.push(host, policy.retry_at)  # wake up then, not before
+        return None
+
+
+def obey_robots(policy: RobotsPolicy, jobs: list[Job], denied: list[Outcome]) -> list[Job]:
+    """The Jobs robots.txt allows; the others become "done" with a ``robots`` errors row."""
+    allowed = []
+    for job in jobs:
+        if policy.allows(job.url):
+            allowed.append(job)
+        else:
+            failure = Failure(job.url, "robots", "disallowed by robots.txt")
+            denied.append(Outcome(job.fp, job.url, job.host, "done", failures=(failure,)))
+    return allowed

@@ -1,0 +1,487 @@
+"""The parent process: frontier <-> workers <-> storage, the ``runs`` row and the loop.
+
+How this works: :func:`crawl` forks N worker processes first (before the parent has opened
+anything worth inheriting), then opens the :class:`~crawler.store.Store`, returns rows left
+"in flight" by a crashed run to the queue, begins a run and seeds the spider's start requests
+(``crawler.engine.seeding``). The loop is single-threaded and is the only SQLite writer:
+
+1. **dispatch** (``crawler.engine.dispatch``) — for each host with queued work whose
+   politeness clock allows a start, take at most its free slots from the Store and send the
+   Jobs to the worker that owns the host (``owner_of``).
+2. **wait** on every worker's result pipe and process sentinel at once
+   (``crawler.engine.workers``).
+3. **record** — drain every pipe that is ready, write the whole batch of Outcomes in one
+   transaction, update clocks and counters (``crawler.engine.runstats``), then dispatch again.
+
+A worker that dies is noticed through its sentinel: its in-flight entries go back to the queue
+and a replacement is forked. SIGINT/SIGTERM and the limits stop the run
+(``crawler.engine.shutdown``): dispatching stops and in-flight work gets a few seconds; whatever
+was not answered is requeued in the database, so a later run resumes where this one stopped.
+Workers ignore both signals (a terminal or a supervisor signals the whole process group), so
+their in-flight fetches can end within the grace; a worker still busy after it is SIGKILLed, and
+one whose parent is gone exits by itself (``crawler.worker.process``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import multiprocess
+
+from crawler.engine import seeding
+from crawler.engine.dispatch import Dispatcher
+from crawler.engine.politeness import Politeness, PolitenessPolicy
+from crawler.engine.robotsgate import RobotsGate
+from crawler.engine.runlock import RunLock
+from crawler.engine.runstats import RunStats, log_progress
+from crawler.engine.seeding import SpiderStartError
+from crawler.engine.shutdown import (
+    EXIT_COULD_NOT_START,
+    EXIT_FINISHED,
+    EXIT_LIMIT,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_THRESHOLD,
+    EXIT_WORKERS,
+    GRACE,
+    HARD_GRACE,
+    Shutdown,
+)
+from crawler.engine.workers import (
+    WorkerHandle,
+    close_pipes,
+    poll,
+    recv_all,
+    send,
+    start_worker,
+    stop_workers,
+)
+from crawler.messages import SITEMAP_CALLBACK, Outcome
+from crawler.settings import Settings
+from crawler.spider import Spider
+from crawler.worker.process import STOP, default_threads
+
+if TYPE_CHECKING:
+    from crawler.store import Store
+
+__all__ = [
+    "EXIT_COULD_NOT_START",
+    "EXIT_FINISHED",
+    "EXIT_LIMIT",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "EXIT_THRESHOLD",
+    "EXIT_WORKERS",
+    "RunResult",
+    "SpiderStartError",
+    "crawl",
+]
+
+log = logging.getLogger("crawler")
+
+PROGRESS_EVERY = 0.5
+# A URL in flight when its worker died this many times (or retries + 1) is failed.
+WORKER_DEATH_ATTEMPTS = 3
+# With nothing in flight, a run waits for queued work due within this many seconds (retry
+# backoff, a short Retry-After); work due later is left queued for the next run.
+DEFER_AFTER = 300.0
+LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What one call of :func:`crawl` did."""
+
+    run_id: int
+    exit_code: int
+    finish_reason: str
+    stats: dict[str, Any] = field(hash=False)
+
+
+def crawl(
+    spider_cls: type[Spider],
+    *,
+    settings: Settings,
+    db_path: str | Path,
+    spider_kwargs: dict[str, str] | None = None,
+    fresh: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    busy_timeout: float = 30.0,
+) -> RunResult:
+    """Run ``spider_cls`` until its frontier is empty, a limit is reached or a signal arrives.
+
+    Raises :class:`~crawler.engine.runlock.LockedError` when another run holds the database
+    (nothing was touched), :class:`~crawler.engine.runlock.LockFileError` or
+    :class:`~crawler.store.StorageError` when the database cannot be used (waiting up to
+    ``busy_timeout`` seconds for another writer), and :class:`SpiderStartError` when the
+    spider's ``__init__`` or ``start_requests`` raises.
+    """
+    engine = _Engine(
+        spider_cls, settings, Path(db_path), dict(spider_kwargs or {}), fresh, on_progress
+    )
+    engine.busy_timeout = busy_timeout
+    return engine.run()
+
+
+class _Engine:
+    store: Store
+    run_id: int
+    busy_timeout: float = 30.0
+
+    def __init__(
+        self,
+        spider_cls: type[Spider],
+        settings: Settings,
+        db_path: Path,
+        spider_kwargs: dict[str, str],
+        fresh: bool,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.spider_cls = spider_cls
+        self.settings = settings
+        self.db_path = db_path
+        self.spider_kwargs = spider_kwargs
+        self.fresh = fresh
+        self.on_progress = on_progress
+        self.n = settings.worker_count
+        self.threads = default_threads(settings)
+        self.ctx = multiprocess.get_context("fork")
+        self.workers: list[WorkerHandle] = []
+        self.politeness = Politeness(
+            PolitenessPolicy(
+                per_host=settings.per_host,
+                delay=settings.delay,
+                crawl_delay_max=settings.crawl_delay_max,
+            )
+        )
+        # Jobs in flight per worker: one running, one ready.
+        self.dispatcher = Dispatcher(self.workers, self.politeness, self.threads * 2)
+        self.in_flight = self.dispatcher.in_flight  # fp -> (worker, host, depth)
+        self.counters = RunStats()
+        self.shutdown = Shutdown(on_stop=self._tell_workers_to_stop)
+        self.replacements_left = 10 + 2 * self.n
+        self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
+        self.recrawl_after: float | None = settings.recrawl_after
+
+    def __repr__(self) -> str:
+        return (
+            f"<Engine {self.spider_cls.__name__} {len(self.workers)} workers "
+            f"{len(self.in_flight)} in flight {self.counters.pages} pages>"
+        )
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        try:
+            spider = self.spider_cls(**self.spider_kwargs)
+        except Exception as exc:
+            log.debug("spider __init__ raised", exc_info=True)
+            raise SpiderStartError(
+                self.spider_cls.name or self.spider_cls.__name__, "__init__", exc
+            ) from exc
+        name = spider.name or self.spider_cls.__name__
+        # The run lock first, before any worker or the Store exists: a second run (and its
+        # --fresh) never touches a database in use. Forked workers close their copy of the
+        # lock's descriptor (crawler.engine.runlock), so the lock goes with this process.
+        lock = RunLock(self.db_path)
+        lock.acquire()
+        try:
+            return self._run_locked(spider, name)
+        finally:
+            lock.release()
+
+    def _run_locked(self, spider: Spider, name: str) -> RunResult:
+        shutdown = self.shutdown
+        run_id = 0
+        start_error: SpiderStartError | None = None
+        try:
+            # Fork before anything else exists in the parent: no threads, no SQLite handle.
+            # Inside the try: workers ignore SIGTERM, so any that were started must be stopped
+            # by stop_workers (multiprocessing's exit hook would terminate() and wait forever).
+            for index in range(self.n):
+                self.workers.append(self._start_worker(index))
+            # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
+            # process), which the workers never need.
+            from crawler.store import StorageError, Store
+
+            store = Store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
+            store.reset_in_flight()
+            run_id = store.begin_run(name, self.settings.as_dict())
+            self.store = store
+            self.run_id = run_id
+            shutdown.install()
+            try:
+                self._seed(spider)
+            except StorageError:
+                raise
+            except Exception as exc:
+                log.debug("start_requests raised", exc_info=True)
+                start_error = SpiderStartError(name, "start_requests", exc)
+                shutdown.reason, shutdown.exit_code = str(start_error), EXIT_COULD_NOT_START
+            if start_error is None:
+                self._loop()
+                shutdown.check_thresholds(
+                    self.settings, self.counters.items, lambda: store.run_url_errors(run_id)
+                )
+        finally:
+            shutdown.restore()
+            stop_workers(self.workers, HARD_GRACE if shutdown.hurry else GRACE)
+        stats = self.counters.summary(self.n)
+        reason = shutdown.reason or "finished"
+        exit_code = shutdown.exit_code
+        closed = getattr(spider, "closed", None)
+        if callable(closed):
+            try:
+                closed(reason)
+            except Exception:
+                log.exception("spider.closed(%r) raised", reason)
+        store.end_run(run_id, exit_code=exit_code, finish_reason=reason, stats=stats)
+        store.close()
+        if start_error is not None:
+            raise start_error
+        # DEBUG: a program (the CLI) prints its own summary; the log file still gets this.
+        log.debug(
+            "%s: %s (exit %d): %d pages, %d items, %d errors in %.1fs",
+            name,
+            reason,
+            exit_code,
+            stats["pages"],
+            stats["items"],
+            stats["errors"],
+            stats["elapsed"],
+        )
+        return RunResult(run_id, exit_code, reason, stats)
+
+    def _seed(self, spider: Spider) -> None:
+        """Load what earlier runs left (robots policies), queue the start requests and the
+        spider's sitemaps, and queue again what is due (docs/cron.md, "What a new run
+        fetches")."""
+        now = time.time()
+        self.recrawl_after = seeding.recrawl_after(spider, self.settings)
+        if self.settings.robots:
+            user_agent = getattr(spider, "user_agent", None) or self.settings.user_agent
+            self.robots = RobotsGate(user_agent, self.settings.crawl_delay_max)
+            rows = self.store.robots_policies(since=RobotsGate.since(now))
+            for host, policy in self.robots.load(rows):
+                self.politeness.set_crawl_delay(host, policy.crawl_delay)
+        bad, start_fps = seeding.seed(spider, self.store, self.settings, self.counters)
+        if bad:
+            self._record(bad)
+        # Start URLs and sitemaps always (conditionally when known), stale pages when
+        # recrawl_after is set. A fresh database has nothing done, so nothing changes there.
+        self.store.schedule_recrawl(
+            now, self.recrawl_after, start_fps, always_callbacks=(SITEMAP_CALLBACK,)
+        )
+
+    def _loop(self) -> None:
+        shutdown = self.shutdown
+        next_progress = time.monotonic()
+        next_log = next_progress + LOG_EVERY
+        while True:
+            now = time.time()
+            shutdown.check(self.settings, now, self.counters)
+            if shutdown.reason is None:
+                self._dispatch(now)
+            if not self.in_flight:
+                if shutdown.reason is not None:
+                    break
+                if not self.store.has_queued():
+                    break
+                if self.robots is not None and self.robots.only_waiting(
+                    self.store.hosts_with_work(math.inf), now
+                ):
+                    # What is left waits for an unreachable robots.txt: the next run asks again.
+                    shutdown.reason, shutdown.exit_code = "robots.txt unreachable", EXIT_LIMIT
+                    break
+                if self._only_deferred_work(now):
+                    break
+            elif shutdown.past_deadline():
+                self._abandon_in_flight()
+                break
+            self._wait_and_record(self._wait_timeout(now))
+            mono = time.monotonic()
+            if mono >= next_progress:
+                next_progress = mono + PROGRESS_EVERY
+                if self.on_progress is not None:
+                    self.on_progress(self._snapshot())
+            if mono >= next_log:  # DEBUG: on_progress shows progress to people
+                next_log = mono + LOG_EVERY
+                log_progress(self._snapshot())
+        if shutdown.exit_code == EXIT_LIMIT and not self.store.has_queued():
+            # A limit with nothing left to do is simply a finished crawl.
+            shutdown.reason, shutdown.exit_code = "finished", EXIT_FINISHED
+
+    def _only_deferred_work(self, now: float) -> bool:
+        waits = (self.politeness.next_ready(now), self.store.next_not_before(now))
+        return self.shutdown.only_deferred(now, waits, DEFER_AFTER)
+
+    def _wait_timeout(self, now: float) -> float:
+        if self.in_flight:
+            return PROGRESS_EVERY
+        wake = [now + PROGRESS_EVERY]
+        ready = self.politeness.next_ready(now)
+        if ready is not None:
+            wake.append(ready)
+        later = self.store.next_not_before()
+        if later is not None:
+            wake.append(later)
+        return max(0.01, min(wake) - now)
+
+    def _snapshot(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        return self.counters.snapshot(int(counts.get("queued", 0)), len(self.in_flight))
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def _tell_workers_to_stop(self) -> None:
+        for handle in self.workers:
+            send(handle, STOP)
+
+    def _abandon_in_flight(self) -> None:
+        """Return everything still unanswered to the queue (in the database)."""
+        fps = self.dispatcher.abandon()
+        if fps:
+            self.shutdown.abandoned = True
+            self.store.requeue(fps)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _start_worker(self, index: int) -> WorkerHandle:
+        return start_worker(
+            self.ctx,
+            index,
+            self.workers,
+            self.spider_cls,
+            self.spider_kwargs,
+            self.settings,
+            self.threads,
+        )
+
+    def _worker_died(self, handle: WorkerHandle) -> None:
+        handle.alive = False
+        self._drain(handle)
+        lost = list(handle.in_flight)
+        code = handle.process.exitcode
+        # A worker that ends while we stop (or killed with its whole process group just as a
+        # signal arrived, before the loop has seen it) is a stop, not a death.
+        stopping = self.shutdown.reason is not None or self.shutdown.signalled
+        if not stopping:
+            log.warning(
+                "worker %d died (exit code %s); %d URLs requeued", handle.index, code, len(lost)
+            )
+        if lost:
+            # A death outside shutdown counts as an attempt of every URL it held, so a URL
+            # that kills its worker each time ends as failed instead of looping forever.
+            self.store.requeue(lost, count_attempt=not stopping)
+            if not stopping:
+                self._give_up_poison(lost, code)
+            now = time.time()
+            for fp in lost:
+                self.dispatcher.finished(fp, now, ok=False)
+                if self.robots is not None:
+                    self.robots.lost(fp)
+        handle.in_flight.clear()
+        close_pipes(handle)
+        if stopping:
+            return
+        self.counters.dead_workers += 1
+        if self.replacements_left <= 0:
+            self.shutdown.stop("workers keep dying", EXIT_WORKERS, GRACE)
+            return
+        self.replacements_left -= 1
+        self.workers[handle.index] = self._start_worker(handle.index)
+
+    def _give_up_poison(self, fps: list[int], code: int | None) -> None:
+        attempts = max(WORKER_DEATH_ATTEMPTS, self.settings.retries + 1)
+        message = f"its worker died while fetching it (exit code {code}); {attempts} attempts"
+        failed = self.store.give_up(
+            fps, max_attempts=attempts, kind="worker_died", message=message, run_id=self.run_id
+        )
+        if failed:
+            log.warning("giving up on %d URLs that kept killing their worker", len(failed))
+            self.counters.count_errors("worker_died", len(failed))
+
+    # -- dispatch and record -------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> None:
+        budget = math.inf
+        if self.settings.max_pages:
+            budget = self.settings.max_pages - self.counters.pages - len(self.in_flight)
+            if budget <= 0:
+                return
+        denied = self.dispatcher.dispatch(self.store, self.robots, now, budget)
+        if denied:
+            self._record(denied)
+
+    def _robots_answer(self, o: Outcome, now: float) -> None:
+        """Keep a host's new robots policy, in memory and in the database, and apply it."""
+        assert self.robots is not None
+        host, policy, sent = self.robots.finish(o.fp, o.robots, now)
+        self.store.put_robots(host, RobotsGate.row(policy))
+        self.counters.robots_fetched += 1
+        delay = policy.crawl_delay
+        self.politeness.set_crawl_delay(host, delay)
+        if delay:
+            # Crawl-delay counts from the robots.txt request too: it was a request start.
+            self.politeness.push(host, sent + delay)
+        if policy.kind == "disallow_all" and policy.retry_at is not None:
+            log.warning(
+                "%s: robots.txt unreachable (%s); its URLs wait until %s",
+                host,
+                policy.status or "no connection",
+                time.strftime("%H:%M:%S", time.localtime(policy.retry_at)),
+            )
+            self.politeness.push(host, policy.retry_at)
+        if self.settings.sitemaps and policy.sitemaps:
+            requests, skipped = seeding.sitemap_requests(
+                policy.sitemaps, self.settings.max_url_length
+            )
+            self.counters.skipped_urls += skipped
+            if requests:
+                self.store.add(requests)
+
+    def _wait_and_record(self, timeout: float) -> None:
+        batch, ended = poll(self.workers, timeout)
+        if batch:
+            self._record(batch)
+        for handle in ended:
+            if handle.alive:
+                # The sentinel fires when the dying process closes its files, a moment before
+                # it can be reaped: wait for that moment (no zombie, a known exit code).
+                handle.process.join(1.0)
+                self._worker_died(handle)
+
+    def _drain(self, handle: WorkerHandle) -> None:
+        batch = list(recv_all(handle))
+        if batch:
+            self._record(batch)
+
+    def _record(self, batch: list[Outcome]) -> None:
+        now = time.time()
+        finished = self.dispatcher.finished
+        robots = self.robots
+        if robots is not None and any(robots.is_robots(o.fp) for o in batch):
+            answers = [o for o in batch if robots.is_robots(o.fp)]
+            batch = [o for o in batch if not robots.is_robots(o.fp)]
+            for o in answers:
+                finished(o.fp, now, ok=True)
+                self._robots_answer(o, now)
+        politeness = self.politeness
+        for o in batch:
+            finished(o.fp, now, ok=o.state == "done")
+            if o.host_not_before is not None:
+                politeness.push(o.host, o.host_not_before)
+        self.counters.count(batch)
+        self.store.record(
+            batch,
+            run_id=self.run_id,
+            store_body=self.settings.store_body,
+            store_links=self.settings.store_links,
+            recrawl_after=self.recrawl_after,
+        )

@@ -1,0 +1,150 @@
+"""The parent's side of the worker processes: fork one, send it Jobs, read its Outcomes, stop all.
+
+Each worker gets its own two one-way pipes (``crawler.worker.process`` explains why); a
+:class:`WorkerHandle` is the parent's end of them plus the process and the fingerprints it
+holds. Nothing here decides what to send or when a worker counts as dead: the engine does.
+Kept apart so the loop reads as policy, not as pipe and process plumbing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from multiprocess.connection import wait as wait_ready
+
+from crawler.messages import Outcome
+from crawler.settings import Settings
+from crawler.spider import Spider
+from crawler.worker.process import STOP, worker_main
+
+__all__ = [
+    "WorkerHandle",
+    "close_pipes",
+    "poll",
+    "recv_all",
+    "send",
+    "start_worker",
+    "stop_workers",
+]
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    """The parent's view of one worker process."""
+
+    index: int
+    process: Any
+    jobs: Any  # the parent's send end of the job pipe
+    results: Any  # the parent's receive end of the result pipe
+    in_flight: set[int] = field(default_factory=set)
+    alive: bool = True
+
+    def __repr__(self) -> str:
+        return f"<worker {self.index} pid={self.process.pid} {len(self.in_flight)} in flight>"
+
+
+def start_worker(
+    ctx: Any,
+    index: int,
+    siblings: Sequence[WorkerHandle],
+    spider_cls: type[Spider],
+    spider_kwargs: dict[str, str],
+    settings: Settings,
+    threads: int,
+) -> WorkerHandle:
+    """Fork worker ``index``; it closes the parent's ends of its siblings' pipes."""
+    job_recv, job_send = ctx.Pipe(duplex=False)
+    result_recv, result_send = ctx.Pipe(duplex=False)
+    foreign = [job_send, result_recv]
+    for other in siblings:
+        if other.index != index:
+            foreign += [other.jobs, other.results]
+    process = ctx.Process(
+        target=worker_main,
+        args=(
+            index,
+            spider_cls,
+            spider_kwargs,
+            settings,
+            job_recv,
+            result_send,
+            threads,
+            foreign,
+            os.getpid(),
+        ),
+        name=f"crawler-worker-{index}",
+        daemon=True,
+    )
+    process.start()
+    job_recv.close()
+    result_send.close()
+    return WorkerHandle(index, process, job_send, result_recv)
+
+
+def send(handle: WorkerHandle, message: tuple[str, Any]) -> bool:
+    """Send one message down the job pipe; False when the worker is dead or its pipe broke."""
+    if not handle.alive:
+        return False
+    try:
+        handle.jobs.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    except OSError:
+        return False
+    return True
+
+
+def recv_all(handle: WorkerHandle) -> Iterator[Outcome]:
+    """Every Outcome already waiting in the worker's result pipe."""
+    conn = handle.results
+    try:
+        while conn.poll():
+            yield from pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
+
+
+def poll(
+    workers: Sequence[WorkerHandle], timeout: float
+) -> tuple[list[Outcome], list[WorkerHandle]]:
+    """Wait on every live worker's result pipe and sentinel at once.
+
+    Returns the Outcomes that arrived and the workers whose sentinel fired (they may have sent
+    Outcomes just before dying: those are in the first list).
+    """
+    by_conn = {h.results: h for h in workers if h.alive}
+    by_sentinel = {h.process.sentinel: h for h in workers if h.alive}
+    ready = wait_ready([*by_conn, *by_sentinel], timeout)
+    batch: list[Outcome] = []
+    for obj in ready:
+        handle = by_conn.get(obj)
+        if handle is not None:
+            batch.extend(recv_all(handle))
+    ended = [by_sentinel[obj] for obj in ready if obj in by_sentinel]
+    return batch, ended
+
+
+def stop_workers(workers: Sequence[WorkerHandle], grace: float) -> None:
+    """Tell every worker to stop, give them ``grace`` seconds in all, then SIGKILL stragglers."""
+    for handle in workers:
+        send(handle, STOP)
+    deadline = time.monotonic() + grace
+    for handle in workers:
+        handle.process.join(max(0.0, deadline - time.monotonic()))
+    for handle in workers:
+        if handle.process.is_alive():
+            handle.process.kill()
+            handle.process.join(1.0)
+        close_pipes(handle)
+        with contextlib.suppress(Exception):
+            handle.process.close()
+
+
+def close_pipes(handle: WorkerHandle) -> None:
+    for conn in (handle.jobs, handle.results):
+        with contextlib.suppress(OSError):
+            conn.close()

@@ -1,0 +1,220 @@
+"""Running a spider callback and turning its output into the parts of an Outcome.
+
+The output (checked by ``spider.iter_results``) becomes items, ``Follow`` tuples and
+``NewRequest``s. The per-link path is the hot one: a page can carry hundreds of links, each
+canonicalized against the response URL, filtered (too long, invalid, offsite: skipped and
+counted), fingerprinted, deduplicated within the page and pruned past ``max_depth`` here, in
+the worker, on every core. :meth:`CallbackRunner.links` is written for that: local names, no
+call per link beyond the ones each link needs. A callback that raises is a ``callback`` error
+with its traceback; the page row and what it yielded before raising are kept.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import traceback
+from typing import Any
+
+from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
+from crawler.settings import Settings
+from crawler.spider import Request, Response, Spider, iter_results
+from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.worker.outcomes import done
+
+__all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
+
+_HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is cleared
+# A parse tree costs about 20 times its body (a 3.6 MB page of 100,000 links: ~65 MB), and a
+# worker runs several fetch threads. Bodies above this size are parsed one at a time per worker,
+# so a worker's memory is bounded by one large tree, not by one per thread.
+_LARGE_BODY = 1 << 20
+
+
+def fresh_fingerprint() -> int:
+    """A random signed 64-bit fingerprint, for a ``dont_filter`` request: never a duplicate."""
+    return secrets.randbits(64) - (1 << 63)
+
+
+def new_request(req: Request, url: str, host: str, depth: int = 0) -> NewRequest:
+    """A spider's :class:`Request` as a frontier row, at its canonical ``url``.
+
+    ``dont_filter`` gets a random fingerprint, so it is never taken for a duplicate.
+    """
+    return NewRequest(
+        fp=fresh_fingerprint() if req.dont_filter else fingerprint(url, req.method, req.body),
+        url=url,
+        host=host,
+        method=req.method,
+        headers=req.headers,
+        body=req.body,
+        callback=req.callback_name,
+        priority=req.priority,
+        meta=req.meta or None,
+        depth=depth,
+        dont_filter=req.dont_filter,
+    )
+
+
+class CallbackRunner:
+    """Runs a spider's callbacks for one worker; caches ``spider.allows(host)`` answers."""
+
+    def __init__(self, spider: Spider, settings: Settings) -> None:
+        self.spider = spider
+        self.settings = settings
+        self._allowed: dict[str, bool] = {}
+        self._large = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<CallbackRunner {type(self.spider).__name__} {len(self._allowed)} hosts>"
+
+    def allows(self, host: str) -> bool:
+        """``spider.allows(host)``, asked once per host (the cache is cleared when large)."""
+        allowed = self._allowed.get(host)
+        if allowed is None:
+            if len(self._allowed) > _HOST_CACHE_MAX:
+                self._allowed.clear()
+            allowed = self._allowed[host] = bool(self.spider.allows(host))
+        return allowed
+
+    def run(
+        self,
+        job: Job,
+        status: int,
+        headers: Any,
+        body: bytes,
+        page: Page,
+        failures: list[Failure],
+    ) -> Outcome:
+        """Run ``job``'s callback on the response; the Outcome with what it yielded."""
+        meta = dict(job.meta) if job.meta else {}
+        if job.redirect_urls:
+            meta["redirect_urls"] = list(job.redirect_urls)
+        request = Request(
+            job.url,
+            callback=job.callback,
+            method=job.method,
+            headers=job.headers,
+            body=job.body,
+            meta=meta,
+        )
+        callback = getattr(self.spider, job.callback or "parse", None)
+        items: list[dict[str, Any]] = []
+        urls: list[str] = []
+        requests: list[Request] = []
+        large = len(body) > _LARGE_BODY
+        if large:
+            self._large.acquire()
+        try:
+            response = Response(
+                job.url, status, headers, body, request=request, depth=job.depth, meta=meta
+            )
+            if callback is None:
+                msg = f"spider has no method {job.callback!r}"
+                failures.append(Failure(job.url, "callback", msg))
+            else:
+                try:
+                    _collect(callback(response), items, urls, requests)
+                except Exception as exc:
+                    tb = traceback.format_exc()
+                    msg = f"{type(exc).__name__}: {exc}"
+                    failures.append(Failure(job.url, "callback", msg, tb))
+            base = response.url
+            del response  # the parse tree goes with it, before the next large body may parse
+        finally:
+            if large:
+                self._large.release()
+        follows, new_requests, links, skipped = self.links(job, base, urls, requests)
+        return done(
+            job,
+            page,
+            failures,
+            items=tuple(items),
+            follows=follows,
+            requests=new_requests,
+            links=links if self.settings.store_links else (),
+            skipped_urls=skipped,
+        )
+
+    def links(
+        self, job: Job, base: str, urls: list[str], requests: list[Request]
+    ) -> tuple[tuple[Follow, ...], tuple[NewRequest, ...], tuple[str, ...], int]:
+        """Canonicalize, filter and fingerprint what the callback asked to follow.
+
+        The two loops look alike but are not the same rule: a URL string is checked for
+        length before parsing, deduplicated within the page and follows as a compact tuple;
+        a ``Request`` may skip the offsite filter (``dont_filter``) and keeps its method,
+        body and callback. They stay apart so the string loop (the hot one) makes no call
+        per link it does not need.
+        """
+        settings = self.settings
+        max_len = settings.max_url_length
+        budget = settings.max_links_per_page
+        depth = job.depth + 1
+        prune = bool(settings.max_depth) and depth > settings.max_depth
+        skipped = 0
+        if len(urls) + len(requests) > budget:
+            skipped += len(urls) + len(requests) - budget
+            urls = urls[:budget]
+            requests = requests[: max(0, budget - len(urls))]
+        seen: set[int] = set()
+        follows: list[Follow] = []
+        links: list[str] = []
+        allows = self.allows
+        for raw in urls:
+            if len(raw) > max_len:
+                skipped += 1
+                continue
+            try:
+                url = canonicalize_url(raw, base)
+            except InvalidURL:
+                skipped += 1
+                continue
+            if len(url) > max_len:
+                skipped += 1
+                continue
+            host = url_host(url)
+            if not allows(host):
+                skipped += 1
+                continue
+            fp = fingerprint(url)
+            if fp in seen:
+                continue
+            seen.add(fp)
+            links.append(url)
+            if not prune:
+                follows.append((fp, url, host))
+        new_requests: list[NewRequest] = []
+        for req in requests:
+            try:
+                url = canonicalize_url(req.url, base)
+            except InvalidURL:
+                skipped += 1
+                continue
+            if len(url) > max_len:
+                skipped += 1
+                continue
+            host = url_host(url)
+            if not req.dont_filter and not allows(host):
+                skipped += 1
+                continue
+            links.append(url)
+            if prune:
+                continue
+            new_requests.append(new_request(req, url, host, depth))
+        return tuple(follows), tuple(new_requests), tuple(links), skipped
+
+
+def _collect(
+    output: object,
+    items: list[dict[str, Any]],
+    urls: list[str],
+    requests: list[Request],
+) -> None:
+    for value in iter_results(output):
+        if isinstance(value, str):
+            urls.append(value)
+        elif isinstance(value, dict):
+            items.append(value)
+        else:
+            requests.append(value)

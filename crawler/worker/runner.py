@@ -1,0 +1,325 @@
+"""One Job fetched and answered: :class:`JobRunner`, everything a worker process does but the
+pipes.
+
+``JobRunner.process(job)`` fetches through one ``HTTPConnectionPool(maxsize=per_host,
+block=True)`` per owned origin (``redirect=False``; stored validators are sent as
+``If-None-Match`` / ``If-Modified-Since``), reads the body under its limits
+(``crawler.worker.body``), applies the retry and redirect rules (``crawler.worker.retry``),
+recognises an unchanged page, and hands a 2xx to the spider's callback
+(``crawler.worker.callbacks``) or to a reserved one (``crawler.worker.reserved``). It never
+raises for anything the web does: every Job gets exactly one Outcome. Usable in-process, with an
+injected clock and RNG, which is how the tests drive it; ``crawler.worker.process`` runs it in a
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from crawler.http import HTTPError, Retry, Timeout, connection_from_url
+from crawler.http.util.redirect import next_hop
+from crawler.messages import (
+    ROBOTS_CALLBACK,
+    SITEMAP_CALLBACK,
+    Failure,
+    Job,
+    NewRequest,
+    Outcome,
+)
+from crawler.settings import Settings
+from crawler.sitemap import MAX_SITEMAP_SIZE
+from crawler.spider import Spider
+from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.worker import retry as fetch
+from crawler.worker.body import BodyDeadline, past_deadline, read_body
+from crawler.worker.callbacks import CallbackRunner
+from crawler.worker.conditional import conditional_headers, is_unchanged
+from crawler.worker.outcomes import done, failed, make_page, retry
+from crawler.worker.reserved import robots_outcome, sitemap_outcome
+
+__all__ = ["JobRunner", "is_textual"]
+
+_TEXT_MARKERS = ("html", "xml", "text", "json", "javascript")
+
+
+def is_textual(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # unlabelled bodies are usually HTML; the parser copes with the rest
+    ct = content_type.lower()
+    return any(marker in ct for marker in _TEXT_MARKERS)
+
+
+class JobRunner:
+    """Fetch, decide, parse: everything a worker process does for one Job, minus the pipes."""
+
+    def __init__(
+        self,
+        spider: Spider,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        body_deadline: float | None = None,
+    ) -> None:
+        self.spider = spider
+        self.settings = settings
+        self.clock = clock
+        self.rand = rand
+        self.user_agent = getattr(spider, "user_agent", None) or settings.user_agent
+        # A whole response may take this long; a server trickling one byte a second must not
+        # hold a thread (and a slot of its host) forever. The pool enforces it on every socket
+        # wait (Timeout.total); read_body also checks it between pieces of the body.
+        self.body_deadline = (
+            max(60.0, settings.timeout * 4) if body_deadline is None else body_deadline
+        )
+        self.timeout = Timeout(
+            connect=settings.timeout, read=settings.timeout, total=self.body_deadline
+        )
+        self._pools: dict[tuple[str, str], Any] = {}
+        self._pools_lock = threading.Lock()
+        self.callbacks = CallbackRunner(spider, settings)
+        # A spider that wants its callback run on unchanged pages needs their bodies, so its
+        # pages are fetched without validators (sitemaps still ask conditionally).
+        self.parse_unchanged = bool(getattr(spider, "parse_unchanged", False))
+        sitemap_callback = getattr(spider, "sitemap_callback", None)
+        self.sitemap_callback: str | None = (
+            sitemap_callback if isinstance(sitemap_callback, str) else None
+        )
+
+    def __repr__(self) -> str:
+        return f"<JobRunner {type(self.spider).__name__} {len(self._pools)} pools>"
+
+    # -- pools -------------------------------------------------------------------------------
+
+    def _pool(self, url: str, host: str) -> Any:
+        scheme = url[: url.find(":")]
+        key = (scheme, host)
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._pools_lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    pool = connection_from_url(
+                        url,
+                        maxsize=self.settings.per_host,
+                        block=True,
+                        timeout=self.timeout,
+                        headers={"User-Agent": self.user_agent},
+                        retries=Retry(0, redirect=False),
+                    )
+                    self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                pool.close()
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def process(self, job: Job) -> Outcome:
+        """Fetch ``job`` and answer with its Outcome. Never raises for anything the web does."""
+        started = self.clock()
+        try:
+            return self._process(job, started)
+        except Exception as exc:  # a bug of ours: report it as a row, keep the worker alive
+            return failed(job, Failure(job.url, "internal", repr(exc), traceback.format_exc()))
+
+    def _skips_unchanged(self, job: Job) -> bool:
+        """Is an unchanged answer to ``job`` recorded without running its callback?"""
+        return job.callback == SITEMAP_CALLBACK or not self.parse_unchanged
+
+    def _request_headers(self, job: Job) -> dict[str, str]:
+        headers = dict(job.headers)
+        if self._skips_unchanged(job):
+            # Validators came from a server: conditional_headers drops unusable ones (CR/LF).
+            headers.update(conditional_headers(job.etag, job.last_modified))
+        return headers
+
+    def _process(self, job: Job, started: float) -> Outcome:
+        settings = self.settings
+        store_body = settings.store_body
+        if job.callback == ROBOTS_CALLBACK:
+            return robots_outcome(
+                job,
+                self._pool(job.url, job.host),
+                self.user_agent,
+                self.timeout,
+                settings.crawl_delay_max,
+                self.clock,
+            )
+        limit = settings.max_body_size
+        if job.callback == SITEMAP_CALLBACK:
+            limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
+        try:
+            pool = self._pool(job.url, job.host)
+            resp = pool.urlopen(
+                job.method,
+                job.url,
+                body=job.body,
+                headers=self._request_headers(job) or None,
+                retries=Retry(0, redirect=False),
+                redirect=False,
+                preload_content=False,
+                decode_content=True,
+                # The pool's decoder stops at this cap: one read of a compression bomb can
+                # never inflate past the body limit (the pool's own default is 100 MB).
+                max_decoded_size=limit + 1,
+            )
+        except HTTPError as exc:
+            return self._fetch_error(job, self._past_deadline(exc, started, "response"))
+        try:
+            body, cut = read_body(resp, started, limit, self.body_deadline, self.clock)
+        except HTTPError as exc:
+            with contextlib.suppress(Exception):
+                resp.close()
+            return self._fetch_error(job, self._past_deadline(exc, started, "body"))
+        finally:
+            if resp is not None:
+                with contextlib.suppress(Exception):
+                    resp.release_conn()
+        now = self.clock()
+        status: int = resp.status
+        headers = resp.headers
+        content_type = headers.get("Content-Type")
+
+        if status in fetch.RETRY_STATUSES:
+            retry_after = fetch.parse_retry_after(headers.get("Retry-After"), now)
+            decision = fetch.decide_retry(
+                job.attempt,
+                settings.retries,
+                now,
+                self.rand,
+                status=status,
+                retry_after=retry_after,
+            )
+            if not decision.give_up:
+                return retry(job, decision)
+            page = make_page(
+                job, status, headers, content_type, body, None, started, now, store_body
+            )
+            failure = Failure(job.url, "http", f"HTTP {status} after {job.attempt} retries")
+            return Outcome(
+                job.fp,
+                job.url,
+                job.host,
+                "failed",
+                page=page,
+                failures=(failure,),
+                host_not_before=decision.host_not_before,
+            )
+
+        failures: list[Failure] = []
+        if cut is not None:
+            failures.append(Failure(job.url, "too_large", cut))
+
+        if status in fetch.REDIRECT_STATUSES:
+            return self._redirect(job, status, headers, content_type, body, started, now, failures)
+
+        page = make_page(job, status, headers, content_type, body, None, started, now, store_body)
+        if status == 304 or (
+            self._skips_unchanged(job) and is_unchanged(status, page.content_hash, job.content_hash)
+        ):
+            # Unchanged: the stored page and its items stay; no callback, no links, and the
+            # body does not travel to the parent (it is stored already).
+            return done(job, dataclasses.replace(page, body=None), failures, stats={"unchanged": 1})
+        if job.callback == SITEMAP_CALLBACK:
+            if not 200 <= status < 300:
+                return done(job, page, failures)
+            return sitemap_outcome(
+                job,
+                body,
+                page,
+                failures,
+                cut,
+                max_url_length=settings.max_url_length,
+                allows=self.callbacks.allows,
+                callback=self.sitemap_callback,
+            )
+        handled = getattr(self.spider, "handle_httpstatus_list", ())
+        if not (200 <= status < 300 or status in handled):
+            return done(job, page, failures)
+        callback_name = job.callback or "parse"
+        if callback_name == "parse" and not is_textual(content_type):
+            # A binary body reached through a link: store it, do not parse it.
+            return done(job, page, failures)
+        return self.callbacks.run(job, status, headers, body, page, failures)
+
+    def _past_deadline(self, exc: HTTPError, started: float, what: str) -> HTTPError:
+        return past_deadline(exc, started, self.body_deadline, self.clock, what)
+
+    def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
+        now = self.clock()
+        kind = "timeout" if isinstance(exc, BodyDeadline) else fetch.error_kind(exc)
+        message = str(exc) or type(exc).__name__
+        if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
+            decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)
+            if not decision.give_up:
+                return retry(job, decision)
+        return failed(job, Failure(job.url, kind, message))
+
+    def _redirect(
+        self,
+        job: Job,
+        status: int,
+        headers: Any,
+        content_type: str | None,
+        body: bytes,
+        started: float,
+        now: float,
+        failures: list[Failure],
+    ) -> Outcome:
+        store_body = self.settings.store_body
+        raw = headers.get("Location")
+        target = fetch.redirect_target(job.url, raw)
+        canonical = None
+        if target is not None:
+            with contextlib.suppress(InvalidURL):
+                canonical = canonicalize_url(target)
+        page = make_page(
+            job, status, headers, content_type, body, canonical, started, now, store_body
+        )
+        hops = (*job.redirect_urls, job.url)
+        reason = self._not_followed(raw, canonical, hops)
+        if canonical is None or reason is not None:
+            if reason is not None:
+                failures.append(Failure(job.url, "redirect", reason))
+            return done(job, page, failures)
+        # The same rule as PoolManager's: credentials stay with their origin, a hop that
+        # becomes GET loses its body and Content-* headers.
+        hop = next_hop(status, job.method, job.headers, job.url, canonical)
+        body_out = job.body if hop.keeps_body else None
+        request = NewRequest(
+            fp=fingerprint(canonical, hop.method, body_out),
+            url=canonical,
+            host=url_host(canonical),
+            method=hop.method,
+            headers=hop.headers,
+            body=body_out,
+            callback=job.callback,
+            meta=job.meta,
+            depth=job.depth,
+            redirect_urls=hops,
+        )
+        return done(job, page, failures, requests=(request,), stats={"redirects": 1})
+
+    def _not_followed(
+        self, raw: str | None, canonical: str | None, hops: tuple[str, ...]
+    ) -> str | None:
+        """Why a redirect is not followed (``None`` also for a 3xx without ``Location``)."""
+        if canonical is None:
+            return None if raw is None else f"not followed: {raw[:200]!r}"
+        if len(hops) > self.settings.max_redirects:
+            return f"more than {self.settings.max_redirects} redirects"
+        if len(canonical) > self.settings.max_url_length:
+            return "target URL longer than max_url_length"
+        return None
