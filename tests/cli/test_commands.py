@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from click.testing import CliRunner, Result
-from pytest_httpserver import HTTPServer
-from werkzeug import Request as WRequest
-from werkzeug import Response as WResponse
 
 from crawler import Spider
-from crawler.cli import build_settings, cli
+from crawler.cli import build_settings
 from crawler.settings import DEFAULT_USER_AGENT
+from tests.kit.project import REPO, invoke, make_project, subprocess_env
+from tests.kit.site import Site
 
 SPIDER = """
 from crawler import Spider
@@ -35,29 +32,14 @@ class {cls}(Spider):
 
 
 @pytest.fixture
-def server() -> Iterator[HTTPServer]:
-    srv = HTTPServer(host="127.0.0.1", port=0)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.clear()
-        srv.stop()
-
-
-@pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's project folder as the working directory, with spiders/ in it."""
-    spiders = tmp_path / "spiders"
-    spiders.mkdir()
-    (spiders / "site.py").write_text(SPIDER.format(cls="SiteSpider", name="site", custom="{}"))
-    (spiders / "broken.py").write_text("raise ImportError('no such thing')\n")
-    monkeypatch.chdir(tmp_path)
+    """A user's project folder as the working directory: a spider and a broken module."""
+    spiders = {
+        "site.py": SPIDER.format(cls="SiteSpider", name="site", custom="{}"),
+        "broken.py": "raise ImportError('no such thing')\n",
+    }
+    monkeypatch.chdir(make_project(tmp_path, spiders))
     return tmp_path
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def html(title: str, *links: str) -> str:
@@ -85,7 +67,7 @@ def test_list_other_folder_and_missing_or_empty_folder(project: Path) -> None:
 
 
 def test_list_as_a_real_subprocess(project: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     proc = subprocess.run(
         [sys.executable, "-m", "crawler", "list"],
         cwd=project,
@@ -185,14 +167,18 @@ def test_recrawl_after_spider_attribute_is_a_setting() -> None:
 # --- run: real crawls -----------------------------------------------------------------------
 
 
-def serve_site(server: HTTPServer) -> str:
-    server.expect_request("/robots.txt").respond_with_data("", status=404)
-    server.expect_request("/").respond_with_data(
-        html("Home", "/a", "/b", "mailto:x@y"), content_type="text/html"
+def serve_site(site: Site) -> str:
+    """Three linked pages (and a link the crawl must skip) on 127.0.0.1; the start URL."""
+    host = site.add_host(
+        "127.0.0.1",
+        {
+            "/robots.txt": (404, {}, ""),
+            "/": html("Home", "/a", "/b", "mailto:x@y"),
+            "/a": html("A", "/b", "/"),
+            "/b": html("B"),
+        },
     )
-    server.expect_request("/a").respond_with_data(html("A", "/b", "/"), content_type="text/html")
-    server.expect_request("/b").respond_with_data(html("B"), content_type="text/html")
-    return server.url_for("/")
+    return f"http://{host}/"
 
 
 def items(db: Path) -> dict[str, str]:
@@ -201,8 +187,8 @@ def items(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_run_by_name_crawls_into_the_default_db(project: Path, server: HTTPServer) -> None:
-    start = serve_site(server)
+def test_run_by_name_crawls_into_the_default_db(project: Path, site: Site) -> None:
+    start = serve_site(site)
     result = invoke("run", "site", "-s", f"start_urls={start}", "--workers", "1")
     # start_urls is not a setting: that is a usage error; spider arguments go through -a
     assert result.exit_code == 2
@@ -219,9 +205,9 @@ def test_run_by_name_crawls_into_the_default_db(project: Path, server: HTTPServe
 
 @pytest.mark.slow
 def test_run_file_with_db_option_log_file_and_page_limit(
-    project: Path, server: HTTPServer, tmp_path: Path
+    project: Path, site: Site, tmp_path: Path
 ) -> None:
-    start = serve_site(server)
+    start = serve_site(site)
     file = project / "elsewhere" / "one.py"
     file.parent.mkdir()
     file.write_text(SPIDER.format(cls="One", name="one", custom='{"robots": False}'))
@@ -239,9 +225,9 @@ def test_run_file_with_db_option_log_file_and_page_limit(
 
 
 @pytest.mark.slow
-def test_run_as_a_real_subprocess(project: Path, server: HTTPServer) -> None:
-    start = serve_site(server)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+def test_run_as_a_real_subprocess(project: Path, site: Site) -> None:
+    start = serve_site(site)
+    env = subprocess_env()
     proc = subprocess.run(
         [sys.executable, "-m", "crawler", "run", "site", "-a", f"start_urls={start}",
          "--workers", "1", "-s", "robots=false"],
@@ -257,48 +243,54 @@ def test_run_as_a_real_subprocess(project: Path, server: HTTPServer) -> None:
 # --- fetch ----------------------------------------------------------------------------------
 
 
-def test_fetch_prints_status_headers_and_body(server: HTTPServer) -> None:
-    def handler(request: WRequest) -> WResponse:
-        seen = json.dumps({"x": request.headers.get("X-Test"), "ua": request.user_agent.string})
-        return WResponse(seen, status=201, headers={"X-Reply": "yes"})
-
-    server.expect_request("/path", query_string="q=1").respond_with_handler(handler)
-    result = invoke("fetch", server.url_for("/path?q=1"), "-H", "X-Test: hello")
+def test_fetch_prints_status_headers_and_body(site: Site) -> None:
+    host = site.add_host("127.0.0.1", {"/path?q=1": (201, {"X-Reply": "yes"}, '{"seen": 1}')})
+    result = invoke("fetch", f"http://{host}/path?q=1", "-H", "X-Test: hello")
     assert result.exit_code == 0, result.output
     head, _, body = result.stdout_bytes.decode().partition("\r\n\r\n")
-    assert re.fullmatch(r"HTTP/1\.[01] 201 CREATED", head.splitlines()[0])
+    assert re.fullmatch(r"HTTP/1\.[01] 201 Created", head.splitlines()[0])
     assert "X-Reply: yes" in head.splitlines()
-    assert json.loads(body) == {"x": "hello", "ua": DEFAULT_USER_AGENT}
+    assert json.loads(body) == {"seen": 1}
+    [(_, path, headers, _)] = site.requests
+    assert path == "/path?q=1"
+    assert (headers["x-test"], headers["user-agent"]) == ("hello", DEFAULT_USER_AGENT)
 
 
-def test_fetch_no_include_follows_redirects_and_keeps_binary(server: HTTPServer) -> None:
-    server.expect_request("/old").respond_with_data("", status=302, headers={"Location": "/new"})
+def test_fetch_no_include_follows_redirects_and_keeps_binary(site: Site) -> None:
     payload = bytes(range(256))
-    server.expect_request("/new").respond_with_data(payload, content_type="image/png")
-    result = invoke("fetch", "--no-include", server.url_for("/old"))
+    host = site.add_host(
+        "127.0.0.1",
+        {
+            "/old": (302, {"Location": "/new"}, ""),
+            "/new": (200, {"Content-Type": "image/png"}, payload),
+        },
+    )
+    result = invoke("fetch", "--no-include", f"http://{host}/old")
     assert result.exit_code == 0
     assert result.stdout_bytes == payload
 
 
-def test_fetch_user_agent_can_be_replaced(server: HTTPServer) -> None:
-    server.expect_request("/", headers={"User-Agent": "me/2"}).respond_with_data("ok")
-    result = invoke("fetch", "--no-include", server.url_for("/"), "-H", "User-Agent: me/2")
+def test_fetch_user_agent_can_be_replaced(site: Site) -> None:
+    host = site.add_host("127.0.0.1", {"/": (200, {"Content-Type": "text/plain"}, "ok")})
+    result = invoke("fetch", "--no-include", f"http://{host}/", "-H", "User-Agent: me/2")
     assert result.stdout == "ok"
+    [(_, _, headers, _)] = site.requests
+    assert headers["user-agent"] == "me/2"
 
 
-def test_fetch_errors_are_one_line_exit_1(server: HTTPServer) -> None:
-    port = server.port
-    server.stop()
+def test_fetch_errors_are_one_line_exit_1() -> None:
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     result = invoke("fetch", f"http://127.0.0.1:{port}/", "--timeout", "2s")
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "refused" in result.stderr.lower() or "connect" in result.stderr.lower()
-    server.start()
 
 
-def test_fetch_too_many_redirects(server: HTTPServer) -> None:
-    server.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
-    result = invoke("fetch", server.url_for("/loop"), "--max-redirects", "2")
+def test_fetch_too_many_redirects(site: Site) -> None:
+    host = site.add_host("127.0.0.1", {"/loop": (302, {"Location": "/loop"}, "")})
+    result = invoke("fetch", f"http://{host}/loop", "--max-redirects", "2")
     assert result.exit_code == 1 and "redirect" in result.stderr
 
 
@@ -341,7 +333,7 @@ def test_python_dash_m_help() -> None:
 
 
 def test_spider_demo_example_is_listed() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     result = invoke("list", "--spiders-dir", str(root / "spiders"))
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert {"demo", "catalog"} <= set(names)
@@ -350,7 +342,7 @@ def test_spider_demo_example_is_listed() -> None:
 def test_demo_spider_needs_a_start_url() -> None:
     from crawler.loader import load_spider
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     demo = load_spider("demo", path=root / "spiders")
     with pytest.raises(ValueError, match="start_url"):
         list(demo().start_requests())
@@ -362,7 +354,7 @@ def test_demo_spider_needs_a_start_url() -> None:
 def test_docs_cli_lists_every_setting_and_exit_code() -> None:
     from crawler.settings import Settings
 
-    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    text = (REPO / "docs" / "cli.md").read_text()
     for name, _, _ in Settings.describe():
         assert f"| `{name}` |" in text, name
     for code in (0, 1, 2, 3, 4, 75, 130, 143):

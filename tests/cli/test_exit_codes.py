@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from crawler.cli import cli
 from crawler.engine import crawl
 from crawler.loader import load_spider
 from crawler.settings import Settings
 from crawler.store import StorageError
-from tests.conftest import Site
+from tests.kit.crawl import rows, rows_so_far
+from tests.kit.project import invoke, make_project, subprocess_env
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
@@ -55,14 +56,12 @@ class Chain(Spider):
         yield {"url": response.url, "title": response.css("title::text").get()}
         yield from response.links()
 """
-ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "spiders").mkdir()
-    (tmp_path / "spiders" / "chain.py").write_text(SPIDER)
-    monkeypatch.chdir(tmp_path)
+    """A user's project folder as the working directory, with the chain spider."""
+    monkeypatch.chdir(make_project(tmp_path, {"chain.py": SPIDER}))
     return tmp_path
 
 
@@ -81,18 +80,19 @@ def chain(site: Site, n: int, delay: float = 0.0, extra: str = "") -> str:
     return f"http://{host}/p0"
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["run", "chain", *args], catch_exceptions=False)
+def run_chain(*args: str) -> Result:
+    """``crawler run chain ARGS...`` in this process."""
+    return invoke("run", "chain", *args)
 
 
 def runs(db: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT exit_code, finish_reason FROM runs ORDER BY id").fetchall()
+    return rows(db, "SELECT exit_code, finish_reason FROM runs ORDER BY id")
 
 
-def runs_pages(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT count(*) FROM pages").fetchone()[0])
+def pages_stored(db: Path) -> int:
+    """Pages in ``db`` so far (0 before a run, maybe in another process, creates it)."""
+    found = rows_so_far(db, "SELECT count(*) FROM pages")
+    return int(found[0][0]) if found else 0
 
 
 def summary(result: Result) -> str:
@@ -105,11 +105,11 @@ def summary(result: Result) -> str:
 @pytest.mark.timeout(60)
 def test_0_finished_and_1_below_min_items(project: Path, site: Site) -> None:
     start = chain(site, 3)
-    result = invoke("-a", f"start_urls={start}", "-s", "min_items=3")
+    result = run_chain("-a", f"start_urls={start}", "-s", "min_items=3")
     assert result.exit_code == 0, result.output
     assert summary(result).startswith("chain: finished (exit 0): 3 pages, 3 items, 0 errors")
     # Nothing new to fetch: the second run scrapes no items, below min_items.
-    result = invoke("-a", f"start_urls={start}", "-s", "min_items=3")
+    result = run_chain("-a", f"start_urls={start}", "-s", "min_items=3")
     assert result.exit_code == 1, result.output
     assert "below min_items (0 < 3) (exit 1)" in summary(result)
     assert runs(project / "data" / "chain.db")[-1][0] == 1
@@ -119,9 +119,9 @@ def test_0_finished_and_1_below_min_items(project: Path, site: Site) -> None:
 def test_1_above_max_error_rate(project: Path, site: Site) -> None:
     start = chain(site, 3, extra="http://127.0.0.3:9/refused")  # nothing listens there
     hosts = "allowed_domains=127.0.0.2,127.0.0.3"
-    result = invoke("-a", f"start_urls={start}", "-a", hosts, "-s", "max_error_rate=0.5")
+    result = run_chain("-a", f"start_urls={start}", "-a", hosts, "-s", "max_error_rate=0.5")
     assert result.exit_code == 0, result.output  # 1 of 4 URLs failed: 25%
-    result = invoke(
+    result = run_chain(
         "-a", f"start_urls={start}", "-a", hosts, "-s", "max_error_rate=0.2", "--db", "b.db"
     )
     assert result.exit_code == 1, result.output
@@ -142,7 +142,7 @@ def test_1_above_max_error_rate(project: Path, site: Site) -> None:
 )
 def test_3_spider_raises_at_start(project: Path, site: Site, fail: str, message: str) -> None:
     start = chain(site, 3)
-    result = invoke("-a", f"start_urls={start}", "-a", f"fail={fail}")
+    result = run_chain("-a", f"start_urls={start}", "-a", f"fail={fail}")
     assert result.exit_code == 3
     assert result.stderr.strip().splitlines() == [f"Error: {message}"]  # one line, no traceback
     db = project / "data" / "chain.db"
@@ -154,16 +154,16 @@ def test_3_spider_raises_at_start(project: Path, site: Site, fail: str, message:
 
 def test_3_database_cannot_be_opened(project: Path) -> None:
     (project / "file").write_text("x")
-    result = invoke("-a", "start_urls=http://127.0.0.2:9/", "--db", "file/sub/c.db")
+    result = run_chain("-a", "start_urls=http://127.0.0.2:9/", "--db", "file/sub/c.db")
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: cannot create the lock file file/sub/c.db.lock")
     (project / "notes.db").write_bytes(b"not SQLite at all, just text " * 200)
-    result = invoke("-a", "start_urls=http://127.0.0.2:9/", "--db", "notes.db")
+    result = run_chain("-a", "start_urls=http://127.0.0.2:9/", "--db", "notes.db")
     assert result.exit_code == 3
     assert result.stderr.strip().splitlines() == [
         "Error: 'notes.db' is not a SQLite database (or is damaged)"
     ]
-    result = invoke("-a", "start_urls=http://127.0.0.2:9/", "--db", "spiders")
+    result = run_chain("-a", "start_urls=http://127.0.0.2:9/", "--db", "spiders")
     assert result.exit_code == 2  # click: a folder where a file is expected
 
 
@@ -171,7 +171,7 @@ def test_3_database_cannot_be_opened(project: Path) -> None:
 def test_database_locked_by_another_writer_wait_then_clear_error(project: Path, site: Site) -> None:
     start = chain(site, 2)
     db = project / "w.db"
-    assert invoke("-a", f"start_urls={start}", "--db", str(db)).exit_code == 0
+    assert run_chain("-a", f"start_urls={start}", "--db", str(db)).exit_code == 0
     other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another writer, e.g. a script updating the file
     try:
@@ -204,17 +204,17 @@ def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
     pages = {"/": "<title>home</title><a href='/a'>a</a>", "/a": "<title>a</title>"}
     host = site.add_host("127.0.0.2", {"/robots.txt": lambda _p: state["robots"], **pages})
     args = ("-a", f"start_urls=http://{host}/", "-s", "robots=true")
-    result = invoke(*args)
+    result = run_chain(*args)
     assert result.exit_code == 4, result.output
     assert "robots.txt unreachable" in summary(result)
     assert site.hits[(host, "/")] == 0
 
     # The operator fixes the server and runs again at once, well inside the 5-minute backoff.
     state["robots"] = (200, {"Content-Type": "text/plain"}, "User-agent: *\nDisallow:\n")
-    result = invoke(*args)
+    result = run_chain(*args)
     assert result.exit_code == 0, result.output
     assert site.hits[(host, "/robots.txt")] == 2
-    assert runs_pages(project / "data" / "chain.db") == 2
+    assert pages_stored(project / "data" / "chain.db") == 2
     assert runs(project / "data" / "chain.db") == [(4, "robots.txt unreachable"), (0, "finished")]
 
 
@@ -224,19 +224,19 @@ def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
 @pytest.mark.timeout(60)
 def test_4_max_runtime_then_resume(project: Path, site: Site) -> None:
     start = chain(site, 12, delay=0.25)  # about 3 s of pages one after another
-    result = invoke("-a", f"start_urls={start}", "--max-runtime", "1s")
+    result = run_chain("-a", f"start_urls={start}", "--max-runtime", "1s")
     assert result.exit_code == 4, result.output
     assert "chain: max_runtime (exit 4)" in summary(result)
     db = project / "data" / "chain.db"
     with sqlite3.connect(db) as conn:
         first = conn.execute("SELECT count(*) FROM pages").fetchone()[0]
     assert 0 < first < 12
-    result = invoke("-a", f"start_urls={start}")
+    result = run_chain("-a", f"start_urls={start}")
     assert result.exit_code == 0, result.output
     # What the first run left (and the start URL again, when recrawl re-fetches it).
     fetched = int(summary(result).split(": ")[2].split()[0])
     assert fetched in (12 - first, 12 - first + 1), summary(result)
-    assert runs_pages(db) == 12
+    assert pages_stored(db) == 12
     assert [code for code, _ in runs(db)] == [4, 0]
 
 
@@ -244,20 +244,12 @@ def test_4_max_runtime_then_resume(project: Path, site: Site) -> None:
 
 
 def _start(project: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = subprocess_env()
     return subprocess.Popen(
         [sys.executable, "-m", "crawler", "run", "chain", *args],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
-
-
-def _pages(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM pages").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 @pytest.mark.timeout(90)
@@ -267,7 +259,7 @@ def test_75_second_run_exits_at_once_then_130_on_sigint(project: Path, site: Sit
     try:
         db = project / "data" / "chain.db"
         deadline = time.monotonic() + 30
-        while _pages(db) < 3:
+        while pages_stored(db) < 3:
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -281,9 +273,9 @@ def test_75_second_run_exits_at_once_then_130_on_sigint(project: Path, site: Sit
         (line,) = err.strip().splitlines()  # exactly one line, naming the holder
         assert line.startswith(f"another run (pid {first.pid} since ")
         assert line.endswith("holds the lock data/chain.db.lock")
-        before = _pages(db)
+        before = pages_stored(db)
         time.sleep(0.5)
-        assert first.poll() is None and _pages(db) > before  # the first run keeps going
+        assert first.poll() is None and pages_stored(db) > before  # the first run keeps going
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
         _, err = first.communicate(timeout=30)
         assert first.returncode == 130, err
@@ -307,13 +299,13 @@ def test_lock_of_a_killed_run_is_taken_over_while_its_workers_linger(
     try:
         db = project / "data" / "chain.db"
         deadline = time.monotonic() + 30
-        while _pages(db) < 2:
+        while pages_stored(db) < 2:
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
         os.kill(first.pid, signal.SIGKILL)  # only the parent: its workers may live on a bit
         first.communicate(timeout=10)
-        result = invoke("-a", f"start_urls={start}", "--max-pages", "1")
+        result = run_chain("-a", f"start_urls={start}", "--max-pages", "1")
         assert result.exit_code == 4, result.output  # took the lock, crawled, stopped
         codes = [code for code, _ in runs(db)]
         assert codes == [None, 4]  # the killed run never finished

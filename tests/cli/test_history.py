@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from crawler.cli import cli
-from tests.conftest import Site, restore_logging
+from tests.kit.project import invoke, make_project, restore_logging, subprocess_env
+from tests.kit.site import Site
 
 SPIDER = """
 from crawler import Spider
@@ -32,16 +30,10 @@ class News(Spider):
 """
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project whose news spider crawled 4 pages (one 404) on two hosts: data/news.db."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "spiders").mkdir()
-    (root / "spiders" / "news.py").write_text(SPIDER)
+    root = make_project(tmp_path_factory.mktemp("project"), {"news.py": SPIDER})
     site = Site()
     logging_state = restore_logging()
     next(logging_state)
@@ -217,7 +209,7 @@ def test_export_other_tables_and_errors(project: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_export_into_a_closed_pipe_is_quiet(project: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     proc = subprocess.run(
         f"{sys.executable} -m crawler export news --table pages | head -c 10",
         shell=True, cwd=project, env=env, capture_output=True, text=True, timeout=60,

@@ -11,6 +11,7 @@ import pytest
 
 from crawler import Spider
 from crawler.loader import SpiderLoadError, SpiderNotFound, discover, load_spider
+from tests.kit.project import make_project
 
 GOOD = """
 from crawler import Spider
@@ -32,41 +33,40 @@ def write(folder: Path, name: str, source: str) -> Path:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    spiders = tmp_path / "spiders"
-    write(spiders, "news.py", GOOD.format(cls="News", name="news"))
-    write(spiders, "shop.py", GOOD.format(cls="Shop", name="shop"))
-    write(spiders, "broken.py", "import does_not_exist_anywhere\n")
-    write(spiders, "syntax.py", "def f(:\n")
-    write(spiders, "_private.py", GOOD.format(cls="Hidden", name="hidden"))
-    write(spiders, "notes.txt", "not python")
-    write(
-        spiders,
-        "base.py",
-        """
+def spiders_folder(tmp_path: Path) -> Path:
+    """A project's spiders/: two spiders, broken, private and non-Python files, a base class."""
+    base = """
         from crawler import Spider
 
         class Base(Spider):  # no name: a base class, not a spider
             pass
-        """,
-    )
-    return spiders
+        """
+    files = {
+        "news.py": GOOD.format(cls="News", name="news"),
+        "shop.py": GOOD.format(cls="Shop", name="shop"),
+        "broken.py": "import does_not_exist_anywhere\n",
+        "syntax.py": "def f(:\n",
+        "_private.py": GOOD.format(cls="Hidden", name="hidden"),
+        "notes.txt": "not python",
+        "base.py": base,
+    }
+    return make_project(tmp_path, files) / "spiders"
 
 
 @pytest.mark.parametrize("package", [False, True])
 def test_discover_collects_named_spiders_and_reports_broken_modules(
-    project: Path, package: bool
+    spiders_folder: Path, package: bool
 ) -> None:
     if package:
-        (project / "__init__.py").write_text("")
-    spiders, errors = discover(project)
+        (spiders_folder / "__init__.py").write_text("")
+    spiders, errors = discover(spiders_folder)
     assert sorted(spiders) == ["news", "shop"]
     assert spiders["news"].__name__ == "News" and issubclass(spiders["news"], Spider)
     failed = dict(errors)
-    assert set(failed) == {str(project / "broken.py"), str(project / "syntax.py")}
-    assert "ModuleNotFoundError" in failed[str(project / "broken.py")]
-    assert "broken.py:1" in failed[str(project / "broken.py")]
-    assert "SyntaxError" in failed[str(project / "syntax.py")]
+    assert set(failed) == {str(spiders_folder / "broken.py"), str(spiders_folder / "syntax.py")}
+    assert "ModuleNotFoundError" in failed[str(spiders_folder / "broken.py")]
+    assert "broken.py:1" in failed[str(spiders_folder / "broken.py")]
+    assert "SyntaxError" in failed[str(spiders_folder / "syntax.py")]
 
 
 def test_package_modules_get_their_package_names_and_relative_imports_work(
@@ -114,13 +114,13 @@ def test_plain_folder_modules_can_import_a_helper_next_to_them(tmp_path: Path) -
     assert errors == [] and spiders["h"].start_urls == ["http://127.0.0.1:1/h"]
 
 
-def test_spider_classes_pickle_by_reference(project: Path) -> None:
-    cls = load_spider("news", path=project)
+def test_spider_classes_pickle_by_reference(spiders_folder: Path) -> None:
+    cls = load_spider("news", path=spiders_folder)
     assert cls.__module__ in sys.modules
     assert pickle.loads(pickle.dumps(cls)) is cls
     # loading again gives the same class, not a re-executed copy
-    assert load_spider("news", path=project) is cls
-    assert load_spider(str(project / "news.py")) is cls
+    assert load_spider("news", path=spiders_folder) is cls
+    assert load_spider(str(spiders_folder / "news.py")) is cls
 
 
 def test_same_folder_name_in_two_projects_does_not_mix(tmp_path: Path) -> None:
@@ -149,9 +149,9 @@ def test_missing_folder(tmp_path: Path) -> None:
         load_spider("x", path=tmp_path / "nope")
 
 
-def test_unknown_name_lists_what_was_found_and_what_failed(project: Path) -> None:
+def test_unknown_name_lists_what_was_found_and_what_failed(spiders_folder: Path) -> None:
     with pytest.raises(SpiderNotFound) as info:
-        load_spider("nope", path=project)
+        load_spider("nope", path=spiders_folder)
     message = str(info.value)
     assert "'nope'" in message and "news, shop" in message and "failed to import" in message
     assert isinstance(info.value, LookupError)

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import crawler.cli
 import crawler.engine.loop
 from crawler.progress import Progress
-from tests.conftest import Site
+from tests.kit.project import invoke, make_project
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
@@ -34,9 +35,7 @@ PROGRESS = re.compile(r"\d+ pages \([\d.]+/s\), \d+ items, \d+ errors, \d+ queue
 @pytest.fixture
 def start(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A slow chain of 8 pages; progress is reported every 0.2 s instead of every 10 s."""
-    (tmp_path / "spiders").mkdir()
-    (tmp_path / "spiders" / "slow.py").write_text(SPIDER)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(make_project(tmp_path, {"slow.py": SPIDER}))
     monkeypatch.setattr(crawler.engine.loop, "LOG_EVERY", 0.2)
     monkeypatch.setattr(crawler.cli, "Progress", functools.partial(Progress, log_every=0.2))
 
@@ -49,8 +48,9 @@ def start(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"http://{host}/p0"
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(crawler.cli.cli, ["run", "slow", *args], catch_exceptions=False)
+def run_slow(*args: str) -> Result:
+    """``crawler run slow ARGS...`` in this process."""
+    return invoke("run", "slow", *args)
 
 
 @pytest.mark.timeout(60)
@@ -58,7 +58,7 @@ def test_off_a_terminal_each_line_once_and_the_full_log_in_the_file(
     start: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "logs" / "slow.log"
-    result = run("-a", f"start_urls={start}", "--log-file", str(log))
+    result = run_slow("-a", f"start_urls={start}", "--log-file", str(log))
     assert result.exit_code == 0, result.output
     err = result.stderr
     assert "\x1b" not in err and "\r" not in err
@@ -78,7 +78,7 @@ def test_off_a_terminal_each_line_once_and_the_full_log_in_the_file(
 
 @pytest.mark.timeout(60)
 def test_quiet_prints_only_the_summary(start: str) -> None:
-    result = run("-a", f"start_urls={start}", "-q")
+    result = run_slow("-a", f"start_urls={start}", "-q")
     assert result.exit_code == 0, result.output
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("slow: finished (exit 0): 8 pages")

@@ -12,17 +12,15 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Site
+from tests.kit.crawl import assert_crawled_once, rows_so_far, spawn_crawl
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
@@ -39,21 +37,9 @@ class SiteSpider(Spider):
         yield {"url": response.url, "title": response.css("title::text").get()}
         yield from response.links()
 """
-RUN = """
-import sys
-sys.path.insert(0, {dir!r})
-from sitespider import SiteSpider
-from crawler.engine import crawl
-from crawler.settings import Settings
-
-result = crawl(
-    SiteSpider,
-    settings=Settings(workers=2, per_host=2, timeout=5, retries=1, robots=False, sitemaps=False),
-    db_path={db!r},
-    spider_kwargs={{"start_urls": {start!r}}},
-)
-sys.exit(result.exit_code)
-"""
+SETTINGS = {
+    "workers": 2, "per_host": 2, "timeout": 5, "retries": 1, "robots": False, "sitemaps": False,
+}  # fmt: skip
 
 
 def build_site(site: Site, delay: float) -> list[str]:
@@ -79,30 +65,13 @@ def build_site(site: Site, delay: float) -> list[str]:
     return [f"http://{name}/p0" for name in names]
 
 
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []  # the schema is not there yet
-
-
 def start(tmp_path: Path, db: Path, urls: list[str]) -> subprocess.Popen[bytes]:
-    (tmp_path / "sitespider.py").write_text(SPIDER)
-    code = RUN.format(dir=str(tmp_path), db=str(db), start=" ".join(urls))
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        start_new_session=True,  # its own process group: the workers are in it too
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return spawn_crawl(tmp_path, ("SiteSpider", SPIDER), db, " ".join(urls), SETTINGS)
 
 
 def wait_for_run_row(proc: subprocess.Popen[bytes], db: Path, runs: int) -> None:
     deadline = time.monotonic() + 15
-    while len(query(db, "SELECT id FROM runs")) < runs:
+    while len(rows_so_far(db, "SELECT id FROM runs")) < runs:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.01)
@@ -142,13 +111,11 @@ def finish(tmp_path: Path, db: Path, urls: list[str]) -> None:
 
 
 def assert_complete(db: Path) -> None:
-    total = len(HOSTS) * PER_HOST
-    assert query(db, "SELECT count(*), count(DISTINCT url) FROM pages") == [(total, total)]
-    assert query(db, "SELECT count(*) FROM pages WHERE status <> 200") == [(0,)]
-    assert query(db, "SELECT count(*), count(DISTINCT page_url) FROM items") == [(total, total)]
-    assert query(db, "SELECT state, count(*) FROM frontier GROUP BY state") == [("done", total)]
-    assert query(db, "SELECT count(*) FROM errors") == [(0,)]
-    (last,) = query(db, "SELECT exit_code, finish_reason FROM runs ORDER BY id DESC LIMIT 1")
+    """Every page of every host stored once, without an error, and the last run finished."""
+    assert_crawled_once(db, len(HOSTS) * PER_HOST)
+    assert rows_so_far(db, "SELECT count(*) FROM pages WHERE status <> 200") == [(0,)]
+    assert rows_so_far(db, "SELECT count(*) FROM errors") == [(0,)]
+    (last,) = rows_so_far(db, "SELECT exit_code, finish_reason FROM runs ORDER BY id DESC LIMIT 1")
     assert last == (0, "finished")
 
 
@@ -159,11 +126,11 @@ def test_sigkill_20_times_then_finish(site: Site, tmp_path: Path) -> None:
     codes = interrupt_repeatedly(tmp_path, db, urls, signal.SIGKILL, 20, seed=5)
     killed = sum(1 for c in codes if c == -signal.SIGKILL)
     assert killed >= 18, codes  # a run may finish on its own only near the very end
-    pages_before = query(db, "SELECT count(*) FROM pages")[0][0]
+    pages_before = rows_so_far(db, "SELECT count(*) FROM pages")[0][0]
     assert pages_before > 0
     finish(tmp_path, db, urls)
     assert_complete(db)
-    runs = query(db, "SELECT exit_code, finish_reason, finished_at FROM runs ORDER BY id")
+    runs = rows_so_far(db, "SELECT exit_code, finish_reason, finished_at FROM runs ORDER BY id")
     assert len(runs) == 21
     for code, (exit_code, reason, finished_at), row in zip(codes, runs, range(20), strict=False):
         if code == -signal.SIGKILL:
@@ -184,12 +151,12 @@ def test_sigterm_8_times_then_finish(site: Site, tmp_path: Path) -> None:
     codes = interrupt_repeatedly(tmp_path, db, urls, signal.SIGTERM, 8, seed=7)
     assert codes == [143] * 8, codes
     # Graceful: every interrupted run recorded its exit code and left nothing in flight.
-    runs = query(db, "SELECT exit_code, finish_reason, finished_at IS NOT NULL FROM runs")
+    runs = rows_so_far(db, "SELECT exit_code, finish_reason, finished_at IS NOT NULL FROM runs")
     assert runs == [(143, "interrupted (SIGTERM)", 1)] * 8
-    assert query(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == [(0,)]
+    assert rows_so_far(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == [(0,)]
     finish(tmp_path, db, urls)
     assert_complete(db)
-    assert len(query(db, "SELECT id FROM runs")) == 9
+    assert len(rows_so_far(db, "SELECT id FROM runs")) == 9
     # The start pages are fetched again by every run (docs/cron.md). Other pages are not: the
     # workers ignore the group's SIGTERM and finish what they are fetching (0.4 s a page)
     # within the grace, so it is recorded instead of requeued and fetched again.

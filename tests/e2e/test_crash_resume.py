@@ -8,8 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,12 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from crawler.spider import Response, Spider
-from tests.conftest import Site
+from tests.kit.crawl import TitleSpider, assert_crawled_once, rows_so_far, spawn_crawl
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
-N = 120
+N = 120  # pages p0..p(N-1); with the home page "/" a full crawl stores N + 1
 SPIDER = """
 from crawler.spider import Spider
 
@@ -35,21 +33,7 @@ class ChainSpider(Spider):
         yield {"url": response.url, "title": response.css("title::text").get()}
         yield from response.links()
 """
-RUN = """
-import sys
-sys.path.insert(0, {dir!r})
-from chainspider import ChainSpider
-from crawler.engine import crawl
-from crawler.settings import Settings
-
-result = crawl(
-    ChainSpider,
-    settings=Settings(workers=2, timeout=5, retries=1, robots=False, per_host=2),
-    db_path={db!r},
-    spider_kwargs={{"start_urls": {start!r}}},
-)
-sys.exit(result.exit_code)
-"""
+SETTINGS = {"workers": 2, "timeout": 5, "retries": 1, "robots": False, "per_host": 2}
 
 
 def chain_site(site: Site, delay: float) -> str:
@@ -66,24 +50,13 @@ def chain_site(site: Site, delay: float) -> str:
 
 
 def count(db: Path, sql: str) -> Any:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0  # the schema is not there yet
+    """The one value ``sql`` selects; 0 until the crawl has created its database."""
+    found = rows_so_far(db, sql)
+    return found[0][0] if found else 0
 
 
 def start(tmp_path: Path, db: Path, url: str) -> subprocess.Popen[bytes]:
-    (tmp_path / "chainspider.py").write_text(SPIDER)
-    code = RUN.format(dir=str(tmp_path), db=str(db), start=url)
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return spawn_crawl(tmp_path, ("ChainSpider", SPIDER), db, url, SETTINGS)
 
 
 def wait_for_pages(proc: subprocess.Popen[bytes], db: Path, pages: int, limit: float = 20) -> None:
@@ -107,13 +80,6 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     return proc.returncode
 
 
-def assert_complete(db: Path) -> None:
-    assert count(db, "SELECT count(*) FROM pages") == N + 1  # p0..p(N-1) and "/"
-    assert count(db, "SELECT count(*) FROM items") == N + 1
-    assert count(db, "SELECT count(DISTINCT page_url) FROM items") == N + 1
-    assert count(db, "SELECT count(*) FROM frontier WHERE state != 'done'") == 0
-
-
 @pytest.mark.timeout(90)
 def test_kill_9_mid_crawl_then_resume(site: Site, tmp_path: Path) -> None:
     url = chain_site(site, delay=0.01)
@@ -125,7 +91,7 @@ def test_kill_9_mid_crawl_then_resume(site: Site, tmp_path: Path) -> None:
         proc.communicate(timeout=10)
     proc = start(tmp_path, db, url)
     assert finish(proc) == 0
-    assert_complete(db)
+    assert_crawled_once(db, N + 1)
     # Three killed runs never finished; the last one tells how it ended.
     assert count(db, "SELECT count(*) FROM runs WHERE finished_at IS NULL") == 3
     assert count(db, "SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1") == 0
@@ -146,7 +112,7 @@ def test_signal_stops_gracefully_then_resume(
     assert count(db, "SELECT exit_code FROM runs") == code
     assert count(db, "SELECT count(*) FROM pages") < N + 1
     assert finish(start(tmp_path, db, url)) == 0
-    assert_complete(db)
+    assert_crawled_once(db, N + 1)
 
 
 @pytest.mark.timeout(60)
@@ -183,12 +149,7 @@ def alive(pid: int) -> bool:
 
 
 def in_flight_urls(db: Path) -> set[str]:
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            found = conn.execute("SELECT url FROM frontier WHERE state = 'in_flight'").fetchall()
-    except sqlite3.OperationalError:
-        return set()
-    return {url for (url,) in found}
+    return {url for (url,) in rows_so_far(db, "SELECT url FROM frontier WHERE state = 'in_flight'")}
 
 
 @pytest.mark.timeout(60)
@@ -279,14 +240,6 @@ def test_parent_killed_alone_takes_its_workers_along(site: Site, tmp_path: Path)
             proc.communicate()
 
 
-class ChainSpider(Spider):
-    name = "chain"
-
-    def parse(self, response: Response) -> Any:
-        yield {"url": response.url, "title": response.css("title::text").get()}
-        yield from response.links()
-
-
 @pytest.mark.timeout(60)
 def test_dead_worker_is_replaced_and_its_urls_requeued(site: Site, tmp_path: Path) -> None:
     url = chain_site(site, delay=0.01)
@@ -300,7 +253,7 @@ def test_dead_worker_is_replaced_and_its_urls_requeued(site: Site, tmp_path: Pat
             os.kill(victim.pid, signal.SIGKILL)
 
     result = crawl(
-        ChainSpider,
+        TitleSpider,
         settings=Settings(workers=2, timeout=5, retries=1, robots=False),
         db_path=db,
         spider_kwargs={"start_urls": url},
@@ -309,4 +262,4 @@ def test_dead_worker_is_replaced_and_its_urls_requeued(site: Site, tmp_path: Pat
     assert killed
     assert result.exit_code == 0, result
     assert result.stats["dead_workers"] == 1
-    assert_complete(db)
+    assert_crawled_once(db, N + 1)

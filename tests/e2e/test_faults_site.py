@@ -25,9 +25,9 @@ from crawler.settings import Settings
 from crawler.spider import Response, Spider
 from crawler.urls import fingerprint, url_host
 from crawler.worker.runner import JobRunner
-from tests.conftest import Site
 from tests.kit.crawl import page, rows
 from tests.kit.servers import MisbehavingServer
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 

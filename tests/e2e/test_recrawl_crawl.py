@@ -9,8 +9,8 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from tests.conftest import Site
 from tests.kit.crawl import TitleSpider, page, rows
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 

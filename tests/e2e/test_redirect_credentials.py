@@ -21,7 +21,7 @@ from crawler.http import PoolManager
 from crawler.http.util.redirect import next_hop
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider
-from tests.conftest import Site
+from tests.kit.site import Site
 
 SECRETS = {
     "Authorization": "Bearer s3cret",

@@ -10,9 +10,9 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from tests.conftest import Site
 from tests.kit.crawl import TitleSpider, page, rows
 from tests.kit.servers import ConcurrencyServer, MisbehavingServer
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 

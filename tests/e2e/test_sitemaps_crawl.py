@@ -11,8 +11,8 @@ import pytest
 from crawler.engine import crawl
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
-from tests.conftest import Site
 from tests.kit.crawl import rows
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 

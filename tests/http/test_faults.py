@@ -6,6 +6,7 @@ and leave the pool whole: nothing checked out, and a `block=True` caller gets a 
 
 from __future__ import annotations
 
+import functools
 import gc
 import socket
 import time
@@ -22,19 +23,11 @@ from crawler.http import (
     Retry,
     Timeout,
 )
-from tests.kit.servers import (
-    MisbehavingServer,
-    assert_cause,
-    assert_healthy,
-    unresponsive_listener,
-)
+from tests.kit.pools import assert_cause, assert_healthy, make_pool
+from tests.kit.servers import MisbehavingServer, unresponsive_listener
 
-
-def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
-    kw.setdefault("maxsize", 2)
-    kw.setdefault("block", True)
-    kw.setdefault("timeout", 1.0)
-    return HTTPConnectionPool(server.host, server.port, **kw)
+# Two slots and a 1 s timeout unless a test says otherwise.
+open_pool = functools.partial(make_pool, maxsize=2, timeout=1.0)
 
 
 # (path, urlopen keywords, expected cause, attempts with retries=1: exact, or None for 1 or 2)
@@ -62,7 +55,7 @@ def test_failure_is_clear_bounded_and_frees_the_slot(
     server: MisbehavingServer, path: str, kw: dict, cause: type, attempts: int | None
 ) -> None:
     # maxsize=1: any slot leaked by the failure would starve the health check below.
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         started = time.monotonic()
         with pytest.raises((cause, MaxRetryError)) as excinfo:
             pool.urlopen("GET", path, retries=1, **kw)
@@ -76,7 +69,7 @@ def test_failure_is_clear_bounded_and_frees_the_slot(
 
 
 def test_get_reset_is_retried_n_plus_one_times(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises(MaxRetryError) as excinfo:
             pool.urlopen("GET", "/reset-before-status", retries=2)
         assert isinstance(excinfo.value.reason, ProtocolError)
@@ -87,7 +80,7 @@ def test_get_reset_is_retried_n_plus_one_times(server: MisbehavingServer) -> Non
 
 
 def test_retries_zero_means_one_attempt(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises((ProtocolError, MaxRetryError)) as excinfo:
             pool.urlopen("GET", "/reset-before-status", retries=0)
         assert_cause(excinfo.value, ProtocolError)
@@ -96,7 +89,7 @@ def test_retries_zero_means_one_attempt(server: MisbehavingServer) -> None:
 
 
 def test_post_that_reached_the_server_is_not_resent(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises((ProtocolError, MaxRetryError)) as excinfo:
             pool.urlopen("POST", "/reset-before-status", body=b"pay=1", retries=3)
         assert_cause(excinfo.value, ProtocolError)
@@ -141,7 +134,7 @@ def test_connect_timeout_frees_the_slot() -> None:
 def test_per_call_timeout_overrides_and_timed_out_connection_is_not_reused(
     server: MisbehavingServer,
 ) -> None:
-    with make_pool(server, maxsize=1, timeout=30.0) as pool:
+    with open_pool(server, maxsize=1, timeout=30.0) as pool:
         started = time.monotonic()
         with pytest.raises((ReadTimeoutError, MaxRetryError)) as excinfo:
             pool.urlopen("GET", "/never-answer?hold=5", timeout=0.3, retries=0)
@@ -155,7 +148,7 @@ def test_per_call_timeout_overrides_and_timed_out_connection_is_not_reused(
 def test_stale_keep_alive_connection_is_reopened_without_a_retry(
     server: MisbehavingServer,
 ) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         first = pool.urlopen("GET", "/keepalive-close", retries=0)
         assert first.data == b"ok"
         time.sleep(0.2)  # the server has closed the idle socket by now
@@ -167,7 +160,7 @@ def test_stale_keep_alive_connection_is_reopened_without_a_retry(
 
 
 def test_stale_connection_detected_before_a_post_is_sent(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         pool.urlopen("POST", "/keepalive-close", body=b"a", retries=0)
         time.sleep(0.2)
         response = pool.urlopen("POST", "/keepalive-close", body=b"b", retries=0)
@@ -177,7 +170,7 @@ def test_stale_connection_detected_before_a_post_is_sent(server: MisbehavingServ
 
 
 def test_keep_alive_reuse_counts(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         assert (pool.num_connections, pool.num_idle, pool.num_in_use) == (0, 0, 0)
         for _ in range(3):
             assert pool.urlopen("GET", "/ok").data == b"ok"
@@ -193,7 +186,7 @@ def test_keep_alive_reuse_counts(server: MisbehavingServer) -> None:
 
 
 def test_status_forcelist_retries_until_success(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         retries = Retry(total=2, status_forcelist=[503], backoff_factor=0)
         response = pool.urlopen("GET", "/flaky?fail=2", retries=retries)
         assert (response.status, response.data) == (200, b"ok")
@@ -203,7 +196,7 @@ def test_status_forcelist_retries_until_success(server: MisbehavingServer) -> No
 
 
 def test_status_forcelist_exhausted(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         retries = Retry(total=2, status_forcelist=[503], backoff_factor=0)
         try:
             response = pool.urlopen("GET", "/flaky?fail=9", retries=retries)
@@ -216,7 +209,7 @@ def test_status_forcelist_exhausted(server: MisbehavingServer) -> None:
 
 
 def test_retry_after_is_respected(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         retries = Retry(total=2, status_forcelist=[503], backoff_factor=0)
         started = time.monotonic()
         response = pool.urlopen("GET", "/flaky?fail=1&retry_after=1", retries=retries)
@@ -232,7 +225,7 @@ def test_retry_after_is_respected(server: MisbehavingServer) -> None:
 def test_hostile_retry_after_does_not_stall_the_caller(server: MisbehavingServer) -> None:
     """503 with Retry-After: 3600 must not park a caller for an hour (or minutes): the pool
     answers within its timeouts, with the 503 itself or an error from the tree."""
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         started = time.monotonic()
         try:
             response = pool.urlopen("GET", "/unavailable")
@@ -249,7 +242,7 @@ def test_hostile_retry_after_does_not_stall_the_caller(server: MisbehavingServer
 
 
 def test_block_true_waits_then_raises_empty_pool(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         held = pool.urlopen("GET", "/ok?size=100000", preload_content=False)
         assert pool.num_in_use == 1
         started = time.monotonic()
@@ -262,7 +255,7 @@ def test_block_true_waits_then_raises_empty_pool(server: MisbehavingServer) -> N
 
 
 def test_failure_while_another_slot_is_held(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=2) as pool:
+    with open_pool(server, maxsize=2) as pool:
         held = pool.urlopen("GET", "/ok?size=100000", preload_content=False)
         with pytest.raises((ProtocolError, MaxRetryError)):
             pool.urlopen("GET", "/reset-before-status", retries=0)
@@ -279,7 +272,7 @@ def test_failure_while_another_slot_is_held(server: MisbehavingServer) -> None:
 
 
 def test_fully_read_stream_returns_the_connection(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/ok?size=100000", preload_content=False)
         assert pool.num_in_use == 1
         assert response.read() == b"o" * 100000
@@ -289,7 +282,7 @@ def test_fully_read_stream_returns_the_connection(server: MisbehavingServer) -> 
 
 
 def test_released_unread_stream_leaves_no_leftovers(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/ok?size=200000", preload_content=False)
         assert response.read(10) == b"o" * 10
         response.release_conn()
@@ -299,7 +292,7 @@ def test_released_unread_stream_leaves_no_leftovers(server: MisbehavingServer) -
 
 
 def test_closed_stream_returns_the_slot(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/ok?size=200000", preload_content=False)
         response.close()
         assert pool.num_in_use == 0
@@ -307,7 +300,7 @@ def test_closed_stream_returns_the_slot(server: MisbehavingServer) -> None:
 
 
 def test_dropped_stream_does_not_starve_a_blocking_caller(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/ok?size=200000", preload_content=False)
         assert response.status == 200
         del response
@@ -317,7 +310,7 @@ def test_dropped_stream_does_not_starve_a_blocking_caller(server: MisbehavingSer
 
 
 def test_exception_inside_with_returns_the_slot(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         with (
             pytest.raises(RuntimeError, match="caller failed"),
             pool.urlopen("GET", "/ok?size=200000", preload_content=False) as response,
@@ -328,7 +321,7 @@ def test_exception_inside_with_returns_the_slot(server: MisbehavingServer) -> No
 
 
 def test_exception_with_try_finally_release(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         with pytest.raises(KeyError):
             response = pool.urlopen("GET", "/ok?size=200000", preload_content=False)
             try:
@@ -340,7 +333,7 @@ def test_exception_with_try_finally_release(server: MisbehavingServer) -> None:
 
 @pytest.mark.timeout(20)
 def test_endless_body_streamed_then_released(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/endless", preload_content=False)
         received = 0
         for chunk in response.stream(16384):
@@ -356,7 +349,7 @@ def test_endless_body_streamed_then_released(server: MisbehavingServer) -> None:
 
 @pytest.mark.timeout(20)
 def test_endless_close_delimited_body_streamed_then_closed(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/endless?framing=close", preload_content=False)
         received = 0
         while received < 100000:
@@ -369,7 +362,7 @@ def test_endless_close_delimited_body_streamed_then_closed(server: MisbehavingSe
 
 
 def test_reset_while_streaming(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/reset-mid-body", preload_content=False, retries=0)
         assert response.status == 200
         with pytest.raises(ProtocolError):
@@ -379,7 +372,7 @@ def test_reset_while_streaming(server: MisbehavingServer) -> None:
 
 
 def test_short_body_while_streaming(server: MisbehavingServer) -> None:
-    with make_pool(server, maxsize=1) as pool:
+    with open_pool(server, maxsize=1) as pool:
         response = pool.urlopen("GET", "/short-body", preload_content=False)
         with pytest.raises(ProtocolError):
             for _ in response.stream(16):

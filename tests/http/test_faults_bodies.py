@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
@@ -10,19 +11,17 @@ import pytest
 from crawler.http import (
     BodyTooLargeError,
     DecodeError,
-    HTTPConnectionPool,
     HTTPError,
     MaxRetryError,
     PoolManager,
     Retry,
 )
+from tests.kit.pools import assert_cause, assert_healthy, make_pool
 from tests.kit.servers import (
     BAD_UTF8,
     NESTED_PLAIN,
     UTF16_TEXT,
     MisbehavingServer,
-    assert_cause,
-    assert_healthy,
     gzip_bomb,
     nested_bomb,
 )
@@ -30,11 +29,8 @@ from tests.kit.servers import (
 CAP = 8 * 2**20
 
 
-def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
-    kw.setdefault("maxsize", 1)
-    kw.setdefault("block", True)
-    kw.setdefault("timeout", 2.0)
-    return HTTPConnectionPool(server.host, server.port, **kw)
+# One slot and a 2 s timeout unless a test says otherwise.
+open_pool = functools.partial(make_pool, timeout=2.0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,7 +44,7 @@ def _build_bombs() -> None:
 
 @pytest.mark.parametrize("path", ["/gzip-bomb", "/nested-bomb"])
 def test_bomb_stops_at_the_decoded_cap(server: MisbehavingServer, path: str) -> None:
-    with make_pool(server, max_decoded_size=CAP) as pool:
+    with open_pool(server, max_decoded_size=CAP) as pool:
         started = time.monotonic()
         with pytest.raises((DecodeError, MaxRetryError)) as excinfo:
             pool.urlopen("GET", path, retries=0)
@@ -59,7 +55,7 @@ def test_bomb_stops_at_the_decoded_cap(server: MisbehavingServer, path: str) -> 
 
 
 def test_bomb_streamed_stops_at_the_cap(server: MisbehavingServer) -> None:
-    with make_pool(server, max_decoded_size=CAP) as pool:
+    with open_pool(server, max_decoded_size=CAP) as pool:
         response = pool.urlopen("GET", "/gzip-bomb", preload_content=False)
         received = 0
         with pytest.raises(BodyTooLargeError):
@@ -71,7 +67,7 @@ def test_bomb_streamed_stops_at_the_cap(server: MisbehavingServer) -> None:
 
 
 def test_default_cap_is_at_most_100_mb(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         response = pool.urlopen("GET", "/gzip-bomb", preload_content=False)
         received = 0
         with pytest.raises(BodyTooLargeError):
@@ -82,7 +78,7 @@ def test_default_cap_is_at_most_100_mb(server: MisbehavingServer) -> None:
 
 
 def test_bomb_undecoded_is_just_its_bytes(server: MisbehavingServer) -> None:
-    with make_pool(server, max_decoded_size=CAP) as pool:
+    with open_pool(server, max_decoded_size=CAP) as pool:
         response = pool.urlopen("GET", "/gzip-bomb", decode_content=False)
         assert response.data == gzip_bomb()
         assert response.headers["content-encoding"] == "gzip"
@@ -90,7 +86,7 @@ def test_bomb_undecoded_is_just_its_bytes(server: MisbehavingServer) -> None:
 
 def test_nested_encoding_is_decoded_or_refused(server: MisbehavingServer) -> None:
     """'deflate, gzip' is either fully decoded or a DecodeError: never half-decoded bytes."""
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         try:
             response = pool.urlopen("GET", "/nested-encoding", retries=0)
         except DecodeError:
@@ -101,7 +97,7 @@ def test_nested_encoding_is_decoded_or_refused(server: MisbehavingServer) -> Non
 
 
 def test_corrupt_gzip_is_a_decode_error(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises((DecodeError, MaxRetryError)) as excinfo:
             pool.urlopen("GET", "/bad-gzip", retries=0)
         assert_cause(excinfo.value, DecodeError)
@@ -114,7 +110,7 @@ def test_endless_body_is_capped_when_preloaded(server: MisbehavingServer) -> Non
 
     (The server gives up after 64 MiB so that a pool without the cap stays bounded here.)
     """
-    with make_pool(server, max_decoded_size=CAP) as pool:
+    with open_pool(server, max_decoded_size=CAP) as pool:
         started = time.monotonic()
         with pytest.raises((DecodeError, MaxRetryError)) as excinfo:
             pool.urlopen("GET", "/endless?max_mb=64", retries=0)
@@ -127,7 +123,7 @@ def test_endless_body_is_capped_when_preloaded(server: MisbehavingServer) -> Non
 
 
 def test_page_with_100000_links(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         response = pool.urlopen("GET", "/links")
         assert response.status == 200
         assert response.data.count(b"<a href=") == 100000
@@ -135,14 +131,14 @@ def test_page_with_100000_links(server: MisbehavingServer) -> None:
 
 
 def test_page_with_a_64_kb_url(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         data = pool.urlopen("GET", "/long-url").data
         match = re.search(rb'href="([^"]+)"', data)
         assert match is not None and len(match.group(1)) == 65536
 
 
 def test_utf16_page_bytes_are_untouched(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         response = pool.urlopen("GET", "/utf16")
         assert response.headers["content-type"] == "text/html; charset=utf-16"
         assert response.data.startswith(b"\xff\xfe")
@@ -152,12 +148,12 @@ def test_utf16_page_bytes_are_untouched(server: MisbehavingServer) -> None:
 def test_invalid_utf8_with_a_lying_charset_is_returned_as_bytes(
     server: MisbehavingServer,
 ) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         assert pool.urlopen("GET", "/bad-utf8").data == BAD_UTF8
 
 
 def test_endless_calendar_is_just_pages(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         path, seen = "/cal/2024-12-30", []
         for _ in range(5):
             response = pool.urlopen("GET", path)
@@ -174,7 +170,7 @@ def test_endless_calendar_is_just_pages(server: MisbehavingServer) -> None:
 
 
 def test_redirect_loop_uses_up_the_retries(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises(MaxRetryError):
             pool.urlopen("GET", "/redirect-loop", retries=3)
         assert server.count("/redirect-loop") == 4
@@ -183,7 +179,7 @@ def test_redirect_loop_uses_up_the_retries(server: MisbehavingServer) -> None:
 
 
 def test_fifty_redirects(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         with pytest.raises(MaxRetryError):
             pool.urlopen("GET", "/redirect-chain/50")
         assert server.count() == 4
@@ -197,7 +193,7 @@ def test_fifty_redirects(server: MisbehavingServer) -> None:
 
 
 def test_redirect_false_returns_the_3xx(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         response = pool.urlopen("GET", "/redirect-loop", redirect=False)
         assert response.status == 302
         assert response.get_redirect_location() == "/redirect-loop"
@@ -217,7 +213,7 @@ def _outcome(call) -> int | None:
 
 @pytest.mark.parametrize("path", NON_HTTP)
 def test_pool_never_follows_a_non_http_redirect(server: MisbehavingServer, path: str) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         status = _outcome(lambda: pool.urlopen("GET", path))
         assert status in (None, 302)
         assert [a.path for a in server.arrivals] == [path]
@@ -245,7 +241,7 @@ def _assert_no_injection(server: MisbehavingServer) -> None:
 
 @pytest.mark.parametrize("path", ["/redirect-crlf", "/redirect-cr", "/redirect-crlf-encoded"])
 def test_crlf_in_location_never_injects(server: MisbehavingServer, path: str) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         _outcome(lambda: pool.urlopen("GET", path))
         _assert_no_injection(server)
         assert_healthy(pool)
@@ -255,6 +251,6 @@ def test_crlf_in_location_never_injects(server: MisbehavingServer, path: str) ->
 
 
 def test_folded_location_is_not_followed(server: MisbehavingServer) -> None:
-    with make_pool(server) as pool:
+    with open_pool(server) as pool:
         _outcome(lambda: pool.urlopen("GET", "/redirect-crlf", retries=0))
         assert {a.path for a in server.arrivals} == {"/redirect-crlf"}

@@ -20,7 +20,8 @@ from crawler.http import (
     SSLError,
     connection_from_url,
 )
-from tests.kit.servers import MisbehavingServer, assert_cause
+from tests.kit.pools import assert_cause
+from tests.kit.servers import MisbehavingServer
 
 
 @pytest.fixture(scope="module")

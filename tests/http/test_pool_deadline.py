@@ -19,25 +19,12 @@ from crawler.http import (
     ReadTimeoutError,
     Timeout,
 )
-from tests.kit.servers import MisbehavingServer, assert_cause, unresponsive_listener
+from tests.kit.pools import assert_cause, assert_healthy, make_pool
+from tests.kit.servers import MisbehavingServer, unresponsive_listener
 
 # A byte every 0.2 s: far inside the 1 s read timeout, and 20 s for the whole body.
 TRICKLE = "/trickle?interval=0.2&bytes=100"
 DEADLINE = Timeout(read=1, total=2)
-
-
-def make_pool(server: MisbehavingServer, **kw: object) -> HTTPConnectionPool:
-    kw.setdefault("maxsize", 1)
-    kw.setdefault("block", True)
-    return HTTPConnectionPool(server.host, server.port, **kw)
-
-
-def assert_healthy(pool: HTTPConnectionPool) -> None:
-    """Nothing checked out, and the one slot serves the next request at once."""
-    assert pool.num_in_use == 0
-    response = pool.urlopen("GET", "/ok", pool_timeout=1, retries=0, timeout=DEADLINE)
-    assert (response.status, response.data) == (200, b"ok")
-    assert pool.num_in_use == 0
 
 
 @pytest.mark.parametrize("part", ["body", "head"])
@@ -47,7 +34,7 @@ def test_total_cuts_a_trickling_preloaded_response(server: MisbehavingServer, pa
         with pytest.raises(ReadTimeoutError, match="total timeout"):
             pool.urlopen("GET", f"{TRICKLE}&part={part}", timeout=DEADLINE, retries=False)
         assert 1.9 <= time.monotonic() - started < 2.5
-        assert_healthy(pool)
+        assert_healthy(pool, timeout=DEADLINE)
         assert server.connections_accepted == 2  # the timed-out connection was not reused
 
 
@@ -63,7 +50,7 @@ def test_total_cuts_a_streamed_body_and_returns_the_slot(server: MisbehavingServ
         assert 1.9 <= time.monotonic() - started < 2.5
         assert 3 <= len(got) < 15  # what arrived in time was handed out as it came
         assert pool.num_in_use == 0
-        assert_healthy(pool)
+        assert_healthy(pool, timeout=DEADLINE)
 
 
 def test_total_counts_the_retries_one_attempt_at_a_time(server: MisbehavingServer) -> None:
@@ -74,7 +61,7 @@ def test_total_counts_the_retries_one_attempt_at_a_time(server: MisbehavingServe
         assert_cause(excinfo.value, ReadTimeoutError)
         assert 1.1 <= time.monotonic() - started < 2.0  # two attempts of 0.6 s
         assert server.count("/trickle") == 2
-        assert_healthy(pool)
+        assert_healthy(pool, timeout=DEADLINE)
 
 
 def test_total_starts_afresh_for_each_request_on_a_kept_connection(
@@ -94,7 +81,7 @@ def test_total_without_read_limit_still_bounds_each_wait(server: MisbehavingServ
         with pytest.raises(ReadTimeoutError):
             pool.urlopen("GET", "/never-answer?hold=5", timeout=Timeout(total=0.5), retries=False)
         assert 0.4 <= time.monotonic() - started < 1.0
-        assert_healthy(pool)
+        assert_healthy(pool, timeout=DEADLINE)
 
 
 def test_total_covers_connect() -> None:

@@ -21,7 +21,8 @@ from pytest_httpserver import HTTPServer
 
 from crawler.http import BodyTooLargeError, HTTPConnectionPool, HTTPResponse
 from crawler.http._decoding import make_decoder
-from tests.kit.servers import MisbehavingServer, assert_healthy, gzip_bomb, nested_bomb
+from tests.kit.pools import assert_healthy
+from tests.kit.servers import MisbehavingServer, gzip_bomb, nested_bomb
 
 CAP = 50 * 2**20
 PEAK = 20 * 2**20

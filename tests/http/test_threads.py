@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from crawler.http import HTTPConnectionPool, MaxRetryError, PoolManager, ProtocolError
+from crawler.http import MaxRetryError, PoolManager, ProtocolError
+from tests.kit.pools import make_pool
 from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 
 
@@ -40,9 +41,7 @@ def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
 def test_8_threads_50_requests_never_exceed_maxsize(
     concurrency_server: ConcurrencyServer, delay: float
 ) -> None:
-    pool = HTTPConnectionPool(
-        concurrency_server.host, concurrency_server.port, maxsize=4, block=True, timeout=5
-    )
+    pool = make_pool(concurrency_server, maxsize=4, timeout=5)
     statuses: list[int] = []
 
     def work(index: int) -> None:
@@ -65,9 +64,7 @@ def test_8_threads_50_requests_never_exceed_maxsize(
 
 @pytest.mark.timeout(60)
 def test_streaming_threads_share_four_slots(concurrency_server: ConcurrencyServer) -> None:
-    pool = HTTPConnectionPool(
-        concurrency_server.host, concurrency_server.port, maxsize=4, block=True, timeout=5
-    )
+    pool = make_pool(concurrency_server, maxsize=4, timeout=5)
     in_use_seen: list[int] = []
 
     def work(index: int) -> None:
@@ -131,7 +128,7 @@ def test_manager_with_more_origins_than_pools() -> None:
 @pytest.mark.timeout(60)
 def test_failures_under_threads_never_leak_or_exceed_slots(server: MisbehavingServer) -> None:
     paths = ["/ok", "/reset-before-status", "/short-body", "/ok?size=50000", "/bad-chunked"]
-    pool = HTTPConnectionPool(server.host, server.port, maxsize=2, block=True, timeout=2)
+    pool = make_pool(server, maxsize=2, timeout=2)
     outcomes: list[str] = []
 
     def work(index: int) -> None:

@@ -1,14 +1,32 @@
-"""Small helpers the end-to-end crawl tests share: a page builder, a spider, a SQL reader."""
+"""Helpers for tests that run a crawl and read its database.
+
+``page(title, links)`` builds an HTML page; ``TitleSpider`` yields one item per page (its URL
+and title) and follows every link; ``rows(db, sql, ...)`` reads the crawl's SQLite file, and
+``rows_so_far`` does the same while a crawl in another process may not have created it yet.
+``assert_crawled_once(db, total)`` is the end state of a crawl that lost nothing: every page
+stored once, one item each, nothing left in the frontier. ``spawn_crawl`` runs ``crawl()`` in
+a ``python -c`` child in its own session, for the tests that kill or signal a whole crawl.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from crawler import Response, Spider
 
-__all__ = ["TitleSpider", "page", "rows"]
+__all__ = [
+    "TitleSpider",
+    "assert_crawled_once",
+    "page",
+    "rows",
+    "rows_so_far",
+    "spawn_crawl",
+]
 
 
 def page(title: str, links: list[str]) -> str:
@@ -25,5 +43,67 @@ class TitleSpider(Spider):
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
+    # A crawl may still be writing (or another writer holding the lock): wait up to 10 s.
+    with sqlite3.connect(db, timeout=10) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def rows_so_far(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """``rows``, or ``[]`` while the database or its schema does not exist yet."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []  # the schema is not there yet
+
+
+def assert_crawled_once(db: Path, total: int) -> None:
+    """``total`` pages stored exactly once, one item for each, every frontier row done."""
+    assert rows(db, "SELECT count(*), count(DISTINCT url) FROM pages") == [(total, total)]
+    assert rows(db, "SELECT count(*), count(DISTINCT page_url) FROM items") == [(total, total)]
+    assert rows(db, "SELECT state, count(*) FROM frontier GROUP BY state") == [("done", total)]
+
+
+_CRAWL = """
+import sys
+sys.path.insert(0, {folder!r})
+from {module} import {cls}
+from crawler.engine import crawl
+from crawler.settings import Settings
+
+result = crawl(
+    {cls},
+    settings=Settings(**{settings!r}),
+    db_path={db!r},
+    spider_kwargs={{"start_urls": {start!r}}},
+)
+sys.exit(result.exit_code)
+"""
+
+
+def spawn_crawl(
+    folder: Path,
+    spider: tuple[str, str],
+    db: Path,
+    start_urls: str,
+    settings: dict[str, Any],
+) -> subprocess.Popen[bytes]:
+    """Crawl in a child process: ``spider`` is (class name, source), written to ``folder``.
+
+    The child starts a new session, so it and its workers form one process group: signal it
+    with ``os.killpg(proc.pid, ...)`` as a terminal or systemd would. Its stderr is piped.
+    """
+    cls, source = spider
+    module = cls.lower()
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    code = _CRAWL.format(
+        folder=str(folder), module=module, cls=cls, settings=settings, db=str(db), start=start_urls
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

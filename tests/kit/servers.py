@@ -106,11 +106,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
-
-if TYPE_CHECKING:
-    from crawler.http import HTTPConnectionPool
 
 LOOPBACK = "127.0.0.1"
 
@@ -949,24 +945,3 @@ def unresponsive_listener() -> Iterator[int]:
         for sock in fillers:
             sock.close()
         listener.close()
-
-
-def assert_cause(exc: BaseException, cls: type[BaseException] | tuple[type[BaseException], ...]):
-    """Assert `exc` is `cls`, or a MaxRetryError-like error whose `.reason` is `cls`.
-
-    The pool may surface a timeout, TLS or protocol error that used up the retries either way.
-    Returns the cause for further checks.
-    """
-    if isinstance(exc, cls):
-        return exc
-    reason = getattr(exc, "reason", None)
-    assert isinstance(reason, cls), f"expected {cls}, got {exc!r} (reason {reason!r})"
-    return reason
-
-
-def assert_healthy(pool: HTTPConnectionPool) -> None:
-    """No slot lost: nothing checked out, and a blocking caller is served at once by ``/ok``."""
-    assert pool.num_in_use == 0
-    response = pool.urlopen("GET", "/ok", pool_timeout=1, retries=0)
-    assert (response.status, response.data) == (200, b"ok")
-    assert pool.num_in_use == 0

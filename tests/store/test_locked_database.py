@@ -18,23 +18,14 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from crawler.spider import Response, Spider
 from crawler.store import StorageError
-from tests.conftest import Site
+from tests.kit.crawl import TitleSpider, assert_crawled_once, rows
+from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
 N = 60
 SETTINGS = Settings(workers=2, per_host=2, timeout=5, retries=1, robots=False, sitemaps=False)
-
-
-class TitleSpider(Spider):
-    name = "titles"
-    allowed_domains: list[str] | None = []
-
-    def parse(self, response: Response) -> Any:
-        yield {"url": response.url, "title": response.css("title::text").get()}
-        yield from response.links()
 
 
 def two_hosts(site: Site) -> list[str]:
@@ -48,11 +39,6 @@ def two_hosts(site: Site) -> list[str]:
         site.add_host(a, {f"/p{i}": serve for i in range(N)}) for a in ("127.0.0.2", "127.0.0.3")
     ]
     return [f"http://{h}/p0" for h in hosts]
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db, timeout=10) as conn:
-        return conn.execute(sql).fetchall()
 
 
 class Writer:
@@ -99,13 +85,6 @@ def writer_for() -> Iterator[Any]:
         w.close()
 
 
-def assert_complete(db: Path) -> None:
-    total = 2 * N
-    assert rows(db, "SELECT count(*), count(DISTINCT url) FROM pages") == [(total, total)]
-    assert rows(db, "SELECT count(*), count(DISTINCT page_url) FROM items") == [(total, total)]
-    assert rows(db, "SELECT state, count(*) FROM frontier GROUP BY state") == [("done", total)]
-
-
 @pytest.mark.timeout(60)
 def test_writer_holding_the_lock_briefly_is_waited_for(
     site: Site, tmp_path: Path, writer_for: Any
@@ -130,7 +109,7 @@ def test_writer_holding_the_lock_briefly_is_waited_for(
     assert writer is not None and writer.released_at is not None
     assert result.exit_code == 0, result
     assert rows(db, "SELECT count(*) FROM errors") == [(0,)]
-    assert_complete(db)
+    assert_crawled_once(db, 2 * N)
 
 
 @pytest.mark.timeout(60)
@@ -167,4 +146,4 @@ def test_writer_holding_the_lock_too_long_is_a_clear_error_and_nothing_is_lost(
     assert rows(db, "SELECT finished_at FROM runs") == [(None,)]
     result = crawl(TitleSpider, settings=SETTINGS, db_path=db, spider_kwargs=kwargs)
     assert (result.exit_code, result.finish_reason) == (0, "finished")
-    assert_complete(db)
+    assert_crawled_once(db, 2 * N)
