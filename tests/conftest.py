@@ -1,7 +1,9 @@
 """Fixtures every layer may use. The helpers behind them live in tests/kit/ (see its docstring).
 
-``site``: a fresh ``tests.kit.site.Site``, a small multi-host web site on 127.0.0.x, stopped
-after the test.
+``site``: a fresh ``tests.kit.site.Site``, a small well-behaved site on 127.0.0.x addresses.
+``server`` / ``concurrency_server``: a fresh ``MisbehavingServer`` / ``ConcurrencyServer``
+(tests/kit/servers.py); the test fails if one of the server's threads failed.
+All three are stopped after the test.
 
 Also, for every test: the CLI configures the "crawler" logger as a program would (handlers,
 level), so that configuration is undone after each test.
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kit.project import restore_logging
+from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 from tests.kit.site import Site
 
 # Kept importable from here for modules written before the kit: prefer tests.kit.site.
@@ -29,3 +32,17 @@ def _restore_crawler_logging() -> Iterator[None]:
 def site() -> Iterator[Site]:
     with Site() as s:
         yield s
+
+
+@pytest.fixture
+def server() -> Iterator[MisbehavingServer]:
+    with MisbehavingServer(lifetime=60.0) as srv:
+        yield srv
+    assert srv.errors == [], f"server threads failed: {srv.errors!r}"
+
+
+@pytest.fixture
+def concurrency_server() -> Iterator[ConcurrencyServer]:
+    with ConcurrencyServer(lifetime=60.0) as srv:
+        yield srv
+    assert srv.errors == [], f"server threads failed: {srv.errors!r}"

@@ -1,4 +1,4 @@
-"""Spider discovery from folders and files, written into tmp_path."""
+"""crawler.loader: finding spiders in folders and files (written into tmp_path), as the CLI does."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmark site: a deterministic generator, its servers, measurement, and ``run_bench``."""
+"""crawler.bench (``crawler bench``): the site generator, its servers, measurement, run_bench."""
 
 from __future__ import annotations
 

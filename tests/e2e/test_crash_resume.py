@@ -18,6 +18,7 @@ import pytest
 from crawler.engine import crawl
 from crawler.settings import Settings
 from tests.kit.crawl import TitleSpider, assert_crawled_once, rows_so_far, spawn_crawl
+from tests.kit.processes import child_pids
 from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
@@ -130,15 +131,6 @@ def test_second_signal_stops_quickly(site: Site, tmp_path: Path) -> None:
     assert count(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == 0
 
 
-def worker_pids(pid: int) -> set[int]:
-    """The crawl's worker processes: the children of its parent, from /proc."""
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            out |= {int(p) for p in (task / "children").read_text().split()}
-    return out
-
-
 def alive(pid: int) -> bool:
     """Running (a zombie waiting to be reaped counts as gone)."""
     try:
@@ -165,7 +157,7 @@ def test_group_sigterm_lets_in_flight_work_finish(site: Site, tmp_path: Path) ->
     while not (fetching := in_flight_urls(db)):
         assert time.monotonic() < deadline, "nothing in flight"
         time.sleep(0.02)
-    workers = worker_pids(proc.pid)
+    workers = child_pids(proc.pid)  # its workers
     assert len(workers) == 2
     signalled = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
@@ -201,7 +193,7 @@ def test_group_sigterm_kills_a_worker_still_busy_after_the_grace(
     while site.hits[(host, "/hang")] == 0:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    workers = worker_pids(proc.pid)
+    workers = child_pids(proc.pid)  # its workers
     signalled = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     assert finish(proc, timeout=20) == 143
@@ -225,7 +217,7 @@ def test_parent_killed_alone_takes_its_workers_along(site: Site, tmp_path: Path)
     proc = start(tmp_path, db, url)
     try:
         wait_for_pages(proc, db, 2)
-        workers = worker_pids(proc.pid)
+        workers = child_pids(proc.pid)  # its workers
         assert len(workers) == 2 and all(alive(pid) for pid in workers)
         os.kill(proc.pid, signal.SIGKILL)  # the parent only
         proc.communicate(timeout=10)

@@ -19,21 +19,13 @@ from crawler.engine.loop import WORKER_DEATH_ATTEMPTS, crawl
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
 from tests.kit.crawl import assert_crawled_once, rows
+from tests.kit.processes import child_pids
 from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
 
 N = 40
 SETTINGS = Settings(workers=2, per_host=2, timeout=5, retries=1, robots=False, sitemaps=False)
-
-
-def children(pid: int) -> set[int]:
-    """Child PIDs of ``pid``, from /proc (every thread's list)."""
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text()
-        out |= {int(p) for p in text.split()}
-    return out
 
 
 def slow_site(site: Site, extra: list[str] = ()) -> str:  # type: ignore[assignment]
@@ -68,7 +60,7 @@ def test_worker_killed_by_pid_is_replaced_and_nothing_is_lost(site: Site, tmp_pa
     seen: list[set[int]] = []
 
     def progress(snapshot: dict[str, Any]) -> None:
-        kids = children(me)
+        kids = child_pids(me)
         seen.append(kids)
         if len(seen) == 2 and snapshot["in_flight"]:
             os.kill(min(kids), signal.SIGKILL)

@@ -1,18 +1,17 @@
-"""Pure units of crawler.urls: canonical URLs, fingerprints, routing, politeness clocks."""
+"""Pure units of crawler.urls (shared by both sides): canonical URLs, hosts, fingerprints.
+
+(Which worker owns a host and the politeness clocks are the engine's: tests/engine/.)
+"""
 
 from __future__ import annotations
 
-import math
 import random
-import subprocess
-import sys
 
 import pytest
 
 import crawler.urls as frontier
-from crawler.engine.dispatch import owner_of
-from crawler.engine.politeness import HostClock, Politeness, PolitenessPolicy
 from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from tests.kit.processes import python_output
 
 CANONICAL = [
     # case, default ports, empty path
@@ -167,18 +166,8 @@ def test_fingerprint_is_fixed(args: tuple[object, ...], expected: int) -> None:
 
 
 def test_fingerprint_stable_across_processes() -> None:
-    code = (
-        "from crawler.urls import fingerprint; from crawler.engine.dispatch import owner_of;"
-        "print(fingerprint('http://a.com/'), owner_of('a.com', 7))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONHASHSEED": "123", "PATH": ""},
-    ).stdout.split()
-    assert out == [str(fingerprint("http://a.com/")), str(owner_of("a.com", 7))]
+    out = python_output("from crawler.urls import fingerprint; print(fingerprint('http://a.com/'))")
+    assert out == [str(fingerprint("http://a.com/"))]
 
 
 def test_fingerprint_method_and_body() -> None:
@@ -187,118 +176,6 @@ def test_fingerprint_method_and_body() -> None:
     assert fingerprint(url, "POST") != fingerprint(url)
     assert fingerprint(url, "POST", b"a") != fingerprint(url, "POST", b"b")
     assert fingerprint(url, "GET", b"") != fingerprint(url)
-
-
-def test_owner_of() -> None:
-    assert owner_of("a.com", 4) == 1
-    assert owner_of("127.0.0.2:8080", 3) == owner_of("127.0.0.2:8080", 3)
-    assert {owner_of(f"h{i}.com", 4) for i in range(100)} == {0, 1, 2, 3}
-    assert owner_of("anything", 1) == 0
-
-
-# --- politeness -------------------------------------------------------------------------------
-
-
-class FixedRandom(random.Random):
-    """uniform() always returns the same point of its range (0: low end, 1: high end)."""
-
-    def __init__(self, at: float) -> None:
-        super().__init__(0)
-        self.at = at
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.at
-
-
-def test_clock_per_host_limit() -> None:
-    c = HostClock(PolitenessPolicy(per_host=2))
-    assert c.can_start(0.0)
-    c.started(0.0)
-    c.started(0.0)
-    assert not c.can_start(0.0)
-    assert c.next_start(0.0) == math.inf
-    c.finished(1.0, ok=True)
-    assert c.can_start(1.0)
-    assert c.next_start(1.0) == 1.0
-    assert "1/2 busy" in repr(c)
-
-
-@pytest.mark.parametrize(("at", "gap"), [(0.0, 1.0), (0.5, 2.0), (1.0, 3.0)])
-def test_clock_delay_jitter(at: float, gap: float) -> None:
-    c = HostClock(PolitenessPolicy(per_host=5, delay=2.0), FixedRandom(at))
-    c.started(10.0)
-    assert not c.can_start(10.0 + gap - 0.001)
-    assert c.can_start(10.0 + gap)
-    assert c.next_start(10.0) == 10.0 + gap
-
-
-def test_clock_crawl_delay_is_a_capped_floor() -> None:
-    c = HostClock(PolitenessPolicy(delay=1.0, crawl_delay_max=5.0), FixedRandom(0.0))
-    c.set_crawl_delay(3.0)
-    c.started(0.0)
-    assert c.next_start(0.0) == 3.0  # the floor beats the jittered 0.5 s
-    c.set_crawl_delay(100.0)
-    c.finished(0.0, ok=True)
-    c.started(3.0)
-    assert c.next_start(3.0) == 8.0  # capped at crawl_delay_max
-    c.set_crawl_delay(None)
-    assert c.crawl_delay == 0.0
-
-
-def test_clock_push_and_backoff() -> None:
-    policy = PolitenessPolicy(per_host=4, backoff_base=1.0, backoff_max=5.0)
-    c = HostClock(policy)
-    c.push(50.0)
-    assert c.next_start(0.0) == 50.0
-    c.push(10.0)  # never moves backwards
-    assert c.next_start(0.0) == 50.0
-    c = HostClock(policy)
-    waits = []
-    for _ in range(5):
-        c.started(100.0)
-        c.finished(100.0, ok=False)
-        waits.append(c.next_start(100.0) - 100.0)
-    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
-    c.started(200.0)
-    c.finished(200.0, ok=True)
-    assert c.failures == 0
-    assert c.can_start(200.0)
-
-
-def test_policy_validates() -> None:
-    with pytest.raises(ValueError):
-        PolitenessPolicy(per_host=0)
-    with pytest.raises(ValueError):
-        PolitenessPolicy(delay=-1)
-
-
-def test_politeness_ready_fewest_busy_first_and_next_ready() -> None:
-    p = Politeness(PolitenessPolicy(per_host=2, delay=1.0), FixedRandom(0.5))
-    p.started("a", 0.0)
-    assert p.ready(["a", "b", "c"], 0.0) == ["b", "c"]
-    p.started("b", 0.0)
-    assert p.ready(["a", "b", "c"], 1.0) == ["c", "a", "b"]
-    p.started("c", 1.0)
-    assert p.ready(["a", "b", "c"], 1.5) == ["a", "b"]
-    assert p.next_ready(1.5) == 2.0
-    p.push("a", 30.0)
-    assert p.next_ready(2.5) == 30.0
-    assert p.free_slots("a", 2.5) == 0
-    assert p.free_slots("b", 2.5) == 1
-    p.finished("a", 31.0, ok=True)
-    assert p.next_ready(31.0) is None
-    assert p.in_flight("a") == 0
-    assert "3 hosts 2 in flight" in repr(p)
-
-
-def test_politeness_free_slots_without_delay_and_forget() -> None:
-    p = Politeness(PolitenessPolicy(per_host=3))
-    assert p.free_slots("a", 0.0) == 3
-    p.started("a", 0.0)
-    assert p.free_slots("a", 0.0) == 2
-    p.finished("a", 0.0, ok=True)
-    assert p.forget_idle(0.0) == 1
-    assert p.in_flight("a") == 0
 
 
 def test_public_api() -> None:

@@ -11,7 +11,6 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import multiprocess
@@ -32,12 +31,6 @@ class PlainSpider(Spider):
 
     def parse(self, response: Any) -> Any:
         return ()
-
-
-@pytest.fixture
-def server() -> Iterator[MisbehavingServer]:
-    with MisbehavingServer(lifetime=60.0) as srv:
-        yield srv
 
 
 def start_worker() -> tuple[Any, Any, Any]:
