@@ -41,8 +41,6 @@ from crawler.store.history import HistoryError, format_run, format_runs, read_ev
 __all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "default_db", "main", "parse_pairs"]
 
 EXIT_COULD_NOT_START = 3
-# Spider attributes that double as settings (issue 3: user_agent; issue 4: recrawl_after).
-_SPIDER_ATTRIBUTE_SETTINGS = ("user_agent", "recrawl_after")
 
 
 class CouldNotStart(click.ClickException):
@@ -98,12 +96,10 @@ def build_settings(
     ``options`` holds the values of the options that mirror settings (``--workers``...);
     ``None`` means the option was not given.
     """
-    spider_layer: dict[str, object] = {}
-    for name in _SPIDER_ATTRIBUTE_SETTINGS:
-        value = getattr(spider_cls, name, None)
-        if value is not None:
-            spider_layer[name] = value
-    custom = getattr(spider_cls, "custom_settings", None) or {}
+    # Spider attributes that double as settings; None means the spider leaves it to them.
+    mirrored = {"user_agent": spider_cls.user_agent, "recrawl_after": spider_cls.recrawl_after}
+    spider_layer = {k: v for k, v in mirrored.items() if v is not None}
+    custom = spider_cls.custom_settings or {}
     given = {k: v for k, v in options.items() if v is not None}
     return resolve_settings(None, spider_layer, custom, overrides, given)
 

@@ -17,7 +17,7 @@ import codecs
 import contextlib
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -154,11 +154,6 @@ class Request:
         setter(self, "priority", priority)
         setter(self, "meta", dict(meta) if meta else {})
         setter(self, "dont_filter", bool(dont_filter))
-
-    @property
-    def callback_name(self) -> str | None:
-        """The spider method that handles the response; ``None`` means ``parse``."""
-        return self.callback
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (validated like a new request)."""
@@ -354,13 +349,45 @@ def _bare_host(host: str) -> str:
 
 class Spider:
     """Subclass it: set ``name`` and ``start_urls``, write ``parse(response)`` that yields
-    items (dicts), URLs (strs) and ``Request``s."""
+    items (dicts), URLs (strs) and ``Request``s.
+
+    The class attributes below are the whole contract: they are everything the engine, the
+    workers and the command line read from a spider, each with its default (docs/spiders.md
+    lists the same, and tests/shared/test_spider.py checks the two agree). ``crawler run -a
+    key=value`` sets any of them on the instance, as a string.
+    """
 
     name: str = ""
+    """Required: how ``crawler run NAME`` finds the spider; also names ``data/NAME.db``."""
+
     start_urls: list[str] = []
+    """Where :meth:`start_requests` starts (``-a start_urls=...`` is split on commas)."""
+
     allowed_domains: list[str] | None = None
+    """Hosts whose links are followed, with their subdomains; ``None``: the start URLs' hosts."""
+
     custom_settings: dict[str, Any] = {}
+    """Settings for this spider, over the defaults; ``-s`` on the command line wins."""
+
     user_agent: str | None = None
+    """The User-Agent for this spider; ``None``: the ``user_agent`` setting."""
+
+    recrawl_after: float | str | None = None
+    """Fetch again pages older than this (seconds or a duration like ``"1d"``); the
+    ``recrawl_after`` setting wins. ``None``: never, so a run resumes where the last stopped."""
+
+    parse_unchanged: bool = False
+    """Run callbacks on unchanged pages too; their pages are then fetched without validators."""
+
+    sitemap_urls: Sequence[str] | str = ()
+    """Sitemaps to read at the start of every run (one string: URLs separated by spaces)."""
+
+    sitemap_callback: str | None = None
+    """The method (by name) for pages a sitemap lists; ``None``: ``parse``."""
+
+    handle_httpstatus_list: Collection[int] = ()
+    """Non-2xx statuses whose responses still go to the callback (others are only stored)."""
+
     _allowed: frozenset[str] | bool | None = False  # computed on first allows()
 
     def __init__(self, **kwargs: Any) -> None:
@@ -388,13 +415,6 @@ class Spider:
 
     def closed(self, reason: str) -> None:
         """Called once when the crawl ends, with its finish reason."""
-
-    def callback_for(self, name: str | None) -> Callable[[Response], Any]:
-        """The bound method a request's ``callback_name`` refers to (``None`` is ``parse``)."""
-        method = getattr(self, name or "parse", None)
-        if not callable(method):
-            raise AttributeError(f"spider {self.name!r} has no callback method {name!r}")
-        return method  # type: ignore[no-any-return]
 
     def _allowed_hosts(self) -> frozenset[str] | None:
         if self._allowed is False:

@@ -235,12 +235,10 @@ class _Engine:
         stats = self.counters.summary(self.n)
         reason = shutdown.reason or "finished"
         exit_code = shutdown.exit_code
-        closed = getattr(spider, "closed", None)
-        if callable(closed):
-            try:
-                closed(reason)
-            except Exception:
-                log.exception("spider.closed(%r) raised", reason)
+        try:
+            spider.closed(reason)
+        except Exception:
+            log.exception("spider.closed(%r) raised", reason)
         store.end_run(run_id, exit_code=exit_code, finish_reason=reason, stats=stats)
         store.close()
         if start_error is not None:
@@ -265,7 +263,7 @@ class _Engine:
         now = time.time()
         self.recrawl_after = seeding.recrawl_after(spider, self.settings)
         if self.settings.robots:
-            user_agent = getattr(spider, "user_agent", None) or self.settings.user_agent
+            user_agent = spider.user_agent or self.settings.user_agent
             self.robots = RobotsGate(user_agent, self.settings.crawl_delay_max)
             rows = self.store.robots_policies(since=RobotsGate.since(now))
             for host, policy in self.robots.load(rows):

@@ -184,17 +184,6 @@ class Politeness:
             return at
         return None
 
-    def forget_idle(self, now: float) -> int:
-        """Drop clocks with nothing in flight, no pending wait and no state worth keeping."""
-        idle = [
-            h
-            for h, c in self._clocks.items()
-            if c.in_flight == 0 and c.ready_at <= now and c.failures == 0 and not c.crawl_delay
-        ]
-        for h in idle:
-            del self._clocks[h]
-        return len(idle)
-
     def _note(self, host: str, c: HostClock, now: float) -> None:
         if c.ready_at > now:
             heapq.heappush(self._heap, (c.ready_at, host))

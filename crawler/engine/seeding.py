@@ -70,7 +70,7 @@ def seed(
         if len(batch) >= _SEED_CHUNK:
             store.add(batch)
             batch = []
-    for raw in _url_list(getattr(spider, "sitemap_urls", None)):
+    for raw in _url_list(spider.sitemap_urls):
         request = start_request(raw, max_len, bad, stats)
         if request is not None:
             request = NewRequest(request.fp, request.url, request.host, callback=SITEMAP_CALLBACK)
@@ -131,7 +131,7 @@ def recrawl_after(spider: Spider, settings: Settings) -> float | None:
     """
     if settings.recrawl_after is not None:
         return settings.recrawl_after
-    value = getattr(spider, "recrawl_after", None)
+    value = spider.recrawl_after
     if value is None:
         return None
     try:

@@ -72,7 +72,7 @@ class JobRunner:
         self.settings = settings
         self.clock = clock
         self.rand = rand
-        self.user_agent = getattr(spider, "user_agent", None) or settings.user_agent
+        self.user_agent = spider.user_agent or settings.user_agent
         # A whole response may take this long; a server trickling one byte a second must not
         # hold a thread (and a slot of its host) forever. The pool enforces it on every socket
         # wait (Timeout.total); read_body also checks it between pieces of the body.
@@ -87,10 +87,9 @@ class JobRunner:
         self.callbacks = CallbackRunner(spider, settings)
         # A spider that wants its callback run on unchanged pages needs their bodies, so its
         # pages are fetched without validators (sitemaps still ask conditionally).
-        self.parse_unchanged = bool(getattr(spider, "parse_unchanged", False))
-        sitemap_callback = getattr(spider, "sitemap_callback", None)
-        self.sitemap_callback: str | None = (
-            sitemap_callback if isinstance(sitemap_callback, str) else None
+        self.parse_unchanged = bool(spider.parse_unchanged)
+        self.sitemap_callback = (
+            spider.sitemap_callback if isinstance(spider.sitemap_callback, str) else None
         )
 
     def __repr__(self) -> str:
@@ -245,7 +244,7 @@ class JobRunner:
                 allows=self.callbacks.allows,
                 callback=self.sitemap_callback,
             )
-        handled = getattr(self.spider, "handle_httpstatus_list", ())
+        handled = self.spider.handle_httpstatus_list
         if not (200 <= status < 300 or status in handled):
             return done(job, page, failures)
         callback_name = job.callback or "parse"

@@ -104,11 +104,10 @@ def test_politeness_ready_fewest_busy_first_and_next_ready() -> None:
     assert "3 hosts 2 in flight" in repr(p)
 
 
-def test_politeness_free_slots_without_delay_and_forget() -> None:
+def test_politeness_free_slots_without_delay() -> None:
     p = Politeness(PolitenessPolicy(per_host=3))
     assert p.free_slots("a", 0.0) == 3
     p.started("a", 0.0)
     assert p.free_slots("a", 0.0) == 2
     p.finished("a", 0.0, ok=True)
-    assert p.forget_idle(0.0) == 1
     assert p.in_flight("a") == 0

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import codecs
 import dataclasses
 import functools
+import inspect
 import pickle
+import re
 import time
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import crawler.spider as spider_module
 from crawler import Request, Response, Spider
 from crawler.http import HTTPHeaderDict
 from crawler.spider import decode_body, iter_results
@@ -36,7 +41,7 @@ def test_request_defaults_and_normalisation() -> None:
     assert req.method == "POST"
     assert req.headers == (("X-A", "1"),)
     assert req.body == "é".encode()
-    assert req.callback is None and req.callback_name is None
+    assert req.callback is None
     assert req.meta == {} and req.priority == 0 and req.dont_filter is False
 
 
@@ -76,9 +81,9 @@ def test_request_url_must_be_str() -> None:
 
 def test_callback_by_bound_method_string_or_class_function() -> None:
     spider = Shop()
-    assert Request("http://a/", callback=spider.parse_item).callback_name == "parse_item"
-    assert Request("http://a/", callback="parse_item").callback_name == "parse_item"
-    assert Request("http://a/", callback=Shop.parse_item).callback_name == "parse_item"
+    assert Request("http://a/", callback=spider.parse_item).callback == "parse_item"
+    assert Request("http://a/", callback="parse_item").callback == "parse_item"
+    assert Request("http://a/", callback=Shop.parse_item).callback == "parse_item"
 
 
 @pytest.mark.parametrize(
@@ -120,7 +125,7 @@ def test_request_is_frozen_comparable_picklable_and_replaceable() -> None:
     assert pickle.loads(pickle.dumps(req)) == req
     other = req.replace(url="http://b/", method="head")
     assert other.url == "http://b/" and other.method == "HEAD"
-    assert other.callback_name == "parse_item" and other.meta == {"k": [1]}
+    assert other.callback == "parse_item" and other.meta == {"k": [1]}
     assert req.url == "http://a/"
     with pytest.raises(ValueError):
         req.replace(headers={"X": "\r\n"})
@@ -387,7 +392,7 @@ def test_follow_resolves_and_passes_keywords() -> None:
     spider = Shop()
     req = r.follow("x.html#f", callback=spider.parse_item, priority=5, meta={"a": 1})
     assert req.url == "http://site.example/docs/x.html#f"  # <base href> applies
-    assert req.callback_name == "parse_item" and req.priority == 5 and req.meta == {"a": 1}
+    assert req.callback == "parse_item" and req.priority == 5 and req.meta == {"a": 1}
     plain = Response("http://h/a/b", 200, {}, b"binary\x00")
     assert plain.follow("../c").url == "http://h/c"
     with pytest.raises(TypeError):
@@ -447,12 +452,48 @@ def test_default_parse_raises_clearly() -> None:
     Bare().closed("finished")  # the default hook does nothing
 
 
-def test_callback_for() -> None:
-    s = Shop()
-    assert s.callback_for(None) == s.parse
-    assert s.callback_for("parse_item") == s.parse_item
-    with pytest.raises(AttributeError, match="nope"):
-        s.callback_for("nope")
+def _declared_attributes() -> dict[str, bool]:
+    """Spider's public annotated class attributes, each with whether a docstring follows it."""
+    tree = ast.parse(inspect.getsource(spider_module))
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Spider"]
+    declared: dict[str, bool] = {}
+    for node, after in zip(cls.body, [*cls.body[1:], None], strict=True):
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and not target.id.startswith("_"):
+            declared[target.id] = (
+                isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            )
+    return declared
+
+
+def _documented() -> dict[str, str]:
+    """The first two cells of each row of docs/spiders.md's "The Spider class" tables."""
+    text = (Path(__file__).parents[2] / "docs" / "spiders.md").read_text()
+    section = text.split("## The `Spider` class", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", section, flags=re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_spider_contract_is_declared_documented_and_in_step() -> None:
+    declared = _declared_attributes()
+    assert set(declared) == set(Spider.__annotations__) - {"_allowed"}
+    assert [name for name, has_doc in declared.items() if not has_doc] == []
+    # What the engine, the workers and the CLI read (they use plain attribute access).
+    assert {
+        "name", "start_urls", "allowed_domains", "custom_settings", "user_agent",
+        "recrawl_after", "parse_unchanged", "sitemap_urls", "sitemap_callback",
+        "handle_httpstatus_list",
+    } <= set(declared)  # fmt: skip
+    documented = _documented()
+    attributes = {name: cell for name, cell in documented.items() if "(" not in name}
+    assert set(attributes) == set(declared)
+    for name, cell in attributes.items():
+        assert cell.startswith("`") and cell.endswith("`"), name
+        assert ast.literal_eval(cell.strip("`")) == getattr(Spider, name), name
+    methods = [name.partition("(")[0] for name in documented if "(" in name]
+    assert methods and all(callable(getattr(Spider, m, None)) for m in methods)
 
 
 @pytest.mark.parametrize(

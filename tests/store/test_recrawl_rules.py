@@ -1,74 +1,253 @@
-"""The due-page rules, conditional headers, unchanged detection (pure units)."""
+"""The recrawl rules as they run: which stored pages a new run queues again, with which
+validators (real SQLite files under tmp_path), plus the worker's conditional headers and
+unchanged detection (pure units).
+
+A new run on an existing database does what ``crawl()`` does at its start (engine/loop.py):
+open the store, put back what a crash left in flight, seed the start requests and sitemaps
+(``Store.add``, a no-op for a known URL), then ``Store.schedule_recrawl``. A sitemap read
+during the run adds its pages with their ``lastmod`` (``Store.add`` again). What ``take``
+then hands out is what the run fetches; the validators on each ``Job`` are what the worker
+turns into ``If-None-Match`` / ``If-Modified-Since`` (``conditional_headers``).
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
-from crawler.worker.conditional import (
-    Decision,
-    PageHistory,
-    Reason,
-    conditional_headers,
-    decide,
-    is_unchanged,
-    next_due,
-    recrawl_cutoff,
-)
+from crawler.messages import SITEMAP_CALLBACK, Job, NewRequest, Outcome, Page
+from crawler.settings import SettingsError, resolve_settings
+from crawler.store import Store
+from crawler.urls import canonicalize_url, fingerprint, url_host
+from crawler.worker.conditional import conditional_headers, is_unchanged
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
 ETAG = '"abc123"'
 LM = "Wed, 21 Oct 2015 07:28:00 GMT"
+URL = canonicalize_url("http://example.com/p")
+FP = fingerprint(URL)
+HOST = url_host(URL)
 
 
-def page(**kw: object) -> PageHistory:
-    return PageHistory("http://example.com/p", **kw)  # type: ignore[arg-type]
+def new_request(*, callback: str | None = None, lastmod: float | None = None) -> NewRequest:
+    return NewRequest(FP, URL, HOST, callback=callback, lastmod=lastmod)
+
+
+def fetched_page(
+    at: float,
+    etag: str | None,
+    last_modified: str | None,
+    body_hash: str | None,
+    status: int = 200,
+) -> Page:
+    body = None if status == 304 else b"<html>"
+    return Page(
+        url=URL,
+        status=status,
+        headers="{}",
+        content_type="text/html",
+        size=len(body or b""),
+        body=body,
+        content_hash=body_hash,
+        etag=etag,
+        last_modified=last_modified,
+        location=None,
+        depth=0,
+        fetched_at=at,
+        elapsed_ms=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """What an earlier run left for ``URL`` in the database."""
+
+    state: str = "queued"  # queued (never taken), in_flight (a crash), done or failed
+    fetched_at: float | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_hash: str = "h1"
+    callback: str | None = None
+    recrawl_after: float | None = None  # the earlier run's setting (it sets next_due)
+
+
+def earlier_run(path: Path, history: History) -> None:
+    with Store(path, clock=lambda: history.fetched_at or NOW - DAY) as store:
+        store.add([new_request(callback=history.callback)])
+        if history.state == "queued":
+            return
+        (job,) = store.take(HOST, 1, NOW - 2 * 365 * DAY)
+        if history.state == "done":
+            assert history.fetched_at is not None
+            page = fetched_page(
+                history.fetched_at, history.etag, history.last_modified, history.content_hash
+            )
+            outcome = Outcome(job.fp, job.url, job.host, "done", page=page)
+        elif history.state == "failed":
+            outcome = Outcome(job.fp, job.url, job.host, "failed")
+        else:
+            assert history.state == "in_flight"
+            return
+        store.record([outcome], run_id=1, recrawl_after=history.recrawl_after)
+
+
+def new_run(
+    path: Path,
+    *,
+    recrawl_after: float | None,
+    start: bool = False,
+    sitemap_lastmod: float | None = None,
+    fresh: bool = False,
+) -> list[Job]:
+    """Start a run at ``NOW`` as the engine does; what it hands out to fetch."""
+    with Store(path, fresh=fresh, clock=lambda: NOW) as store:
+        store.reset_in_flight()
+        start_fps = []
+        if start:
+            store.add([new_request()])
+            start_fps.append(FP)
+        store.schedule_recrawl(NOW, recrawl_after, start_fps, always_callbacks=(SITEMAP_CALLBACK,))
+        if sitemap_lastmod is not None:
+            store.add([new_request(lastmod=sitemap_lastmod)])
+        return store.take(HOST, 10, NOW)
+
+
+def done(fetched_at: float, **kw: object) -> History:
+    return History(state="done", fetched_at=fetched_at, **kw)  # type: ignore[arg-type]
+
+
+BOTH = {"If-None-Match": ETAG, "If-Modified-Since": LM}
 
 
 @pytest.mark.parametrize(
-    ("history", "recrawl_after", "expected"),
+    ("history", "run", "expected"),
     [
-        # Never fetched: due, nothing to validate against.
-        (page(), None, Decision(True, Reason.NEW)),
-        (page(is_start=True), None, Decision(True, Reason.NEW)),
+        # Never fetched (discovered, or taken by a run that crashed): due, nothing to validate.
+        (History(), {"recrawl_after": None}, {}),
+        (History(), {"recrawl_after": None, "start": True}, {}),
+        (History(state="in_flight"), {"recrawl_after": None}, {}),
         # Start URLs: always, conditionally when validators are known.
-        (page(fetched_at=NOW - 1, is_start=True), None, Decision(True, Reason.START)),
+        (done(NOW - 1), {"recrawl_after": None, "start": True}, {}),
         (
-            page(fetched_at=NOW - 1, is_start=True, etag=ETAG),
-            None,
-            Decision(True, Reason.START, conditional=True),
+            done(NOW - 1, etag=ETAG),
+            {"recrawl_after": None, "start": True},
+            {"If-None-Match": ETAG},
         ),
+        (
+            done(NOW - 1, etag=ETAG, last_modified=LM),
+            {"recrawl_after": None, "start": True},
+            BOTH,
+        ),
+        # A start URL that failed last time is tried again too.
+        (History(state="failed"), {"recrawl_after": None, "start": True}, {}),
+        # Sitemaps (the reserved callback) are always read again, like start URLs.
+        (
+            done(NOW - 1, etag=ETAG, callback=SITEMAP_CALLBACK),
+            {"recrawl_after": None},
+            {"If-None-Match": ETAG},
+        ),
+        (History(state="failed", callback=SITEMAP_CALLBACK), {"recrawl_after": None}, {}),
         # recrawl_after=None: a fetched page is never due again (an interrupted run resumes).
-        (page(fetched_at=NOW - 365 * DAY), None, Decision(False, Reason.FRESH)),
-        # Older than recrawl_after: due; exactly recrawl_after old is not yet (as Store's SQL).
-        (page(fetched_at=NOW - 2 * DAY, etag=ETAG), DAY, Decision(True, Reason.STALE, True)),
-        (page(fetched_at=NOW - DAY - 1), DAY, Decision(True, Reason.STALE)),
-        (page(fetched_at=NOW - DAY), DAY, Decision(False, Reason.FRESH)),
-        (page(fetched_at=NOW - 5, last_modified=LM), 0.0, Decision(True, Reason.STALE, True)),
-        # A sitemap lastmod newer than the last fetch makes a page due even when fresh.
+        (done(NOW - 365 * DAY), {"recrawl_after": None}, None),
+        # Older than recrawl_after: due; exactly recrawl_after old is not yet.
+        (done(NOW - 2 * DAY, etag=ETAG), {"recrawl_after": DAY}, {"If-None-Match": ETAG}),
+        (done(NOW - DAY - 1), {"recrawl_after": DAY}, {}),
+        (done(NOW - DAY), {"recrawl_after": DAY}, None),
+        (done(NOW - 5, last_modified=LM), {"recrawl_after": 0.0}, {"If-Modified-Since": LM}),
+        # recrawl_after fetches stale pages again, not failed ones (only start URLs retry).
+        (History(state="failed"), {"recrawl_after": 0.0}, None),
+        # A sitemap lastmod newer than the last fetch makes a page due even when fresh;
+        # still conditional, the server has the final word.
         (
-            page(fetched_at=NOW - 60, sitemap_lastmod=NOW - 30, last_modified=LM),
-            None,
-            Decision(True, Reason.SITEMAP, True),
+            done(NOW - 60, last_modified=LM),
+            {"recrawl_after": None, "sitemap_lastmod": NOW - 30},
+            {"If-Modified-Since": LM},
         ),
-        (page(fetched_at=NOW - 60, sitemap_lastmod=NOW - 90), None, Decision(False, Reason.FRESH)),
-        (page(fetched_at=NOW - 60, sitemap_lastmod=NOW - 60), None, Decision(False, Reason.FRESH)),
+        (done(NOW - 60), {"recrawl_after": None, "sitemap_lastmod": NOW - 90}, None),
+        (done(NOW - 60), {"recrawl_after": None, "sitemap_lastmod": NOW - 60}, None),
+        # Validators a server sent that cannot be sent back: kept, but the fetch is plain.
+        (done(NOW - 1, etag="\r\n"), {"recrawl_after": None, "start": True}, {}),
+        (
+            done(NOW - 1, etag='"a"\r\nX-Injected: 1', last_modified=LM),
+            {"recrawl_after": None, "start": True},
+            {"If-Modified-Since": LM},
+        ),
     ],
 )
-def test_decide(history: PageHistory, recrawl_after: float | None, expected: Decision) -> None:
-    assert decide(history, now=NOW, recrawl_after=recrawl_after) == expected
+def test_which_pages_a_new_run_fetches(
+    tmp_path: Path, history: History, run: dict[str, object], expected: dict[str, str] | None
+) -> None:
+    """``expected``: the conditional headers the fetch carries, or None when not due."""
+    path = tmp_path / "crawl.db"
+    earlier_run(path, history)
+    jobs = new_run(path, **run)  # type: ignore[arg-type]
+    if expected is None:
+        assert jobs == []
+        return
+    (job,) = jobs
+    assert job.url == URL and job.attempt == 0
+    # The frontier hands back what the server sent, verbatim; the worker cleans it.
+    assert (job.etag, job.last_modified) == (
+        (history.etag, history.last_modified) if history.state == "done" else (None, None)
+    )
+    assert job.content_hash == (history.content_hash if history.state == "done" else None)
+    assert conditional_headers(job.etag, job.last_modified) == expected
 
 
-def test_fresh_run_ignores_history() -> None:
-    history = page(fetched_at=NOW - 1, etag=ETAG)
-    assert decide(history, now=NOW, recrawl_after=None, fresh=True) == Decision(True, Reason.NEW)
+def test_fresh_run_ignores_history(tmp_path: Path) -> None:
+    path = tmp_path / "crawl.db"
+    earlier_run(path, done(NOW - 1, etag=ETAG, last_modified=LM))
+    (job,) = new_run(path, recrawl_after=None, start=True, fresh=True)
+    assert (job.etag, job.last_modified, job.content_hash) == (None, None, None)
 
 
-def test_decision_headers() -> None:
-    history = page(fetched_at=NOW - 2 * DAY, etag=ETAG, last_modified=LM)
-    decision = decide(history, now=NOW, recrawl_after=DAY)
-    assert decision.headers(history) == {"If-None-Match": ETAG, "If-Modified-Since": LM}
-    assert Decision(True, Reason.NEW).headers(history) == {}
+@pytest.mark.parametrize(
+    ("answer", "unchanged", "kept"),
+    [
+        # Unchanged (a 304, or a 2xx with the stored body hash): the validators the answer
+        # lacks are kept, those it sends replace the old ones.
+        (fetched_page(NOW, None, None, None, status=304), False, (ETAG, LM, "h1")),
+        (fetched_page(NOW, '"new"', None, "h1"), True, ('"new"', LM, "h1")),
+        # Changed: the answer's validators replace the old ones, missing ones included, so a
+        # server that stopped sending an ETag is not asked with a stale one.
+        (fetched_page(NOW, None, None, "h2"), False, (None, None, "h2")),
+        (fetched_page(NOW, '"new"', None, "h2"), False, ('"new"', None, "h2")),
+    ],
+)
+def test_validators_after_a_refetch(
+    tmp_path: Path, answer: Page, unchanged: bool, kept: tuple[str | None, ...]
+) -> None:
+    path = tmp_path / "crawl.db"
+    earlier_run(path, done(NOW - 1, etag=ETAG, last_modified=LM))
+    (job,) = new_run(path, recrawl_after=None, start=True)
+    stats = {"unchanged": 1} if unchanged else {}  # what the worker says for a same-hash 2xx
+    with Store(path, clock=lambda: NOW) as store:
+        outcome = Outcome(job.fp, job.url, job.host, "done", page=answer, stats=stats)
+        store.record([outcome], run_id=2)
+    (again,) = new_run(path, recrawl_after=None, start=True)
+    assert (again.etag, again.last_modified, again.content_hash) == kept
+
+
+@pytest.mark.parametrize(("recrawl_after", "next_due"), [(None, None), (DAY, NOW - 5 + DAY)])
+def test_next_due_is_kept_with_the_fetch(
+    tmp_path: Path, recrawl_after: float | None, next_due: float | None
+) -> None:
+    path = tmp_path / "crawl.db"
+    earlier_run(path, done(NOW - 5, recrawl_after=recrawl_after))
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT fetched_at, next_due FROM frontier").fetchone()
+    conn.close()
+    assert row == (NOW - 5, next_due)
+
+
+def test_negative_recrawl_after_is_refused() -> None:
+    with pytest.raises(SettingsError, match="recrawl_after"):
+        resolve_settings(None, {"recrawl_after": -1})
+    assert resolve_settings(None, {"recrawl_after": "1d"}).recrawl_after == DAY
 
 
 @pytest.mark.parametrize(
@@ -90,11 +269,6 @@ def test_conditional_headers(
     assert conditional_headers(etag, last_modified) == expected
 
 
-def test_unusable_validators_do_not_make_a_fetch_conditional() -> None:
-    history = page(fetched_at=NOW - 1, is_start=True, etag="\r\n")
-    assert decide(history, now=NOW, recrawl_after=None) == Decision(True, Reason.START, False)
-
-
 @pytest.mark.parametrize(
     ("status", "new", "old", "expected"),
     [
@@ -111,17 +285,3 @@ def test_unusable_validators_do_not_make_a_fetch_conditional() -> None:
 )
 def test_is_unchanged(status: int, new: str | None, old: str | None, expected: bool) -> None:
     assert is_unchanged(status, new, old) is expected
-
-
-def test_cutoff_and_next_due() -> None:
-    assert recrawl_cutoff(NOW, None) is None
-    assert recrawl_cutoff(NOW, DAY) == NOW - DAY
-    assert next_due(NOW, None) is None
-    assert next_due(NOW, DAY) == NOW + DAY
-    with pytest.raises(ValueError):
-        recrawl_cutoff(NOW, -1)
-
-
-def test_history_needs_a_url() -> None:
-    with pytest.raises(ValueError):
-        PageHistory("")
