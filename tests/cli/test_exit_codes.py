@@ -25,9 +25,9 @@ from click.testing import CliRunner, Result
 
 from crawler.cli import cli
 from crawler.engine import crawl
+from crawler.errors import StorageError
 from crawler.loader import load_spider
 from crawler.settings import Settings
-from crawler.store import StorageError
 from tests.conftest import Site
 
 pytestmark = [pytest.mark.slow]

@@ -12,7 +12,8 @@ import pytest
 import crawler.urls as frontier
 from crawler.engine.dispatch import owner_of
 from crawler.engine.politeness import HostClock, Politeness, PolitenessPolicy
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.errors import InvalidURL
+from crawler.urls import canonicalize_url, fingerprint, url_host
 
 CANONICAL = [
     # case, default ports, empty path
@@ -302,4 +303,4 @@ def test_politeness_free_slots_without_delay_and_forget() -> None:
 
 
 def test_public_api() -> None:
-    assert set(frontier.__all__) == {"InvalidURL", "canonicalize_url", "fingerprint", "url_host"}
+    assert set(frontier.__all__) == {"canonicalize_url", "fingerprint", "url_host"}

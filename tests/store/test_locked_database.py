@@ -17,9 +17,9 @@ import multiprocess
 import pytest
 
 from crawler.engine import crawl
+from crawler.errors import StorageError
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
-from crawler.store import StorageError
 from tests.conftest import Site
 
 pytestmark = [pytest.mark.slow]
