@@ -101,9 +101,9 @@ def crawl(
 ) -> RunResult:
     """Run ``spider_cls`` until its frontier is empty, a limit is reached or a signal arrives.
 
-    Raises :class:`~crawler.engine.runlock.LockedError` when another run holds the database
-    (nothing was touched), :class:`~crawler.engine.runlock.LockFileError` or
-    :class:`~crawler.store.StorageError` when the database cannot be used (waiting up to
+    Raises :class:`~crawler.errors.LockedError` when another run holds the database
+    (nothing was touched), :class:`~crawler.errors.LockFileError` or
+    :class:`~crawler.errors.StorageError` when the database cannot be used (waiting up to
     ``busy_timeout`` seconds for another writer), and :class:`SpiderStartError` when the
     spider's ``__init__`` or ``start_requests`` raises.
     """
