@@ -1,10 +1,9 @@
 """The ``crawler`` command: parse arguments, build settings, call the library, map errors.
 
-No crawling logic lives here. Exit codes (see docs/cli.md): 0 finished, 1 a threshold was
-crossed (or ``fetch``/``export`` failed), 2 usage or configuration error, 3 could not start, 4
-stopped by a limit with work left, 75 another run holds the lock, 130/143 interrupted. ``run``
-passes the engine's own exit code through and maps its errors: ``LockedError`` -> 75,
-``SpiderStartError``/``StorageError``/``LockFileError``/``SpiderLoadError`` -> 3.
+No crawling logic lives here. Exit codes are the table in :mod:`crawler.errors` (and
+docs/cli.md). ``run`` passes the engine's own exit code through; every command lets a
+:class:`~crawler.errors.CrawlerError` propagate, and :class:`_Command` turns it into that
+error's ``exit_code`` and its one-line message, whatever the error: the tree is the mapping.
 
 What ``run`` prints (all on stderr): log records at INFO and up (WARNING and up with
 ``--quiet``), progress (a status line on a terminal, an INFO line every 10 s elsewhere, none
@@ -24,38 +23,49 @@ from typing import Any
 import click
 
 from crawler import __version__, http
-from crawler.engine.runlock import EXIT_LOCKED, LockedError, LockFileError
-from crawler.loader import SpiderLoadError, discover, load_spider, spider_file
+from crawler.errors import (
+    EXIT_LOCKED,
+    EXIT_USAGE,
+    CrawlerError,
+    ServerError,
+    SettingsError,
+    SpiderLoadError,
+)
+from crawler.loader import discover, load_spider, spider_file
 from crawler.progress import Progress, StatusAwareHandler, format_summary
 from crawler.settings import (
     DEFAULT_USER_AGENT,
     Settings,
-    SettingsError,
     parse_duration,
     resolve_settings,
 )
 from crawler.spider import Spider
-from crawler.store.export import ExportError, export_table
-from crawler.store.history import HistoryError, format_run, format_runs, read_every_run, read_runs
+from crawler.store.export import export_table
+from crawler.store.history import format_run, format_runs, read_every_run, read_runs
 
-__all__ = ["EXIT_COULD_NOT_START", "build_settings", "cli", "default_db", "main", "parse_pairs"]
-
-EXIT_COULD_NOT_START = 3
+__all__ = ["build_settings", "cli", "default_db", "main", "parse_pairs"]
 
 
-class CouldNotStart(click.ClickException):
-    """The spider or the database could not be loaded: exit code 3."""
+class _Command(click.Command):
+    """A command that ends with the exit code and the one-line message of a ``CrawlerError``.
 
-    exit_code = EXIT_COULD_NOT_START
+    A configuration error is a usage error (click prints the usage and exits 2); 75 is "try
+    again later", not a failure, so the lock's own line is printed without ``Error:``; anything
+    else is ``Error: message`` and the error's code.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CrawlerError as exc:
+            if exc.exit_code == EXIT_USAGE:
+                raise click.UsageError(str(exc), ctx) from None
+            click.echo(str(exc) if exc.exit_code == EXIT_LOCKED else f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
 
 
-class Locked(click.ClickException):
-    """Another run holds the database: exit code 75, the lock's own one-line message."""
-
-    exit_code = EXIT_LOCKED
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.format_message(), err=True)
+class _Group(click.Group):
+    command_class = _Command
 
 
 DATA_DIR = Path("data")
@@ -137,7 +147,7 @@ def _settings_epilog() -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crawler")
 def cli() -> None:
     """A multiprocess web crawler: spiders in, SQLite out."""
@@ -179,26 +189,19 @@ def run(
         "max_runtime": max_runtime,
         "recrawl_after": recrawl_after,
     }
-    try:
-        resolve_settings(None, overrides, {k: v for k, v in options.items() if v is not None})
-    except SettingsError as exc:  # usage errors first, before importing any spider code
-        raise click.UsageError(str(exc)) from None
-    try:
-        spider_cls = load_spider(target, path=spiders_dir)
-    except SpiderLoadError as exc:
-        raise CouldNotStart(str(exc)) from None
+    # Usage errors first, before importing any spider code.
+    resolve_settings(None, overrides, {k: v for k, v in options.items() if v is not None})
+    spider_cls = load_spider(target, path=spiders_dir)
     try:
         settings = build_settings(spider_cls, overrides, options)
-    except SettingsError as exc:  # e.g. a bad value in the spider's custom_settings
-        raise click.UsageError(f"{spider_cls.name}: {exc}") from None
+    except SettingsError as exc:  # e.g. a bad value in the spider's custom_settings: whose?
+        raise SettingsError(f"{spider_cls.name}: {exc}") from exc
     # --quiet: no status line and no periodic progress logs; the summary is still printed.
     progress = Progress(sys.stderr) if not quiet else None
     _setup_logging(quiet, log_file, progress if progress and progress.tty else None)
     path = Path(db_path) if db_path else default_db(spider_cls.name)
 
     from crawler import engine
-    from crawler.engine.seeding import SpiderStartError
-    from crawler.store import StorageError
 
     try:
         result = engine.crawl(
@@ -209,10 +212,6 @@ def run(
             fresh=fresh,
             on_progress=progress,
         )
-    except LockedError as exc:
-        raise Locked(str(exc)) from None
-    except (SpiderStartError, StorageError, LockFileError) as exc:
-        raise CouldNotStart(str(exc)) from None
     finally:
         if progress is not None:
             progress.close()
@@ -236,18 +235,15 @@ def list_spiders(spiders_dir: str) -> None:
         click.echo(f"failed: {file}: {message}", err=True)
     if not spiders:
         if errors:
-            raise CouldNotStart(f"no spiders could be loaded from {spiders_dir}/")
+            raise SpiderLoadError(f"no spiders could be loaded from {spiders_dir}/")
         click.echo(f"no spiders in {spiders_dir}/", err=True)
 
 
 def _read_history(name: str | None, db_path: str | None) -> list[dict[str, Any]]:
     """The runs asked for: of NAME, of --db, or (neither given) of every database in data/."""
-    try:
-        if name is None and db_path is None:
-            return read_every_run(DATA_DIR)
-        return read_runs(_history_db(name, db_path), spider=name)
-    except HistoryError as exc:
-        raise click.ClickException(str(exc)) from None
+    if name is None and db_path is None:
+        return read_every_run(DATA_DIR)
+    return read_runs(_history_db(name, db_path), spider=name)
 
 
 @cli.command()
@@ -314,8 +310,6 @@ def export(
             path, table, fmt, output, blobs=blobs,  # type: ignore[arg-type]
             stream=None if output else sys.stdout,
         )  # fmt: skip
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
     except BrokenPipeError:  # `crawler export news | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -344,10 +338,7 @@ def fetch(
 ) -> None:
     """Fetch one URL through the connection pool; print status, headers and body."""
     headers = _parse_header_options(header_args)
-    try:
-        seconds = parse_duration(timeout)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+    seconds = parse_duration(timeout)
     # sys.stdout.buffer, not click.get_binary_stream (deprecated in click 8.5); CliRunner's
     # stand-in stdout has a .buffer too, so tests capture the bytes.
     out = sys.stdout.buffer
@@ -406,7 +397,7 @@ def bench(
 
     Exits 0 when every generated page was stored exactly once with its item, else 1.
     """
-    from crawler.bench import ServerError, run_bench
+    from crawler.bench import run_bench
 
     try:
         report = run_bench(
@@ -417,8 +408,8 @@ def bench(
             server=server,
             db_path=db_path,
         )
-    except ServerError as exc:
-        raise click.ClickException(f"bench server: {exc}") from None
+    except ServerError as exc:  # say which server could not start
+        raise ServerError(f"bench server: {exc}") from exc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(0 if report.get("ok") else 1)

@@ -12,10 +12,8 @@ How modules are named, so that a spider class pickles by reference in worker pro
 A module that fails to import is reported with the file and line that failed and does not stop
 the other modules from loading.
 
-Exceptions::
-
-    SpiderLoadError          a module could not be imported, or a file is ambiguous
-     +-- SpiderNotFound      no spider by that name, or no such file (also a LookupError)
+Raises :class:`~crawler.errors.SpiderLoadError` (a module could not be imported, or a file is
+ambiguous) and :class:`~crawler.errors.SpiderNotFound` (no spider by that name, no such file).
 """
 
 from __future__ import annotations
@@ -28,17 +26,10 @@ import zlib
 from pathlib import Path
 from types import ModuleType
 
+from crawler.errors import SpiderLoadError, SpiderNotFound
 from crawler.spider import Spider
 
-__all__ = ["SpiderLoadError", "SpiderNotFound", "discover", "load_spider"]
-
-
-class SpiderLoadError(Exception):
-    """A spider could not be loaded."""
-
-
-class SpiderNotFound(SpiderLoadError, LookupError):
-    """No spider matches what was asked for."""
+__all__ = ["discover", "load_spider"]
 
 
 def _describe_error(exc: BaseException, file: Path) -> str:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler import __version__
+from crawler.errors import SettingsError
 
 __all__ = [
     "DEFAULT_USER_AGENT",
     "Settings",
-    "SettingsError",
     "parse_bool",
     "parse_duration",
     "parse_size",
@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_USER_AGENT = f"crawler/{__version__}"
-
-
-class SettingsError(ValueError):
-    """A setting name is unknown or its value is not valid."""
 
 
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

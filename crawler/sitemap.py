@@ -31,12 +31,13 @@ from typing import Literal
 
 from lxml import etree
 
+from crawler.errors import SitemapError
+
 __all__ = [
     "MAX_SITEMAP_SIZE",
     "MAX_SITEMAP_URLS",
     "Sitemap",
     "SitemapEntry",
-    "SitemapError",
     "parse_lastmod",
     "parse_sitemap",
 ]
@@ -45,10 +46,6 @@ MAX_SITEMAP_SIZE = 50 * 1024 * 1024
 MAX_SITEMAP_URLS = 50_000
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
-
-
-class SitemapError(ValueError):
-    """The body is not a sitemap we can read: malformed XML, wrong root, too large, bad gzip."""
 
 
 @dataclass(frozen=True, slots=True)

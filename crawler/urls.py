@@ -30,21 +30,13 @@ import re
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
+from crawler.errors import InvalidURL
+
 __all__ = [
-    "InvalidURL",
     "canonicalize_url",
     "fingerprint",
     "url_host",
 ]
-
-
-class InvalidURL(ValueError):
-    """A URL that cannot be crawled: malformed, or not http(s). ``reason`` says why."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{reason}: {url[:200]!r}")
-        self.url = url
-        self.reason = reason
 
 
 # --- canonical URLs ---------------------------------------------------------------------------

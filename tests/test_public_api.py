@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -17,14 +19,40 @@ HTTP_NAMES = {
     "MaxRetryError", "TimeoutError", "ConnectTimeoutError", "ReadTimeoutError", "SSLError",
     "ProtocolError", "NewConnectionError", "DecodeError", "LocationParseError",
 }  # fmt: skip
+ERRORS_NAMES = {
+    "CrawlerError", "ConfigurationError", "CouldNotStart", "SettingsError", "SpiderLoadError",
+    "SpiderNotFound", "SpiderStartError", "StorageError", "LockFileError", "LockedError",
+    "HistoryError", "NotACrawlDatabase", "ExportError", "ServerError", "InvalidURL",
+    "SitemapError", "EXIT_FINISHED", "EXIT_THRESHOLD", "EXIT_WORKERS", "EXIT_FAILED",
+    "EXIT_USAGE", "EXIT_COULD_NOT_START", "EXIT_LIMIT", "EXIT_LOCKED", "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+}  # fmt: skip
 
 
 def test_crawler_all() -> None:
-    assert sorted(crawler.__all__) == ["Request", "Response", "Settings", "Spider", "__version__"]
+    assert sorted(crawler.__all__) == [
+        "CrawlerError", "Request", "Response", "RunResult", "Settings", "Spider", "__version__",
+        "crawl",
+    ]  # fmt: skip
     for name in crawler.__all__:
         assert hasattr(crawler, name), name
     assert crawler.Spider.__module__ == "crawler.spider"
     assert crawler.Settings.__module__ == "crawler.settings"
+    assert crawler.CrawlerError.__module__ == "crawler.errors"
+    assert crawler.crawl.__module__ == "crawler.engine.loop"
+    assert crawler.RunResult.__module__ == "crawler.engine.loop"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        crawler.no_such_name  # noqa: B018
+
+
+def test_import_crawler_leaves_the_engine_for_later() -> None:
+    # crawler.settings reads crawler.__version__ while crawler/__init__ runs: the import order
+    # there matters, and `import crawler` must not load the parent's loop (crawl is lazy).
+    code = "import sys, crawler; print('crawler.engine' in sys.modules, crawler.crawl.__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "crawl"]
 
 
 def test_star_import_gives_exactly_all() -> None:
@@ -37,7 +65,8 @@ def test_star_import_gives_exactly_all() -> None:
     ("module", "names"),
     [
         ("crawler.spider", {"Request", "Response", "Spider", "iter_results"}),
-        ("crawler.loader", {"SpiderLoadError", "SpiderNotFound", "discover", "load_spider"}),
+        ("crawler.loader", {"discover", "load_spider"}),
+        ("crawler.errors", ERRORS_NAMES),
         ("crawler.progress", {"Progress", "StatusAwareHandler", "format_summary"}),
         ("crawler.cli", {"cli", "main", "build_settings"}),
     ],

@@ -9,13 +9,12 @@ process), resource measurement, and :func:`run_bench`, which ties them to
 from __future__ import annotations
 
 from crawler.bench.run import run_bench, verify_crawl
-from crawler.bench.server import ServerError, SiteServer
+from crawler.bench.server import SiteServer
 from crawler.bench.site import SiteInfo, generate_site, pick_origins
 from crawler.bench.spider import BenchSpider
 
 __all__ = [
     "BenchSpider",
-    "ServerError",
     "SiteInfo",
     "SiteServer",
     "generate_site",

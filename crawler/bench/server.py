@@ -31,14 +31,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from crawler.bench.site import SiteInfo
+from crawler.errors import ServerError
 
-__all__ = ["ServerError", "SiteServer", "find_nginx", "nginx_config"]
+__all__ = ["SiteServer", "find_nginx", "nginx_config"]
 
 _NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/bin/nginx")
-
-
-class ServerError(RuntimeError):
-    """The site server could not be started."""
 
 
 def find_nginx() -> str | None:

@@ -40,19 +40,7 @@ from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
 from crawler.engine.runstats import RunStats, log_progress
-from crawler.engine.seeding import SpiderStartError
-from crawler.engine.shutdown import (
-    EXIT_COULD_NOT_START,
-    EXIT_FINISHED,
-    EXIT_LIMIT,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    EXIT_THRESHOLD,
-    EXIT_WORKERS,
-    GRACE,
-    HARD_GRACE,
-    Shutdown,
-)
+from crawler.engine.shutdown import GRACE, HARD_GRACE, Shutdown
 from crawler.engine.workers import (
     WorkerHandle,
     close_pipes,
@@ -62,6 +50,14 @@ from crawler.engine.workers import (
     start_worker,
     stop_workers,
 )
+from crawler.errors import (
+    EXIT_COULD_NOT_START,
+    EXIT_FINISHED,
+    EXIT_LIMIT,
+    EXIT_WORKERS,
+    SpiderStartError,
+    StorageError,
+)
 from crawler.messages import SITEMAP_CALLBACK, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
@@ -70,18 +66,7 @@ from crawler.worker.process import STOP, default_threads
 if TYPE_CHECKING:
     from crawler.store import Store
 
-__all__ = [
-    "EXIT_COULD_NOT_START",
-    "EXIT_FINISHED",
-    "EXIT_LIMIT",
-    "EXIT_SIGINT",
-    "EXIT_SIGTERM",
-    "EXIT_THRESHOLD",
-    "EXIT_WORKERS",
-    "RunResult",
-    "SpiderStartError",
-    "crawl",
-]
+__all__ = ["RunResult", "crawl"]
 
 log = logging.getLogger("crawler")
 
@@ -116,9 +101,9 @@ def crawl(
 ) -> RunResult:
     """Run ``spider_cls`` until its frontier is empty, a limit is reached or a signal arrives.
 
-    Raises :class:`~crawler.engine.runlock.LockedError` when another run holds the database
-    (nothing was touched), :class:`~crawler.engine.runlock.LockFileError` or
-    :class:`~crawler.store.StorageError` when the database cannot be used (waiting up to
+    Raises :class:`~crawler.errors.LockedError` when another run holds the database
+    (nothing was touched), :class:`~crawler.errors.LockFileError` or
+    :class:`~crawler.errors.StorageError` when the database cannot be used (waiting up to
     ``busy_timeout`` seconds for another writer), and :class:`SpiderStartError` when the
     spider's ``__init__`` or ``start_requests`` raises.
     """
@@ -208,7 +193,7 @@ class _Engine:
                 self.workers.append(self._start_worker(index))
             # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
             # process), which the workers never need.
-            from crawler.store import StorageError, Store
+            from crawler.store import Store
 
             store = Store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()

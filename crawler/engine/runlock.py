@@ -17,10 +17,9 @@ copy right after each fork. Closing a copy never releases the parent's lock (onl
 copy, or ``LOCK_UN``, does), and the child never calls ``LOCK_UN`` or truncates the file.
 (``O_CLOEXEC`` covers ``exec``.)
 
-Exceptions::
-
-    LockedError (RuntimeError)   another live process holds the lock: exit code 75
-    LockFileError (OSError)      the lock file cannot be created (folder, permissions)
+Raises :class:`~crawler.errors.LockedError` (another live process holds the lock: exit code
+75) and :class:`~crawler.errors.LockFileError` (the lock file cannot be created: folder,
+permissions).
 """
 
 from __future__ import annotations
@@ -35,32 +34,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["EXIT_LOCKED", "LockFileError", "LockedError", "RunLock", "lock_path"]
+from crawler.errors import LockedError, LockFileError
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: "try again later", what cron users expect from a busy run
-
-
-class LockedError(RuntimeError):
-    """Another live process holds the run lock of this database."""
-
-    exit_code = EXIT_LOCKED
-
-    def __init__(self, path: Path, holder_pid: int | None, since: float | None) -> None:
-        self.path = path
-        self.holder_pid = holder_pid
-        self.since = since
-        who = f"pid {holder_pid}" if holder_pid is not None else "another process"
-        when = ""
-        if since is not None:
-            when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since))
-        super().__init__(f"another run ({who}{when}) holds the lock {path}")
-
-    def __reduce__(self) -> Any:
-        return (type(self), (self.path, self.holder_pid, self.since))
-
-
-class LockFileError(OSError):
-    """The lock file next to the database cannot be created or opened."""
+__all__ = ["RunLock", "lock_path"]
 
 
 def lock_path(db_path: str | os.PathLike[str]) -> Path:

@@ -4,8 +4,7 @@ A start value is a URL string or a :class:`~crawler.spider.Request`; each is can
 fingerprinted here, in the parent, the same way a worker treats a followed link. A value that
 cannot be used (not a string, an invalid URL, longer than ``max_url_length``) becomes an
 ``errors`` row and no frontier entry. Also here: the spider's ``recrawl_after`` attribute as a
-setting, and :class:`SpiderStartError` (re-exported by ``crawler.engine.loop``). Kept apart from
-the loop: this runs once, before the first dispatch.
+setting. Kept apart from the loop: this runs once, before the first dispatch.
 """
 
 from __future__ import annotations
@@ -15,38 +14,21 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from crawler.engine.runstats import RunStats
-from crawler.engine.shutdown import EXIT_COULD_NOT_START
+from crawler.errors import InvalidURL, SettingsError
 from crawler.messages import SITEMAP_CALLBACK, Failure, NewRequest, Outcome
-from crawler.settings import Settings, SettingsError, resolve_settings
+from crawler.settings import Settings, resolve_settings
 from crawler.spider import Request, Spider
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.urls import canonicalize_url, fingerprint, url_host
 from crawler.worker.callbacks import new_request
 
 if TYPE_CHECKING:
     from crawler.store import Store
 
-__all__ = ["SpiderStartError", "recrawl_after", "seed", "sitemap_requests", "start_request"]
+__all__ = ["recrawl_after", "seed", "sitemap_requests", "start_request"]
 
 log = logging.getLogger("crawler")
 
 _SEED_CHUNK = 1000
-
-
-class SpiderStartError(Exception):
-    """The spider's ``__init__`` or ``start_requests`` raised: the run could not start.
-
-    The message is one line (``name: start_requests raised ValueError: ...``); the original
-    exception is the ``__cause__`` and its traceback goes to the log at DEBUG.
-    """
-
-    exit_code = EXIT_COULD_NOT_START
-
-    def __init__(self, spider: str, stage: str, exc: BaseException) -> None:
-        self.spider = spider
-        self.stage = stage
-        text = str(exc).strip().splitlines()
-        detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-        super().__init__(f"{spider}: {stage} raised {detail}")
 
 
 def seed(

@@ -19,30 +19,16 @@ from types import FrameType
 from typing import Any
 
 from crawler.engine.runstats import RunStats
+from crawler.errors import EXIT_FINISHED, EXIT_LIMIT, EXIT_SIGINT, EXIT_SIGTERM, EXIT_THRESHOLD
 from crawler.settings import Settings
 
 __all__ = [
-    "EXIT_COULD_NOT_START",
-    "EXIT_FINISHED",
-    "EXIT_LIMIT",
-    "EXIT_SIGINT",
-    "EXIT_SIGTERM",
-    "EXIT_THRESHOLD",
-    "EXIT_WORKERS",
     "GRACE",
     "HARD_GRACE",
     "Shutdown",
 ]
 
 log = logging.getLogger("crawler")
-
-EXIT_FINISHED = 0
-EXIT_THRESHOLD = 1  # finished, but max_error_rate or min_items was crossed
-EXIT_WORKERS = 1  # workers kept dying
-EXIT_COULD_NOT_START = 3
-EXIT_LIMIT = 4
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 
 GRACE = 5.0  # seconds in-flight work gets after a stop
 HARD_GRACE = 1.0  # after a second signal

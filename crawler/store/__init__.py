@@ -6,7 +6,7 @@ so a kill -9 at any moment loses at most the batch being written. ``Store`` is c
 parts that share that connection, one responsibility each::
 
     schema.py       the tables, indexes and version; migrations (only ever add)
-    connection.py   opening, WAL, busy waits, transactions, StorageError, progress counts
+    connection.py   opening, WAL, busy waits, transactions, progress counts
     frontier.py     FrontierMixin: add, add_follows, take, requeue, give_up, recrawl, ...
     results.py      ResultsMixin: record() of pages, items, links, errors; BatchStats
     runs.py         RunsMixin: runs rows and stored robots.txt policies
@@ -18,11 +18,10 @@ One run per database at a time is not this package's business: the engine holds
 
 from __future__ import annotations
 
-from crawler.store.connection import StorageError
 from crawler.store.results import BatchStats, ResultsMixin
 from crawler.store.runs import RunsMixin
 
-__all__ = ["BatchStats", "StorageError", "Store"]
+__all__ = ["BatchStats", "Store"]
 
 
 class Store(ResultsMixin, RunsMixin):

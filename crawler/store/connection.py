@@ -10,10 +10,8 @@ doing and to which file.
 The frontier's progress counts live here too, because every part changes them: they are kept
 in memory from what each call changed (one full count at open, ``recount`` to re-read).
 
-Exceptions::
-
-    StorageError            a database that cannot be opened, is not SQLite, stays locked
-                            by another writer past ``busy_timeout``, or fails mid-write
+Raises :class:`~crawler.errors.StorageError`: a database that cannot be opened, is not SQLite,
+stays locked by another writer past ``busy_timeout``, or fails mid-write.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from crawler.errors import StorageError
 from crawler.store.schema import SCHEMA_VERSION, STATES, columns, create
 
 
@@ -51,10 +50,6 @@ def _import_sqlite_utils() -> Any:
 
 
 sqlite_utils = _import_sqlite_utils()
-
-
-class StorageError(Exception):
-    """The crawl database cannot be opened or written (the message says why)."""
 
 
 class Connection:

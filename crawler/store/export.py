@@ -31,14 +31,12 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-__all__ = ["ExportError", "export_table"]
+from crawler.errors import ExportError
+
+__all__ = ["export_table"]
 
 Format = Literal["jsonl", "csv"]
 Blobs = Literal["base64", "skip"]
-
-
-class ExportError(Exception):
-    """The export cannot be made: no such database or table, bad format, unwritable output."""
 
 
 def _quote(name: str) -> str:

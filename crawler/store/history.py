@@ -5,9 +5,8 @@ never changes a schema and never waits behind a running crawl's writes (WAL). A 
 ``finished_at`` is NULL was killed, or is still going: :func:`run_state` tells which by
 asking whether the process that started it is alive on this machine.
 
-Exceptions::
-
-    HistoryError    no such database, not a crawl database, no such run
+Raises :class:`~crawler.errors.HistoryError`: no such database, not a crawl database (a
+:class:`~crawler.errors.NotACrawlDatabase`), no such run.
 """
 
 from __future__ import annotations
@@ -21,24 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from crawler.errors import HistoryError, NotACrawlDatabase
 from crawler.progress import format_duration
 
 __all__ = [
-    "HistoryError",
     "format_run",
     "format_runs",
     "read_every_run",
     "read_runs",
     "run_state",
 ]
-
-
-class HistoryError(Exception):
-    """The run history cannot be read (the message says why)."""
-
-
-class _NotACrawlDatabase(HistoryError):
-    pass
 
 
 def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> list[dict[str, Any]]:
@@ -59,7 +50,7 @@ def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> lis
         rows = [dict(row) for row in conn.execute(sql + " ORDER BY id", params)]
     except sqlite3.DatabaseError as exc:
         if "no such table" in str(exc):
-            raise _NotACrawlDatabase(f"{path} has no runs table (not a crawl database?)") from exc
+            raise NotACrawlDatabase(f"{path} has no runs table (not a crawl database?)") from exc
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()
@@ -81,7 +72,7 @@ def read_every_run(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for path in sorted(Path(data_dir).glob("*.db")):
         try:
             runs += read_runs(path)
-        except _NotACrawlDatabase:
+        except NotACrawlDatabase:
             continue
     runs.sort(key=lambda run: (run.get("started_at") or 0.0, str(run["spider"]), run["id"]))
     return runs

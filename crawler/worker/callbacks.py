@@ -16,10 +16,11 @@ import threading
 import traceback
 from typing import Any
 
+from crawler.errors import InvalidURL
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.urls import canonicalize_url, fingerprint, url_host
 from crawler.worker.outcomes import done
 
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from crawler.errors import InvalidURL, SitemapError
 from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome, Page
 from crawler.robots import fetch_robots
-from crawler.sitemap import SitemapError, parse_sitemap
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.sitemap import parse_sitemap
+from crawler.urls import canonicalize_url, fingerprint, url_host
 from crawler.worker.outcomes import done
 
 __all__ = ["robots_outcome", "sitemap_outcome"]

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from crawler.errors import InvalidURL
 from crawler.http import HTTPError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
@@ -36,7 +37,7 @@ from crawler.messages import (
 from crawler.settings import Settings
 from crawler.sitemap import MAX_SITEMAP_SIZE
 from crawler.spider import Spider
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.urls import canonicalize_url, fingerprint, url_host
 from crawler.worker import retry as fetch
 from crawler.worker.body import BodyDeadline, past_deadline, read_body
 from crawler.worker.callbacks import CallbackRunner

@@ -24,9 +24,9 @@ import pytest
 from click.testing import Result
 
 from crawler.engine import crawl
+from crawler.errors import StorageError
 from crawler.loader import load_spider
 from crawler.settings import Settings
-from crawler.store import StorageError
 from tests.kit.crawl import rows, rows_so_far
 from tests.kit.project import invoke, make_project, subprocess_env
 from tests.kit.site import Site

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from crawler import Spider
-from crawler.loader import SpiderLoadError, SpiderNotFound, discover, load_spider
+from crawler.errors import SpiderLoadError, SpiderNotFound
+from crawler.loader import discover, load_spider
 from tests.kit.project import make_project
 
 GOOD = """

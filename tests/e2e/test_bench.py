@@ -17,8 +17,9 @@ import pytest
 from crawler import bench as benchsite
 from crawler.bench import server as server_module
 from crawler.bench.measure import TreeRSSSampler, cpu_now
-from crawler.bench.server import ServerError, SiteServer, find_nginx, nginx_config
+from crawler.bench.server import SiteServer, find_nginx, nginx_config
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
+from crawler.errors import ServerError
 
 ORIGINS = ("http://127.0.0.1:8001", "http://127.0.0.2:8002", "http://127.0.0.3:8003")
 HREF = re.compile(r'href="([^"]*)"')

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.engine.runlock import EXIT_LOCKED, LockedError, LockFileError, RunLock, lock_path
+from crawler.engine.runlock import RunLock, lock_path
+from crawler.errors import EXIT_LOCKED, LockedError, LockFileError
 
 HOLDER = """
 import sys, time
@@ -26,7 +27,8 @@ time.sleep(60)
 
 TRY = """
 import sys
-from crawler.engine.runlock import LockedError, RunLock
+from crawler.engine.runlock import RunLock
+from crawler.errors import LockedError
 try:
     with RunLock(sys.argv[1]):
         print("acquired", flush=True)

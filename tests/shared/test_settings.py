@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from crawler import Settings, __version__
+from crawler.errors import SettingsError
 from crawler.settings import (
     DEFAULT_USER_AGENT,
-    SettingsError,
     parse_bool,
     parse_duration,
     parse_size,

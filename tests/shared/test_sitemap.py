@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.sitemap import (
-    MAX_SITEMAP_URLS,
-    Sitemap,
-    SitemapEntry,
-    SitemapError,
-    parse_lastmod,
-    parse_sitemap,
-)
+from crawler.errors import SitemapError
+from crawler.sitemap import MAX_SITEMAP_URLS, Sitemap, SitemapEntry, parse_lastmod, parse_sitemap
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 

@@ -10,7 +10,8 @@ import random
 import pytest
 
 import crawler.urls as frontier
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.errors import InvalidURL
+from crawler.urls import canonicalize_url, fingerprint, url_host
 from tests.kit.processes import python_output
 
 CANONICAL = [
@@ -179,4 +180,4 @@ def test_fingerprint_method_and_body() -> None:
 
 
 def test_public_api() -> None:
-    assert set(frontier.__all__) == {"InvalidURL", "canonicalize_url", "fingerprint", "url_host"}
+    assert set(frontier.__all__) == {"canonicalize_url", "fingerprint", "url_host"}

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from crawler.store.export import ExportError, export_table
+from crawler.errors import ExportError
+from crawler.store.export import export_table
 
 ITEMS: list[dict[str, Any]] = [
     {"title": "plain", "n": 1, "price": 9.99, "tags": '["a", "b"]', "note": None},

@@ -17,8 +17,8 @@ import multiprocess
 import pytest
 
 from crawler.engine import crawl
+from crawler.errors import StorageError
 from crawler.settings import Settings
-from crawler.store import StorageError
 from tests.kit.crawl import TitleSpider, assert_crawled_once, rows
 from tests.kit.site import Site
 

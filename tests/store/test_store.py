@@ -18,8 +18,9 @@ import pytest
 import sqlite_utils
 
 import crawler.store as storage
+from crawler.errors import StorageError
 from crawler.messages import Failure, Follow, NewRequest, Outcome, Page
-from crawler.store import StorageError, Store
+from crawler.store import Store
 from crawler.urls import canonicalize_url, fingerprint, url_host
 
 NOW = 1_000_000.0
@@ -569,4 +570,4 @@ def test_kill_9_mid_batch_leaves_a_consistent_db(tmp_path: Path) -> None:
 
 
 def test_public_api() -> None:
-    assert set(storage.__all__) == {"BatchStats", "Store", "StorageError"}
+    assert set(storage.__all__) == {"BatchStats", "Store"}
