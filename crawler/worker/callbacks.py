@@ -19,7 +19,7 @@ from typing import Any
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.urls import Admitted, Refused, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
@@ -36,15 +36,15 @@ def fresh_fingerprint() -> int:
     return secrets.randbits(64) - (1 << 63)
 
 
-def new_request(req: Request, url: str, host: str, depth: int = 0) -> NewRequest:
-    """A spider's :class:`Request` as a frontier row, at its canonical ``url``.
+def new_request(req: Request, admitted: Admitted, depth: int = 0) -> NewRequest:
+    """A spider's :class:`Request` as a frontier row, at its admitted URL.
 
     ``dont_filter`` gets a random fingerprint, so it is never taken for a duplicate.
     """
     return NewRequest(
-        fp=fresh_fingerprint() if req.dont_filter else fingerprint(url, req.method, req.body),
-        url=url,
-        host=host,
+        fp=fresh_fingerprint() if req.dont_filter else admitted.fp,
+        url=admitted.url,
+        host=admitted.host,
         method=req.method,
         headers=req.headers,
         body=req.body,
@@ -139,13 +139,14 @@ class CallbackRunner:
     def links(
         self, job: Job, base: str, urls: list[str], requests: list[Request]
     ) -> tuple[tuple[Follow, ...], tuple[NewRequest, ...], tuple[str, ...], int]:
-        """Canonicalize, filter and fingerprint what the callback asked to follow.
+        """Admit, deduplicate and prune what the callback asked to follow.
 
-        The two loops look alike but are not the same rule: a URL string is checked for
-        length before parsing, deduplicated within the page and follows as a compact tuple;
-        a ``Request`` may skip the offsite filter (``dont_filter``) and keeps its method,
-        body and callback. They stay apart so the string loop (the hot one) makes no call
-        per link it does not need.
+        The two loops look alike but are not the same rule: a URL string longer than
+        ``max_url_length`` is skipped before it is parsed (even when its canonical form would
+        be shorter), is deduplicated within the page and follows as a compact tuple; a
+        ``Request`` may skip the offsite filter (``dont_filter``) and keeps its method, body
+        and callback. They stay apart so the string loop (the hot one) makes no call per link
+        it does not need.
         """
         settings = self.settings
         max_len = settings.max_url_length
@@ -162,22 +163,14 @@ class CallbackRunner:
         links: list[str] = []
         allows = self.allows
         for raw in urls:
-            if len(raw) > max_len:
+            if len(raw) > max_len:  # skipped unparsed: a huge string is never worth parsing
                 skipped += 1
                 continue
-            try:
-                url = canonicalize_url(raw, base)
-            except InvalidURL:
+            admitted = admit(raw, base=base, max_url_length=max_len, allows=allows)
+            if isinstance(admitted, Refused):
                 skipped += 1
                 continue
-            if len(url) > max_len:
-                skipped += 1
-                continue
-            host = url_host(url)
-            if not allows(host):
-                skipped += 1
-                continue
-            fp = fingerprint(url)
+            url, host, fp = admitted
             if fp in seen:
                 continue
             seen.add(fp)
@@ -186,22 +179,21 @@ class CallbackRunner:
                 follows.append((fp, url, host))
         new_requests: list[NewRequest] = []
         for req in requests:
-            try:
-                url = canonicalize_url(req.url, base)
-            except InvalidURL:
+            admitted = admit(
+                req.url,
+                base=base,
+                method=req.method,
+                body=req.body,
+                max_url_length=max_len,
+                allows=None if req.dont_filter else allows,
+            )
+            if isinstance(admitted, Refused):
                 skipped += 1
                 continue
-            if len(url) > max_len:
-                skipped += 1
-                continue
-            host = url_host(url)
-            if not req.dont_filter and not allows(host):
-                skipped += 1
-                continue
-            links.append(url)
+            links.append(admitted.url)
             if prune:
                 continue
-            new_requests.append(new_request(req, url, host, depth))
+            new_requests.append(new_request(req, admitted, depth))
         return tuple(follows), tuple(new_requests), tuple(links), skipped
 
 

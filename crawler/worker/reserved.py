@@ -15,7 +15,7 @@ from typing import Any
 from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome, Page
 from crawler.robots import fetch_robots
 from crawler.sitemap import SitemapError, parse_sitemap
-from crawler.urls import InvalidURL, canonicalize_url, fingerprint, url_host
+from crawler.urls import Refused, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["robots_outcome", "sitemap_outcome"]
@@ -68,19 +68,15 @@ def sitemap_outcome(
     skipped = sitemap.skipped
     requests: list[NewRequest] = []
     seen: set[int] = set()
+    # Child sitemaps may live elsewhere (robots.txt cross-submission); pages obey the
+    # spider's offsite filter like links do.
+    offsite_filter = None if index else allows
     for entry in sitemap.entries:
-        try:
-            url = canonicalize_url(entry.loc)
-        except InvalidURL:
+        admitted = admit(entry.loc, max_url_length=max_url_length, allows=offsite_filter)
+        if isinstance(admitted, Refused):
             skipped += 1
             continue
-        host = url_host(url)
-        # Child sitemaps may live elsewhere (robots.txt cross-submission); pages obey the
-        # spider's offsite filter like links do.
-        if len(url) > max_url_length or (not index and not allows(host)):
-            skipped += 1
-            continue
-        fp = fingerprint(url)
+        url, host, fp = admitted
         if fp in seen:
             continue
         seen.add(fp)
