@@ -325,14 +325,15 @@ class Refusal(Enum):
     INVALID = "invalid"  # not an absolute http(s) URL once resolved (InvalidURL)
     TOO_LONG = "too_long"  # the canonical form is longer than max_url_length
     OFFSITE = "offsite"  # the caller's allows(host) said no
+    DUPLICATE = "duplicate"  # its fingerprint is in the caller's ``seen`` already (no error)
 
 
 class Refused(NamedTuple):
     """A URL :func:`admit` turned away, and why.
 
     ``detail`` is a one-line message fit for an errors row (for ``INVALID``, the
-    :class:`InvalidURL` message); ``url`` is the canonical form when it got that far
-    (``TOO_LONG``, ``OFFSITE``), else None.
+    :class:`InvalidURL` message); ``url`` is the canonical form of a ``TOO_LONG`` one (a
+    redirect records where it would have gone), else None.
     """
 
     reason: Refusal
@@ -340,11 +341,13 @@ class Refused(NamedTuple):
     url: str | None
 
 
-_TOO_LONG = "longer than max_url_length"
-_OFFSITE = "host not allowed"
-# Both results are built with tuple.__new__: a NamedTuple's own __new__ is a Python function,
-# and admit() runs once per link (hundreds per page), so that call would be most of its cost.
+# admit() runs once per link (hundreds per page), so it allocates little: the refusals that
+# carry nothing of their URL are built once, and the others with tuple.__new__ (a NamedTuple's
+# own __new__ is a Python function, which would be most of admit's cost).
 _new = tuple.__new__
+_TOO_LONG = "longer than max_url_length"
+_OFFSITE = Refused(Refusal.OFFSITE, "host not allowed", None)
+_DUPLICATE = Refused(Refusal.DUPLICATE, "already admitted", None)
 
 
 def admit(
@@ -355,13 +358,17 @@ def admit(
     body: bytes | None = None,
     max_url_length: int,
     allows: Callable[[str], bool] | None = None,
+    seen: set[int] | None = None,
 ) -> Admitted | Refused:
     """Decide whether ``url`` (resolved against ``base``) may become a request.
 
     Canonical form first (:func:`canonicalize_url`), then its length against
     ``max_url_length``, then ``allows(host)`` when given (the spider's offsite filter; paths
     that follow a URL wherever it leads pass None), then the fingerprint of ``method`` and
-    ``body`` at that URL. Never raises for a bad URL: a refusal is an answer.
+    ``body`` at that URL. ``seen`` is for the URLs of one response (a page's links, a
+    sitemap's entries): the fingerprints admitted from it so far, to which this one is added;
+    a repeat is refused as ``DUPLICATE``, which is not an error. Never raises for a bad URL: a
+    refusal is an answer.
     """
     try:
         canonical, host = _canonicalize(url, base)
@@ -372,6 +379,10 @@ def admit(
     if host is None:
         host = url_host(canonical)
     if allows is not None and not allows(host):
-        return _new(Refused, (Refusal.OFFSITE, _OFFSITE, canonical))
+        return _OFFSITE
     fp = fingerprint(canonical, method, body)
+    if seen is not None:
+        if fp in seen:
+            return _DUPLICATE
+        seen.add(fp)
     return _new(Admitted, (canonical, host, fp))

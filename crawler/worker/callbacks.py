@@ -19,7 +19,7 @@ from typing import Any
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
-from crawler.urls import Admitted, Refused, admit
+from crawler.urls import Admitted, Refusal, Refused, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
@@ -162,21 +162,19 @@ class CallbackRunner:
         follows: list[Follow] = []
         links: list[str] = []
         allows = self.allows
+        duplicate = Refusal.DUPLICATE  # an Enum member is a slow global lookup in a hot loop
         for raw in urls:
             if len(raw) > max_len:  # skipped unparsed: a huge string is never worth parsing
                 skipped += 1
                 continue
-            admitted = admit(raw, base=base, max_url_length=max_len, allows=allows)
-            if isinstance(admitted, Refused):
+            admitted = admit(raw, base=base, max_url_length=max_len, allows=allows, seen=seen)
+            if isinstance(admitted, Admitted):
+                url, host, fp = admitted
+                links.append(url)
+                if not prune:
+                    follows.append((fp, url, host))
+            elif admitted.reason is not duplicate:
                 skipped += 1
-                continue
-            url, host, fp = admitted
-            if fp in seen:
-                continue
-            seen.add(fp)
-            links.append(url)
-            if not prune:
-                follows.append((fp, url, host))
         new_requests: list[NewRequest] = []
         for req in requests:
             admitted = admit(

@@ -15,7 +15,7 @@ from typing import Any
 from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome, Page
 from crawler.robots import fetch_robots
 from crawler.sitemap import SitemapError, parse_sitemap
-from crawler.urls import Refused, admit
+from crawler.urls import Admitted, Refusal, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["robots_outcome", "sitemap_outcome"]
@@ -72,24 +72,20 @@ def sitemap_outcome(
     # spider's offsite filter like links do.
     offsite_filter = None if index else allows
     for entry in sitemap.entries:
-        admitted = admit(entry.loc, max_url_length=max_url_length, allows=offsite_filter)
-        if isinstance(admitted, Refused):
-            skipped += 1
-            continue
-        url, host, fp = admitted
-        if fp in seen:
-            continue
-        seen.add(fp)
-        requests.append(
-            NewRequest(
-                fp=fp,
-                url=url,
-                host=host,
-                callback=SITEMAP_CALLBACK if index else callback,
-                depth=job.depth,
-                lastmod=None if index else entry.lastmod,
+        admitted = admit(entry.loc, max_url_length=max_url_length, allows=offsite_filter, seen=seen)
+        if isinstance(admitted, Admitted):
+            requests.append(
+                NewRequest(
+                    fp=admitted.fp,
+                    url=admitted.url,
+                    host=admitted.host,
+                    callback=SITEMAP_CALLBACK if index else callback,
+                    depth=job.depth,
+                    lastmod=None if index else entry.lastmod,
+                )
             )
-        )
+        elif admitted.reason is not Refusal.DUPLICATE:
+            skipped += 1
     return done(
         job,
         page,

@@ -273,9 +273,24 @@ def test_admit_offsite_filter() -> None:
 
     assert isinstance(admit("http://a.com/x", max_url_length=100, allows=allows), Admitted)
     got = admit("http://B.com:81/x", max_url_length=100, allows=allows)
-    assert got == Refused(Refusal.OFFSITE, "host not allowed", "http://b.com:81/x")
+    assert got == Refused(Refusal.OFFSITE, "host not allowed", None)
     assert asked == ["a.com", "b.com:81"]  # the canonical host, port included
     assert isinstance(admit("http://b.com:81/x", max_url_length=100), Admitted)  # no filter
+
+
+def test_admit_seen_refuses_a_repeat_within_one_response() -> None:
+    seen: set[int] = set()
+    first = admit("/a#top", base="http://h.com/", max_url_length=100, seen=seen)
+    assert isinstance(first, Admitted)
+    assert seen == {first.fp}
+    again = admit("HTTP://H.com:80/a", max_url_length=100, seen=seen)  # the same canonical URL
+    assert again == Refused(Refusal.DUPLICATE, "already admitted", None)
+    # A refusal for another reason adds nothing to seen; no seen, no duplicates.
+    invalid = admit("ftp://h.com/", max_url_length=100, seen=seen)
+    assert isinstance(invalid, Refused)
+    assert invalid.reason is Refusal.INVALID
+    assert admit("http://h.com/a", max_url_length=100) == first
+    assert seen == {first.fp}
 
 
 def test_admit_agrees_with_the_chain() -> None:
