@@ -2,11 +2,12 @@
 
 The output (checked by ``spider.iter_results``) becomes items, ``Follow`` tuples and
 ``NewRequest``s. The per-link path is the hot one: a page can carry hundreds of links, each
-canonicalized against the response URL, filtered (too long, invalid, offsite: skipped and
-counted), fingerprinted, deduplicated within the page and pruned past ``max_depth`` here, in
-the worker, on every core. :meth:`CallbackRunner.links` is written for that: local names, no
-call per link beyond the ones each link needs. A callback that raises is a ``callback`` error
-with its traceback; the page row and what it yielded before raising are kept.
+admitted against the response URL (``crawler.urls.admit``: canonical form, length, offsite
+filter, fingerprint; a refused link is skipped and counted, a repeat within the page only
+skipped) and pruned past ``max_depth`` here, in the worker, on every core.
+:meth:`CallbackRunner.links` is written for that: local names, one ``admit`` call per link and
+nothing else it does not need. A callback that raises is a ``callback`` error with its
+traceback; the page row and what it yielded before raising are kept.
 """
 
 from __future__ import annotations
