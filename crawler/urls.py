@@ -21,18 +21,31 @@ Canonical form, decided here once:
 - percent-encoding: escapes of unreserved characters are decoded (``%7E`` -> ``~``), other
   escapes get upper-case hex, a ``%`` not followed by two hex digits becomes ``%25``; spaces,
   non-ASCII (as UTF-8) and other characters unsafe in a path or query are percent-encoded;
-  reserved characters (``/?#[]@!$&'()*+,;=:``) are left alone."""
+  reserved characters (``/?#[]@!$&'()*+,;=:``) are left alone.
+
+Admission, also decided here once: :func:`admit` is the one chain every path that accepts a
+URL goes through (links and requests a callback yields, sitemap entries, start requests and
+sitemaps, redirect targets): canonical form, the ``max_url_length`` check on that form, the
+host, the caller's offsite filter, the fingerprint. It answers :class:`Admitted` or
+:class:`Refused`; what a refusal costs (a skipped count, an errors row) is the caller's to say."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
+from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from crawler.errors import InvalidURL
 
 __all__ = [
+    "Admitted",
+    "Refusal",
+    "Refused",
+    "admit",
     "canonicalize_url",
     "fingerprint",
     "url_host",
@@ -68,6 +81,12 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
     Raises :class:`InvalidURL` for anything that is not an absolute http(s) URL with a valid
     host and port once resolved.
     """
+    return _canonicalize(url, base)[0]
+
+
+def _canonicalize(url: str, base: str | None) -> tuple[str, str | None]:
+    """The canonical form, and its :func:`url_host` when the fast path has seen it already
+    (None from the slow path): :func:`admit` then saves a second scan of the URL."""
     if base is not None:
         url = _join(url, base)
     source = url
@@ -76,15 +95,14 @@ def canonicalize_url(url: str, base: str | None = None) -> str:
         url = url[:hash_at]  # the fragment never reaches the server
     m = _FAST.fullmatch(url)
     if m is not None:
-        port = m.group(3)
-        path = m.group(4)
+        host, port, path = m.group(2, 3, 4)
         if (
             "/." not in path
-            and len(m.group(2)) <= 63
+            and len(host) <= 63
             and (port is None or (port != _DEFAULT_PORT[m.group(1)] and int(port) <= 65535))
         ):
-            return url
-    return _canonicalize_slow(source)
+            return url, host if port is None else f"{host}:{port}"
+    return _canonicalize_slow(source), None
 
 
 def _join(url: str, base: str) -> str:
@@ -280,3 +298,83 @@ def fingerprint(url: str, method: str = "GET", body: bytes | None = None) -> int
         if body is not None:
             data += b"\n" + body
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+# --- admission -------------------------------------------------------------------------------
+
+
+class Admitted(NamedTuple):
+    """A URL that may be queued: its canonical form, politeness key and request fingerprint."""
+
+    url: str
+    host: str
+    fp: int
+
+
+class Refusal(Enum):
+    """Why :func:`admit` refused a URL."""
+
+    INVALID = "invalid"  # not an absolute http(s) URL once resolved (InvalidURL)
+    TOO_LONG = "too_long"  # the canonical form is longer than max_url_length
+    OFFSITE = "offsite"  # the caller's allows(host) said no
+    DUPLICATE = "duplicate"  # its fingerprint is in the caller's ``seen`` already (no error)
+
+
+class Refused(NamedTuple):
+    """A URL :func:`admit` turned away, and why.
+
+    ``detail`` is a one-line message fit for an errors row (for ``INVALID``, the
+    :class:`InvalidURL` message); ``url`` is the canonical form of a ``TOO_LONG`` one (a
+    redirect records where it would have gone), else None.
+    """
+
+    reason: Refusal
+    detail: str
+    url: str | None
+
+
+# admit() runs once per link (hundreds per page), so it allocates little: the refusals that
+# carry nothing of their URL are built once, and the others with tuple.__new__ (a NamedTuple's
+# own __new__ is a Python function, which would be most of admit's cost).
+_new = tuple.__new__
+_TOO_LONG = "longer than max_url_length"
+_OFFSITE = Refused(Refusal.OFFSITE, "host not allowed", None)
+_DUPLICATE = Refused(Refusal.DUPLICATE, "already admitted", None)
+
+
+def admit(
+    url: str,
+    *,
+    base: str | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+    max_url_length: int,
+    allows: Callable[[str], bool] | None = None,
+    seen: set[int] | None = None,
+) -> Admitted | Refused:
+    """Decide whether ``url`` (resolved against ``base``) may become a request.
+
+    Canonical form first (:func:`canonicalize_url`), then its length against
+    ``max_url_length``, then ``allows(host)`` when given (the spider's offsite filter; paths
+    that follow a URL wherever it leads pass None), then the fingerprint of ``method`` and
+    ``body`` at that URL. ``seen`` is for the URLs of one response (a page's links, a
+    sitemap's entries): the fingerprints admitted from it so far, to which this one is added;
+    a repeat is refused as ``DUPLICATE``, which is not an error. Never raises for a bad URL: a
+    refusal is an answer.
+    """
+    try:
+        canonical, host = _canonicalize(url, base)
+    except InvalidURL as exc:
+        return _new(Refused, (Refusal.INVALID, str(exc), None))
+    if len(canonical) > max_url_length:
+        return _new(Refused, (Refusal.TOO_LONG, _TOO_LONG, canonical))
+    if host is None:
+        host = url_host(canonical)
+    if allows is not None and not allows(host):
+        return _OFFSITE
+    fp = fingerprint(canonical, method, body)
+    if seen is not None:
+        if fp in seen:
+            return _DUPLICATE
+        seen.add(fp)
+    return _new(Admitted, (canonical, host, fp))

@@ -8,8 +8,9 @@ across processes by construction and no fetch thread ever waits on a pool slot. 
 on, a host without known rules gets only its robots.txt Job, and Jobs its rules refuse become
 ``robots`` errors without being sent.
 
-:class:`Dispatcher` also keeps the in-flight table (fingerprint -> worker, host, depth), since
-what it starts is what the engine later finishes, requeues or abandons.
+What it starts goes into the engine's in-flight table (``crawler.engine.inflight``), with a
+politeness slot of its host; :meth:`Dispatcher.finished` and :meth:`Dispatcher.lost` give both
+back together, so the table and the host clocks agree.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness
 from crawler.engine.robotsgate import Gate, RobotsGate
 from crawler.engine.workers import WorkerHandle, send
@@ -37,34 +39,39 @@ def owner_of(host: str, workers: int) -> int:
 
 
 class Dispatcher:
-    """Hands ready work to the workers and remembers what is in flight where."""
+    """Hands ready work to the workers and records it in the in-flight table."""
 
     def __init__(
-        self, workers: Sequence[WorkerHandle], politeness: Politeness, worker_cap: int
+        self,
+        workers: Sequence[WorkerHandle],
+        in_flight: InFlight,
+        politeness: Politeness,
+        worker_cap: int,
     ) -> None:
         self.workers = workers  # the engine's list: a replaced worker is seen here at once
+        self.in_flight = in_flight
         self.politeness = politeness
         self.worker_cap = worker_cap
-        self.in_flight: dict[int, tuple[int, str, int]] = {}  # fp -> (worker, host, depth)
 
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
 
-    def finished(self, fp: int, now: float, ok: bool) -> tuple[int, str, int] | None:
-        """``fp`` is answered (or lost): free its slot; its in-flight entry, if it had one."""
-        entry = self.in_flight.pop(fp, None)
-        if entry is not None:
-            self.workers[entry[0]].in_flight.discard(fp)
-            self.politeness.finished(entry[1], now, ok=ok)
-        return entry
+    def finished(self, fp: int, now: float, ok: bool) -> None:
+        """``fp`` is answered: forget it and free its host's slot (nothing if not in flight)."""
+        host = self.in_flight.finish(fp)
+        if host is not None:
+            self.politeness.finished(host, now, ok=ok)
+
+    def lost(self, worker: int, now: float) -> list[int]:
+        """``worker`` died: forget what it held, free those slots as failures; the fingerprints."""
+        held = self.in_flight.take_worker(worker)
+        for host in held.values():
+            self.politeness.finished(host, now, ok=False)
+        return list(held)
 
     def abandon(self) -> list[int]:
         """Forget everything in flight; the fingerprints, for the caller to requeue."""
-        fps = list(self.in_flight)
-        self.in_flight.clear()
-        for handle in self.workers:
-            handle.in_flight.clear()
-        return fps
+        return self.in_flight.take_all()
 
     def dispatch(
         self, store: Store, robots: RobotsGate | None, now: float, budget: float = math.inf
@@ -81,7 +88,7 @@ class Dispatcher:
             handle = self.workers[owner_of(host, n)]
             if not handle.alive:
                 continue
-            room = min(politeness.free_slots(host, now), self.worker_cap - len(handle.in_flight))
+            room = min(politeness.free_slots(host, now), self.worker_cap - handle.busy)
             if budget < room:
                 room = int(budget)
             if room <= 0:
@@ -113,8 +120,7 @@ class Dispatcher:
 
     def _start(self, handle: WorkerHandle, host: str, job: Job, now: float) -> None:
         self.politeness.started(host, now)
-        self.in_flight[job.fp] = (handle.index, host, job.depth)
-        handle.in_flight.add(job.fp)
+        self.in_flight.start(job.fp, handle.index, host)
 
     def _robots_gate(
         self,

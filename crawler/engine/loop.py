@@ -36,6 +36,7 @@ import multiprocess
 
 from crawler.engine import seeding
 from crawler.engine.dispatch import Dispatcher
+from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
@@ -145,9 +146,12 @@ class _Engine:
                 crawl_delay_max=settings.crawl_delay_max,
             )
         )
+        # The one in-flight table: dispatch, the worker handles and this loop all read it.
+        self.in_flight = InFlight()
         # Jobs in flight per worker: one running, one ready.
-        self.dispatcher = Dispatcher(self.workers, self.politeness, self.threads * 2)
-        self.in_flight = self.dispatcher.in_flight  # fp -> (worker, host, depth)
+        self.dispatcher = Dispatcher(
+            self.workers, self.in_flight, self.politeness, self.threads * 2
+        )
         self.counters = RunStats()
         self.shutdown = Shutdown(on_stop=self._tell_workers_to_stop)
         self.replacements_left = 10 + 2 * self.n
@@ -340,6 +344,7 @@ class _Engine:
             self.ctx,
             index,
             self.workers,
+            self.in_flight,
             self.spider_cls,
             self.spider_kwargs,
             self.settings,
@@ -349,7 +354,7 @@ class _Engine:
     def _worker_died(self, handle: WorkerHandle) -> None:
         handle.alive = False
         self._drain(handle)
-        lost = list(handle.in_flight)
+        lost = self.dispatcher.lost(handle.index, time.time())
         code = handle.process.exitcode
         # A worker that ends while we stop (or killed with its whole process group just as a
         # signal arrived, before the loop has seen it) is a stop, not a death.
@@ -364,12 +369,9 @@ class _Engine:
             self.store.requeue(lost, count_attempt=not stopping)
             if not stopping:
                 self._give_up_poison(lost, code)
-            now = time.time()
-            for fp in lost:
-                self.dispatcher.finished(fp, now, ok=False)
-                if self.robots is not None:
+            if self.robots is not None:
+                for fp in lost:
                     self.robots.lost(fp)
-        handle.in_flight.clear()
         close_pipes(handle)
         if stopping:
             return

@@ -1,9 +1,10 @@
 """The parent's side of the worker processes: fork one, send it Jobs, read its Outcomes, stop all.
 
 Each worker gets its own two one-way pipes (``crawler.worker.process`` explains why); a
-:class:`WorkerHandle` is the parent's end of them plus the process and the fingerprints it
-holds. Nothing here decides what to send or when a worker counts as dead: the engine does.
-Kept apart so the loop reads as policy, not as pipe and process plumbing.
+:class:`WorkerHandle` is the parent's end of them plus the process, and sees its share of the
+engine's one in-flight table (``crawler.engine.inflight``). Nothing here decides what to send
+or when a worker counts as dead: the engine does. Kept apart so the loop reads as policy, not
+as pipe and process plumbing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 import pickle
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from multiprocess.connection import wait as wait_ready
 
+from crawler.engine.inflight import InFlight
 from crawler.messages import Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
@@ -42,17 +44,23 @@ class WorkerHandle:
     process: Any
     jobs: Any  # the parent's send end of the job pipe
     results: Any  # the parent's receive end of the result pipe
-    in_flight: set[int] = field(default_factory=set)
+    in_flight: InFlight  # the engine's table, shared by every handle
     alive: bool = True
 
     def __repr__(self) -> str:
-        return f"<worker {self.index} pid={self.process.pid} {len(self.in_flight)} in flight>"
+        return f"<worker {self.index} pid={self.process.pid} {self.busy} in flight>"
+
+    @property
+    def busy(self) -> int:
+        """Jobs sent to this worker and not answered yet."""
+        return self.in_flight.count(self.index)
 
 
 def start_worker(
     ctx: Any,
     index: int,
     siblings: Sequence[WorkerHandle],
+    in_flight: InFlight,
     spider_cls: type[Spider],
     spider_kwargs: dict[str, str],
     settings: Settings,
@@ -84,7 +92,7 @@ def start_worker(
     process.start()
     job_recv.close()
     result_send.close()
-    return WorkerHandle(index, process, job_send, result_recv)
+    return WorkerHandle(index, process, job_send, result_recv, in_flight)
 
 
 def send(handle: WorkerHandle, message: tuple[str, Any]) -> bool:

@@ -2,11 +2,12 @@
 
 The output (checked by ``spider.iter_results``) becomes items, ``Follow`` tuples and
 ``NewRequest``s. The per-link path is the hot one: a page can carry hundreds of links, each
-canonicalized against the response URL, filtered (too long, invalid, offsite: skipped and
-counted), fingerprinted, deduplicated within the page and pruned past ``max_depth`` here, in
-the worker, on every core. :meth:`CallbackRunner.links` is written for that: local names, no
-call per link beyond the ones each link needs. A callback that raises is a ``callback`` error
-with its traceback; the page row and what it yielded before raising are kept.
+admitted against the response URL (``crawler.urls.admit``: canonical form, length, offsite
+filter, fingerprint; a refused link is skipped and counted, a repeat within the page only
+skipped) and pruned past ``max_depth`` here, in the worker, on every core.
+:meth:`CallbackRunner.links` is written for that: local names, one ``admit`` call per link and
+nothing else it does not need. A callback that raises is a ``callback`` error with its
+traceback; the page row and what it yielded before raising are kept.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import threading
 import traceback
 from typing import Any
 
-from crawler.errors import InvalidURL
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
-from crawler.urls import canonicalize_url, fingerprint, url_host
+from crawler.urls import Admitted, Refusal, Refused, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
@@ -37,15 +37,15 @@ def fresh_fingerprint() -> int:
     return secrets.randbits(64) - (1 << 63)
 
 
-def new_request(req: Request, url: str, host: str, depth: int = 0) -> NewRequest:
-    """A spider's :class:`Request` as a frontier row, at its canonical ``url``.
+def new_request(req: Request, admitted: Admitted, depth: int = 0) -> NewRequest:
+    """A spider's :class:`Request` as a frontier row, at its admitted URL.
 
     ``dont_filter`` gets a random fingerprint, so it is never taken for a duplicate.
     """
     return NewRequest(
-        fp=fresh_fingerprint() if req.dont_filter else fingerprint(url, req.method, req.body),
-        url=url,
-        host=host,
+        fp=fresh_fingerprint() if req.dont_filter else admitted.fp,
+        url=admitted.url,
+        host=admitted.host,
         method=req.method,
         headers=req.headers,
         body=req.body,
@@ -140,13 +140,14 @@ class CallbackRunner:
     def links(
         self, job: Job, base: str, urls: list[str], requests: list[Request]
     ) -> tuple[tuple[Follow, ...], tuple[NewRequest, ...], tuple[str, ...], int]:
-        """Canonicalize, filter and fingerprint what the callback asked to follow.
+        """Admit, deduplicate and prune what the callback asked to follow.
 
-        The two loops look alike but are not the same rule: a URL string is checked for
-        length before parsing, deduplicated within the page and follows as a compact tuple;
-        a ``Request`` may skip the offsite filter (``dont_filter``) and keeps its method,
-        body and callback. They stay apart so the string loop (the hot one) makes no call
-        per link it does not need.
+        The two loops look alike but are not the same rule: a URL string longer than
+        ``max_url_length`` is skipped before it is parsed (even when its canonical form would
+        be shorter), is deduplicated within the page and follows as a compact tuple; a
+        ``Request`` may skip the offsite filter (``dont_filter``) and keeps its method, body
+        and callback. They stay apart so the string loop (the hot one) makes no call per link
+        it does not need.
         """
         settings = self.settings
         max_len = settings.max_url_length
@@ -162,47 +163,36 @@ class CallbackRunner:
         follows: list[Follow] = []
         links: list[str] = []
         allows = self.allows
+        duplicate = Refusal.DUPLICATE  # an Enum member is a slow global lookup in a hot loop
         for raw in urls:
-            if len(raw) > max_len:
+            if len(raw) > max_len:  # skipped unparsed: a huge string is never worth parsing
                 skipped += 1
                 continue
-            try:
-                url = canonicalize_url(raw, base)
-            except InvalidURL:
+            admitted = admit(raw, base=base, max_url_length=max_len, allows=allows, seen=seen)
+            if isinstance(admitted, Admitted):
+                url, host, fp = admitted
+                links.append(url)
+                if not prune:
+                    follows.append((fp, url, host))
+            elif admitted.reason is not duplicate:
                 skipped += 1
-                continue
-            if len(url) > max_len:
-                skipped += 1
-                continue
-            host = url_host(url)
-            if not allows(host):
-                skipped += 1
-                continue
-            fp = fingerprint(url)
-            if fp in seen:
-                continue
-            seen.add(fp)
-            links.append(url)
-            if not prune:
-                follows.append((fp, url, host))
         new_requests: list[NewRequest] = []
         for req in requests:
-            try:
-                url = canonicalize_url(req.url, base)
-            except InvalidURL:
+            admitted = admit(
+                req.url,
+                base=base,
+                method=req.method,
+                body=req.body,
+                max_url_length=max_len,
+                allows=None if req.dont_filter else allows,
+            )
+            if isinstance(admitted, Refused):
                 skipped += 1
                 continue
-            if len(url) > max_len:
-                skipped += 1
-                continue
-            host = url_host(url)
-            if not req.dont_filter and not allows(host):
-                skipped += 1
-                continue
-            links.append(url)
+            links.append(admitted.url)
             if prune:
                 continue
-            new_requests.append(new_request(req, url, host, depth))
+            new_requests.append(new_request(req, admitted, depth))
         return tuple(follows), tuple(new_requests), tuple(links), skipped
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crawler.errors import InvalidURL, SitemapError
+from crawler.errors import SitemapError
 from crawler.messages import SITEMAP_CALLBACK, Failure, Job, NewRequest, Outcome, Page
 from crawler.robots import fetch_robots
 from crawler.sitemap import parse_sitemap
-from crawler.urls import canonicalize_url, fingerprint, url_host
+from crawler.urls import Admitted, Refusal, admit
 from crawler.worker.outcomes import done
 
 __all__ = ["robots_outcome", "sitemap_outcome"]
@@ -69,32 +69,24 @@ def sitemap_outcome(
     skipped = sitemap.skipped
     requests: list[NewRequest] = []
     seen: set[int] = set()
+    # Child sitemaps may live elsewhere (robots.txt cross-submission); pages obey the
+    # spider's offsite filter like links do.
+    offsite_filter = None if index else allows
     for entry in sitemap.entries:
-        try:
-            url = canonicalize_url(entry.loc)
-        except InvalidURL:
-            skipped += 1
-            continue
-        host = url_host(url)
-        # Child sitemaps may live elsewhere (robots.txt cross-submission); pages obey the
-        # spider's offsite filter like links do.
-        if len(url) > max_url_length or (not index and not allows(host)):
-            skipped += 1
-            continue
-        fp = fingerprint(url)
-        if fp in seen:
-            continue
-        seen.add(fp)
-        requests.append(
-            NewRequest(
-                fp=fp,
-                url=url,
-                host=host,
-                callback=SITEMAP_CALLBACK if index else callback,
-                depth=job.depth,
-                lastmod=None if index else entry.lastmod,
+        admitted = admit(entry.loc, max_url_length=max_url_length, allows=offsite_filter, seen=seen)
+        if isinstance(admitted, Admitted):
+            requests.append(
+                NewRequest(
+                    fp=admitted.fp,
+                    url=admitted.url,
+                    host=admitted.host,
+                    callback=SITEMAP_CALLBACK if index else callback,
+                    depth=job.depth,
+                    lastmod=None if index else entry.lastmod,
+                )
             )
-        )
+        elif admitted.reason is not Refusal.DUPLICATE:
+            skipped += 1
     return done(
         job,
         page,

@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from crawler.errors import InvalidURL
 from crawler.http import HTTPError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
@@ -37,7 +36,7 @@ from crawler.messages import (
 from crawler.settings import Settings
 from crawler.sitemap import MAX_SITEMAP_SIZE
 from crawler.spider import Spider
-from crawler.urls import canonicalize_url, fingerprint, url_host
+from crawler.urls import Admitted, Refusal, Refused, admit, fingerprint
 from crawler.worker import retry as fetch
 from crawler.worker.body import BodyDeadline, past_deadline, read_body
 from crawler.worker.callbacks import CallbackRunner
@@ -281,27 +280,31 @@ class JobRunner:
         store_body = self.settings.store_body
         raw = headers.get("Location")
         target = fetch.redirect_target(job.url, raw)
-        canonical = None
-        if target is not None:
-            with contextlib.suppress(InvalidURL):
-                canonical = canonicalize_url(target)
+        # Redirects are followed wherever they lead: no offsite filter.
+        admitted = (
+            None if target is None else admit(target, max_url_length=self.settings.max_url_length)
+        )
+        # The page row records the canonical target even when it is too long to follow.
+        canonical = None if admitted is None else admitted.url
         page = make_page(
             job, status, headers, content_type, body, canonical, started, now, store_body
         )
         hops = (*job.redirect_urls, job.url)
-        reason = self._not_followed(raw, canonical, hops)
-        if canonical is None or reason is not None:
+        reason = self._not_followed(raw, admitted, hops)
+        if not isinstance(admitted, Admitted) or reason is not None:
             if reason is not None:
                 failures.append(Failure(job.url, "redirect", reason))
             return done(job, page, failures)
         # The same rule as PoolManager's: credentials stay with their origin, a hop that
         # becomes GET loses its body and Content-* headers.
-        hop = next_hop(status, job.method, job.headers, job.url, canonical)
+        hop = next_hop(status, job.method, job.headers, job.url, admitted.url)
         body_out = job.body if hop.keeps_body else None
         request = NewRequest(
-            fp=fingerprint(canonical, hop.method, body_out),
-            url=canonical,
-            host=url_host(canonical),
+            # The hop's own request: its method and body are known only now, from next_hop,
+            # which needs the canonical target (admitted.fp is for a plain GET).
+            fp=fingerprint(admitted.url, hop.method, body_out),
+            url=admitted.url,
+            host=admitted.host,
             method=hop.method,
             headers=hop.headers,
             body=body_out,
@@ -313,13 +316,13 @@ class JobRunner:
         return done(job, page, failures, requests=(request,), stats={"redirects": 1})
 
     def _not_followed(
-        self, raw: str | None, canonical: str | None, hops: tuple[str, ...]
+        self, raw: str | None, target: Admitted | Refused | None, hops: tuple[str, ...]
     ) -> str | None:
         """Why a redirect is not followed (``None`` also for a 3xx without ``Location``)."""
-        if canonical is None:
+        if target is None or (isinstance(target, Refused) and target.reason is Refusal.INVALID):
             return None if raw is None else f"not followed: {raw[:200]!r}"
         if len(hops) > self.settings.max_redirects:
             return f"more than {self.settings.max_redirects} redirects"
-        if len(canonical) > self.settings.max_url_length:
+        if isinstance(target, Refused):  # TOO_LONG: admit() was given no offsite filter
             return "target URL longer than max_url_length"
         return None

@@ -1,4 +1,5 @@
-"""Pure units of crawler.urls (shared by both sides): canonical URLs, hosts, fingerprints.
+"""Pure units of crawler.urls (shared by both sides): canonical URLs, hosts, fingerprints,
+and admit(), the one rule for every path that accepts a URL.
 
 (Which worker owns a host and the politeness clocks are the engine's: tests/engine/.)
 """
@@ -11,7 +12,15 @@ import pytest
 
 import crawler.urls as frontier
 from crawler.errors import InvalidURL
-from crawler.urls import canonicalize_url, fingerprint, url_host
+from crawler.urls import (
+    Admitted,
+    Refusal,
+    Refused,
+    admit,
+    canonicalize_url,
+    fingerprint,
+    url_host,
+)
 from tests.kit.processes import python_output
 
 CANONICAL = [
@@ -179,5 +188,125 @@ def test_fingerprint_method_and_body() -> None:
     assert fingerprint(url, "GET", b"") != fingerprint(url)
 
 
+ADMITTED = [
+    # (url, base, canonical, host): fast path, slow path, relative, userinfo, port
+    ("http://a.com/x", None, "http://a.com/x", "a.com"),
+    ("HTTP://A.com:80/a/./b#f", None, "http://a.com/a/b", "a.com"),
+    ("https://a.com:8443/x?y", None, "https://a.com:8443/x?y", "a.com:8443"),
+    ("http://u:p@a.com:81/", None, "http://u:p@a.com:81/", "a.com:81"),
+    ("http://[::1]:8080/", None, "http://[::1]:8080/", "[::1]:8080"),
+    ("/x y#f", "http://a.com:81/p", "http://a.com:81/x%20y", "a.com:81"),
+    ("z.html", "http://a.com/p/q?x", "http://a.com/p/z.html", "a.com"),
+    ("//b.com/x", "https://a.com/p", "https://b.com/x", "b.com"),
+    ("http://bücher.de/", None, "http://xn--bcher-kva.de/", "xn--bcher-kva.de"),
+]
+
+
+@pytest.mark.parametrize(("url", "base", "canonical", "host"), ADMITTED)
+def test_admit(url: str, base: str | None, canonical: str, host: str) -> None:
+    got = admit(url, base=base, max_url_length=2083)
+    assert got == Admitted(canonical, host, fingerprint(canonical))
+    assert isinstance(got, Admitted)
+    assert got.host == url_host(got.url)  # the fast path's host is url_host's
+
+
+@pytest.mark.parametrize(
+    ("method", "body"), [("GET", None), ("POST", b"x=1"), ("HEAD", None), ("get", b"")]
+)
+def test_admit_fingerprints_method_and_body(method: str, body: bytes | None) -> None:
+    got = admit("http://a.com/", method=method, body=body, max_url_length=100)
+    assert isinstance(got, Admitted)
+    assert got.fp == fingerprint("http://a.com/", method, body)
+
+
+@pytest.mark.parametrize(("url", "reason"), INVALID)
+def test_admit_refuses_invalid(url: str, reason: str) -> None:
+    got = admit(url, max_url_length=2083, allows=lambda host: pytest.fail("asked"))
+    assert isinstance(got, Refused)
+    assert got.reason is Refusal.INVALID
+    assert reason in got.detail
+    with pytest.raises(InvalidURL) as info:
+        canonicalize_url(url)
+    assert got.detail == str(info.value)  # the errors row carries InvalidURL's message
+    assert got.url is None
+
+
+@pytest.mark.parametrize(
+    ("url", "max_len", "admitted"),
+    [
+        ("http://a.com/xyz", 16, True),  # exactly the limit
+        ("http://a.com/xyzw", 16, False),  # one over
+        ("http://a.com/xyz#" + "f" * 50, 16, True),  # the limit is on the canonical form
+        ("HTTP://A.COM:80/./xyz", 16, True),
+        ("http://a.com/ xyz", 16, False),  # the space becomes %20
+    ],
+)
+def test_admit_length_is_checked_on_the_canonical_form(
+    url: str, max_len: int, admitted: bool
+) -> None:
+    canonical = canonicalize_url(url)
+    if admitted:
+        got = admit(url, max_url_length=max_len)
+        assert got == Admitted(canonical, url_host(canonical), fingerprint(canonical))
+    else:
+        # Refused before the offsite filter is asked.
+        got = admit(url, max_url_length=max_len, allows=lambda host: pytest.fail("asked"))
+        assert got == Refused(Refusal.TOO_LONG, "longer than max_url_length", canonical)
+
+
+def test_admit_offsite_filter() -> None:
+    asked: list[str] = []
+
+    def allows(host: str) -> bool:
+        asked.append(host)
+        return host == "a.com"
+
+    assert isinstance(admit("http://a.com/x", max_url_length=100, allows=allows), Admitted)
+    got = admit("http://B.com:81/x", max_url_length=100, allows=allows)
+    assert got == Refused(Refusal.OFFSITE, "host not allowed", None)
+    assert asked == ["a.com", "b.com:81"]  # the canonical host, port included
+    assert isinstance(admit("http://b.com:81/x", max_url_length=100), Admitted)  # no filter
+
+
+def test_admit_seen_refuses_a_repeat_within_one_response() -> None:
+    seen: set[int] = set()
+    first = admit("/a#top", base="http://h.com/", max_url_length=100, seen=seen)
+    assert isinstance(first, Admitted)
+    assert seen == {first.fp}
+    again = admit("HTTP://H.com:80/a", max_url_length=100, seen=seen)  # the same canonical URL
+    assert again == Refused(Refusal.DUPLICATE, "already admitted", None)
+    # A refusal for another reason adds nothing to seen; no seen, no duplicates.
+    invalid = admit("ftp://h.com/", max_url_length=100, seen=seen)
+    assert isinstance(invalid, Refused)
+    assert invalid.reason is Refusal.INVALID
+    assert admit("http://h.com/a", max_url_length=100) == first
+    assert seen == {first.fp}
+
+
+def test_admit_agrees_with_the_chain() -> None:
+    """admit() is canonicalize_url, url_host and fingerprint, whichever path canonicalizes."""
+    rng = random.Random(11)
+    alphabet = "aA0-._~%2F3e:/?=&@!# \u00e9"
+    for _ in range(3000):
+        tail = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        url = rng.choice(["http://h.com/", "HTTPS://u@H.com:443/", "/", ""]) + tail
+        got = admit(url, base="http://b.com/d/p", max_url_length=2083)
+        try:
+            canonical = canonicalize_url(url, "http://b.com/d/p")
+        except InvalidURL:
+            assert isinstance(got, Refused)
+            assert got.reason is Refusal.INVALID
+            continue
+        assert got == Admitted(canonical, url_host(canonical), fingerprint(canonical))
+
+
 def test_public_api() -> None:
-    assert set(frontier.__all__) == {"canonicalize_url", "fingerprint", "url_host"}
+    assert set(frontier.__all__) == {
+        "Admitted",
+        "Refusal",
+        "Refused",
+        "admit",
+        "canonicalize_url",
+        "fingerprint",
+        "url_host",
+    }
