@@ -26,7 +26,7 @@ from crawler.messages import Failure, Job, Outcome
 
 if TYPE_CHECKING:
     from crawler.robots import RobotsPolicy
-    from crawler.store import Store
+    from crawler.store import CrawlStore
 
 __all__ = ["Dispatcher", "obey_robots", "owner_of"]
 
@@ -67,7 +67,7 @@ class Dispatcher:
         return fps
 
     def dispatch(
-        self, store: Store, robots: RobotsGate | None, now: float, budget: float = math.inf
+        self, store: CrawlStore, robots: RobotsGate | None, now: float, budget: float = math.inf
     ) -> list[Outcome]:
         """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
         hosts = store.hosts_with_work(now)
@@ -118,7 +118,7 @@ class Dispatcher:
 
     def _robots_gate(
         self,
-        store: Store,
+        store: CrawlStore,
         robots: RobotsGate,
         host: str,
         gate: Gate,
