@@ -199,7 +199,7 @@ def run(
     # --quiet: no status line and no periodic progress logs; the summary is still printed.
     progress = Progress(sys.stderr) if not quiet else None
     _setup_logging(quiet, log_file, progress if progress and progress.tty else None)
-    path = Path(db_path) if db_path else default_db(spider_cls.name)
+    path = db_path or default_db(spider_cls.name)  # a str: a URL must keep its //
 
     from crawler import engine
 

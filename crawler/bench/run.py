@@ -9,7 +9,6 @@ over the crawl's process tree (the site server is a child too, and is left out).
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 from crawler.bench.measure import TreeRSSSampler, cpu_now
 from crawler.bench.server import SiteServer
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
+from crawler.store.verify import stored_pages
 
 __all__ = ["bench_settings", "run_bench", "verify_crawl"]
 
@@ -46,16 +46,8 @@ def bench_settings(
 
 def verify_crawl(db_path: Path, site: SiteInfo, run_id: Any = None) -> dict[str, Any]:
     """Compare the ``pages`` and ``items`` rows with the site: what is missing or extra."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
-        rows = con.execute(f"SELECT url, status FROM pages {where}", args).fetchall()
-        try:
-            items = con.execute(f"SELECT COUNT(*) FROM items {where}", args).fetchone()[0]
-        except sqlite3.OperationalError:  # no items at all: the table was never created
-            items = 0
-    finally:
-        con.close()
+    stored = stored_pages(db_path, run_id)
+    rows, items = stored.pages, stored.items
     expected = set(site.urls())
     fetched = [url for url, _status in rows]
     seen = set(fetched)

@@ -28,7 +28,7 @@ from crawler.messages import Failure, Job, Outcome
 
 if TYPE_CHECKING:
     from crawler.robots import RobotsPolicy
-    from crawler.store import Store
+    from crawler.store import CrawlStore
 
 __all__ = ["Dispatcher", "obey_robots", "owner_of"]
 
@@ -74,7 +74,7 @@ class Dispatcher:
         return self.in_flight.take_all()
 
     def dispatch(
-        self, store: Store, robots: RobotsGate | None, now: float, budget: float = math.inf
+        self, store: CrawlStore, robots: RobotsGate | None, now: float, budget: float = math.inf
     ) -> list[Outcome]:
         """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
         hosts = store.hosts_with_work(now)
@@ -124,7 +124,7 @@ class Dispatcher:
 
     def _robots_gate(
         self,
-        store: Store,
+        store: CrawlStore,
         robots: RobotsGate,
         host: str,
         gate: Gate,

@@ -1,9 +1,9 @@
 """The parent process: frontier <-> workers <-> storage, the ``runs`` row and the loop.
 
 How this works: :func:`crawl` forks N worker processes first (before the parent has opened
-anything worth inheriting), then opens the :class:`~crawler.store.Store`, returns rows left
-"in flight" by a crashed run to the queue, begins a run and seeds the spider's start requests
-(``crawler.engine.seeding``). The loop is single-threaded and is the only SQLite writer:
+anything worth inheriting), then opens the store (:func:`~crawler.store.open_store`), returns
+rows left "in flight" by a crashed run to the queue, begins a run and seeds the spider's start
+requests (``crawler.engine.seeding``). The loop is single-threaded and is the only writer:
 
 1. **dispatch** (``crawler.engine.dispatch``) — for each host with queued work whose
    politeness clock allows a start, take at most its free slots from the Store and send the
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import multiprocess
 
@@ -62,10 +62,8 @@ from crawler.errors import (
 from crawler.messages import SITEMAP_CALLBACK, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
+from crawler.store import CrawlStore, database_file, open_store
 from crawler.worker.process import STOP, default_threads
-
-if TYPE_CHECKING:
-    from crawler.store import Store
 
 __all__ = ["RunResult", "crawl"]
 
@@ -108,15 +106,17 @@ def crawl(
     ``busy_timeout`` seconds for another writer), and :class:`SpiderStartError` when the
     spider's ``__init__`` or ``start_requests`` raises.
     """
+    # What --db names is checked first: a URL the store cannot serve fails before the run
+    # lock makes a file next to it.
     engine = _Engine(
-        spider_cls, settings, Path(db_path), dict(spider_kwargs or {}), fresh, on_progress
+        spider_cls, settings, database_file(db_path), dict(spider_kwargs or {}), fresh, on_progress
     )
     engine.busy_timeout = busy_timeout
     return engine.run()
 
 
 class _Engine:
-    store: Store
+    store: CrawlStore
     run_id: int
     busy_timeout: float = 30.0
 
@@ -195,11 +195,8 @@ class _Engine:
             # by stop_workers (multiprocessing's exit hook would terminate() and wait forever).
             for index in range(self.n):
                 self.workers.append(self._start_worker(index))
-            # Imported after the fork on purpose: sqlite-utils pulls in numpy (about 20 MB per
-            # process), which the workers never need.
-            from crawler.store import Store
-
-            store = Store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
+            # Opened after the fork on purpose: the workers never hold a database handle.
+            store = open_store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()
             run_id = store.begin_run(name, self.settings.as_dict())
             self.store = store

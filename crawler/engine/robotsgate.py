@@ -25,6 +25,7 @@ from typing import Any
 
 from crawler.messages import ROBOTS_CALLBACK, Job
 from crawler.robots import STALE_GRACE, RobotsCache, RobotsPolicy, robots_url
+from crawler.store import ROBOTS_COLUMNS
 from crawler.urls import fingerprint
 
 __all__ = ["Gate", "RobotsGate"]
@@ -35,9 +36,6 @@ class Gate(enum.Enum):
     PENDING = "robots.txt being fetched"
     WAIT = "robots.txt unreachable; retry later"
     GO = "rules known"
-
-
-_ROW_FIELDS = ("kind", "status", "text", "fetched_at", "expires_at", "retry_at", "user_agent")
 
 
 class RobotsGate:
@@ -57,7 +55,7 @@ class RobotsGate:
 
     @staticmethod
     def row(policy: RobotsPolicy) -> dict[str, Any]:
-        return {name: getattr(policy, name) for name in _ROW_FIELDS}
+        return {name: getattr(policy, name) for name in ROBOTS_COLUMNS}
 
     @staticmethod
     def since(now: float) -> float:

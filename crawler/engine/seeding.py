@@ -23,7 +23,7 @@ from crawler.urls import Admitted, Refusal, Refused, admit
 from crawler.worker.callbacks import new_request
 
 if TYPE_CHECKING:
-    from crawler.store import Store
+    from crawler.store import CrawlStore
 
 __all__ = ["recrawl_after", "seed", "sitemap_requests", "start_request"]
 
@@ -33,7 +33,7 @@ _SEED_CHUNK = 1000
 
 
 def seed(
-    spider: Spider, store: Store, settings: Settings, stats: RunStats
+    spider: Spider, store: CrawlStore, settings: Settings, stats: RunStats
 ) -> tuple[list[Outcome], list[int]]:
     """Queue the start requests and the spider's sitemaps (in chunks, as they come).
 

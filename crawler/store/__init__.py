@@ -1,28 +1,27 @@
-"""``Store``: the crawl's SQLite file, and the only code that writes it.
+"""Everything that knows the crawl database's schema, behind one small interface.
 
-How this works: one connection, owned by the parent process, writes in one ``BEGIN
-IMMEDIATE`` transaction per ``add``/``take``/``requeue`` call and one per ``record`` batch,
-so a kill -9 at any moment loses at most the batch being written. ``Store`` is composed of
-parts that share that connection, one responsibility each::
+The engine talks to a :class:`CrawlStore` (``api.py``: what it may call, and what each call
+guarantees) and gets one only from :func:`open_store`, which picks the backend from the
+``--db`` target. SQLite is the backend today (``sqlite.py``, over ``schema.py``,
+``connection.py``, ``frontier.py``, ``results.py``, ``runs.py``); the read-only paths of the
+command line live here too: ``history.py`` (``crawler runs``/``stats``), ``export.py``
+(``crawler export``) and ``verify.py`` (``crawler bench``'s check of a crawl).
 
-    schema.py       the tables, indexes and version; migrations (only ever add)
-    connection.py   opening, WAL, busy waits, transactions, progress counts
-    frontier.py     FrontierMixin: add, add_follows, take, requeue, give_up, recrawl, ...
-    results.py      ResultsMixin: record() of pages, items, links, errors; BatchStats
-    runs.py         RunsMixin: runs rows and stored robots.txt policies
-
-One run per database at a time is not this package's business: the engine holds
-:class:`crawler.engine.runlock.RunLock` (an ``flock`` on ``<db>.lock``) around the whole run.
-:mod:`crawler.store` re-exports the public names and is the import path callers use.
+Importing this package is cheap (no sqlite-utils until a database is opened), so the engine
+imports it before it forks its workers.
 """
 
 from __future__ import annotations
 
-from crawler.store.results import BatchStats, ResultsMixin
-from crawler.store.runs import RunsMixin
+from crawler.store.api import BatchStats, CrawlStore, database_file, open_store
+from crawler.store.schema import ROBOTS_COLUMNS
+from crawler.store.sqlite import Store
 
-__all__ = ["BatchStats", "Store"]
-
-
-class Store(ResultsMixin, RunsMixin):
-    """The crawl database at ``path``. Not thread-safe: one owner calls it."""
+__all__ = [
+    "ROBOTS_COLUMNS",
+    "BatchStats",
+    "CrawlStore",
+    "Store",
+    "database_file",
+    "open_store",
+]

@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from crawler.errors import StorageError
-from crawler.store.schema import SCHEMA_VERSION, STATES, columns, create
+from crawler.store.schema import SCHEMA_VERSION, STATES, create, item_columns
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 
 def _import_sqlite_utils() -> Any:
@@ -49,7 +52,17 @@ def _import_sqlite_utils() -> Any:
     return sqlite_utils
 
 
-sqlite_utils = _import_sqlite_utils()
+def database(conn: sqlite3.Connection) -> Database:
+    """sqlite-utils over ``conn``, imported on first use: ``import crawler.store`` stays cheap,
+    so the engine can import it before forking workers that never open a database."""
+    db: Database = _import_sqlite_utils().Database(conn)
+    return db
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``): it never creates the file or changes the schema,
+    and in WAL mode it reads a consistent snapshot without waiting behind a writer."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
 class Connection:
@@ -84,11 +97,11 @@ class Connection:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open database {str(self.path)!r}: {exc}") from exc
         try:
+            self.db = database(self.conn)
             self._open(fresh)
         except BaseException:
             self.conn.close()
             raise
-        self.db = sqlite_utils.Database(self.conn)
 
     # --- opening --------------------------------------------------------------------------
 
@@ -116,12 +129,12 @@ class Connection:
             pass
         else:
             self._create(fresh)
-        self._item_columns = columns(self.conn, "items")
+        self._item_columns = item_columns(self.db)
         self._load()
 
     def _create(self, fresh: bool) -> None:
         with self._tx("create the schema in"):
-            create(self.conn, fresh=fresh)
+            create(self.db, fresh=fresh)
 
     def _load(self) -> None:
         self._seq = itertools.count(

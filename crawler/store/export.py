@@ -29,7 +29,12 @@ import sys
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from crawler.store.connection import connect_read_only, database
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 from crawler.errors import ExportError
 
@@ -43,40 +48,35 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _connect(db_path: Path) -> sqlite3.Connection:
+def _connect(db_path: Path) -> Database:
     if not db_path.is_file():
         raise ExportError(f"no database at {db_path}")
     try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
-        conn.execute("select count(*) from sqlite_master").fetchone()
+        db = database(connect_read_only(db_path))
+        db.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise ExportError(f"cannot read {db_path} as SQLite: {exc}") from exc
-    return conn
+    return db
 
 
-def _columns(conn: sqlite3.Connection, db_path: Path, table: str) -> list[tuple[str, str]]:
-    names = [
-        r[0]
-        for r in conn.execute(
-            "select name from sqlite_master where type in ('table', 'view') order by name"
-        )
-    ]
-    if table not in names:
+def _columns(db: Database, db_path: Path, table: str) -> list[tuple[str, str]]:
+    views = db.view_names()
+    if table not in views and table not in db.table_names():
+        names = sorted(db.table_names() + views)
         known = ", ".join(n for n in names if not n.startswith("sqlite_")) or "none"
         raise ExportError(f"no table {table!r} in {db_path} (tables: {known})")
-    # The name was checked against sqlite_master, so quoting it is safe.
-    info = conn.execute(f"pragma table_info({_quote(table)})").fetchall()
-    return [(row[1], (row[2] or "").upper()) for row in info]
+    source = db.view(table) if table in views else db.table(table)
+    return [(column.name, (column.type or "").upper()) for column in source.columns]
 
 
-def _rows(
-    conn: sqlite3.Connection, table: str, columns: list[str]
-) -> Generator[tuple[Any, ...], None, None]:
+def _rows(db: Database, table: str, columns: list[str]) -> Generator[tuple[Any, ...], None, None]:
+    # A plain cursor, not rows_where(): rows stream as tuples, and a view (no rowid) falls
+    # back to its own order.
     query = f"select {', '.join(map(_quote, columns))} from {_quote(table)}"
     try:
-        cursor = conn.execute(query + " order by rowid")
+        cursor = db.execute(query + " order by rowid")
     except sqlite3.OperationalError:  # a view or a WITHOUT ROWID table
-        cursor = conn.execute(query)
+        cursor = db.execute(query)
     yield from cursor
 
 
@@ -153,22 +153,22 @@ def export_table(
         raise ExportError(f"unknown format {fmt!r} (use jsonl or csv)")
     if blobs not in ("base64", "skip"):
         raise ExportError(f"unknown blobs mode {blobs!r} (use base64 or skip)")
-    db = Path(db_path)
-    conn = _connect(db)
+    path = Path(db_path)
+    db = _connect(path)
     rows: Generator[tuple[Any, ...], None, None] | None = None
     try:
         columns = [
             name
-            for name, decl in _columns(conn, db, table)
+            for name, decl in _columns(db, path, table)
             if not (blobs == "skip" and decl == "BLOB")
         ]
-        rows = _rows(conn, table, columns)
+        rows = _rows(db, table, columns)
         if out is not None:
             return _atomic_write(Path(out), fmt, columns, rows, blobs)
         return _write(stream or sys.stdout, fmt, columns, rows, blobs)
     except sqlite3.Error as exc:
-        raise ExportError(f"reading {table!r} from {db} failed: {exc}") from exc
+        raise ExportError(f"reading {table!r} from {path} failed: {exc}") from exc
     finally:
         if rows is not None:
             rows.close()  # before the connection: its cursor must not outlive it
-        conn.close()
+        db.close()

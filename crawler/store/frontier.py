@@ -8,6 +8,11 @@ are done: ``frontier_queue (host, priority DESC, seq, not_before) WHERE state = 
 serves ``take`` and ``hosts_with_work``; ``frontier_delayed (not_before)`` covers the few
 queued rows waiting for a retry time. Every call here is one transaction (or joins the open
 one) and moves the in-memory counts by exactly what it changed.
+
+All of it is plain SQL on purpose: ``take`` and the inserts run for every dispatch and every
+batch, thousands of rows a second, and sqlite-utils would add its per-call table and column
+lookups to each; ``executemany`` of a prepared statement does one statement per row and no
+more.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 
 from crawler.errors import HistoryError, NotACrawlDatabase
 from crawler.progress import format_duration
+from crawler.store.connection import connect_read_only, database
 
 __all__ = [
     "format_run",
@@ -38,19 +39,16 @@ def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> lis
     if not path.is_file():
         raise HistoryError(f"no database at {path}")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = connect_read_only(path)
     except sqlite3.Error as exc:
         raise HistoryError(f"cannot open {path}: {exc}") from exc
     try:
-        conn.row_factory = sqlite3.Row
-        params: tuple[str, ...]
-        sql, params = "SELECT * FROM runs", ()
-        if spider is not None:
-            sql, params = sql + " WHERE spider = ?", (spider,)
-        rows = [dict(row) for row in conn.execute(sql + " ORDER BY id", params)]
+        runs = database(conn).table("runs")
+        if not runs.exists():
+            raise NotACrawlDatabase(f"{path} has no runs table (not a crawl database?)")
+        where, args = ("spider = ?", [spider]) if spider is not None else (None, None)
+        rows = list(runs.rows_where(where, args, order_by="id"))
     except sqlite3.DatabaseError as exc:
-        if "no such table" in str(exc):
-            raise NotACrawlDatabase(f"{path} has no runs table (not a crawl database?)") from exc
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     finally:
         conn.close()

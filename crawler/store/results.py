@@ -8,16 +8,22 @@ for a retry) and queues its requests and follows, which is why this extends the 
 
 ``items`` has no fixed columns: each new item key adds one, typed from its first value; keys
 that would clash with our own columns get a ``_`` prefix.
+
+This is the hot path (thousands of rows a second), so it is plain SQL over the one connection:
+sqlite-utils' ``insert_all``/``upsert_all`` look the table and its columns up again on every
+call (a 50-row batch of links took about twice as long through ``insert_all`` as through
+``executemany``), and record() makes several calls per outcome. Only adding a column, which
+happens once per new item key, goes through sqlite-utils (``add_column``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from crawler.messages import Outcome
+from crawler.store.api import BatchStats
 from crawler.store.frontier import FrontierMixin
 from crawler.store.schema import STATES
 
@@ -41,21 +47,6 @@ _TOUCH_PAGE = (
     "UPDATE pages SET fetched_at = ?, elapsed_ms = ?, run_id = ?,"
     " etag = coalesce(?, etag), last_modified = coalesce(?, last_modified) WHERE url = ?"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    """What one ``record`` call wrote."""
-
-    pages: int = 0
-    items: int = 0
-    errors: int = 0
-    links: int = 0
-    new_requests: int = 0  # frontier rows added from requests and follows
-    done: int = 0
-    failed: int = 0
-    retried: int = 0
-    bytes: int = 0
 
 
 def _item_value(value: Any) -> Any:
@@ -244,9 +235,7 @@ class ResultsMixin(FrontierMixin):
                     name = "_" + name
                 column = known.get(name.lower())
                 if column is None:
-                    self.conn.execute(
-                        f"ALTER TABLE items ADD COLUMN {_quote(name)} {_sql_type(value)}"
-                    )
+                    self.db.table("items").add_column(name, _sql_type(value))
                     column = known[name.lower()] = name
                 if column in names:
                     values[names.index(column)] = _item_value(value)

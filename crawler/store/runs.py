@@ -14,41 +14,26 @@ import socket
 from typing import Any
 
 from crawler.store.connection import Connection
-from crawler.store.schema import to_json
+from crawler.store.schema import ROBOTS_COLUMNS, to_json
 
 
 class RunsMixin(Connection):
-    """The ``runs`` and ``robots`` tables."""
+    """The ``runs`` and ``robots`` tables (cold paths: a few rows per run, so sqlite-utils)."""
 
     # --- robots.txt -----------------------------------------------------------------------
 
-    _ROBOTS_COLUMNS = (
-        "kind",
-        "status",
-        "text",
-        "fetched_at",
-        "expires_at",
-        "retry_at",
-        "user_agent",
-    )
-
     def put_robots(self, host: str, policy: dict[str, Any]) -> None:
         """Keep one host's robots.txt policy (the fields of ``RobotsPolicy``, as plain data)."""
-        names = self._ROBOTS_COLUMNS
-        with self._tx("store robots.txt in") as conn:
-            conn.execute(
-                f"INSERT OR REPLACE INTO robots (host, {', '.join(names)})"
-                f" VALUES (?, {', '.join('?' * len(names))})",
-                (host, *(policy.get(name) for name in names)),
-            )
+        row = {"host": host, **{name: policy.get(name) for name in ROBOTS_COLUMNS}}
+        with self._tx("store robots.txt in"):
+            self.db.table("robots").upsert(row, pk="host")
 
     def robots_policies(self, since: float) -> list[tuple[str, dict[str, Any]]]:
         """``(host, fields)`` of every stored policy fetched at or after ``since``."""
-        names = self._ROBOTS_COLUMNS
-        rows = self.conn.execute(
-            f"SELECT host, {', '.join(names)} FROM robots WHERE fetched_at >= ?", (since,)
-        ).fetchall()
-        return [(row[0], dict(zip(names, row[1:], strict=True))) for row in rows]
+        rows = self.db.table("robots").rows_where(
+            "fetched_at >= ?", [since], select=", ".join(("host", *ROBOTS_COLUMNS))
+        )
+        return [(row.pop("host"), row) for row in rows]
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -58,14 +43,17 @@ class RunsMixin(Connection):
         A row whose ``finished_at`` stays NULL belongs to a run that was killed (or is still
         going: the caller holds the run lock while its row is open).
         """
-        with self._tx("start a run in") as conn:
-            cur = conn.execute(
-                "INSERT INTO runs (spider, started_at, settings, pid, hostname)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (spider, self._clock(), to_json(settings), os.getpid(), socket.gethostname()),
-            )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        row = {
+            "spider": spider,
+            "started_at": self._clock(),
+            "settings": to_json(settings),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+        }
+        with self._tx("start a run in"):
+            run_id = self.db.table("runs").insert(row).last_pk
+        assert isinstance(run_id, int)
+        return run_id
 
     def end_run(
         self,
@@ -75,22 +63,20 @@ class RunsMixin(Connection):
         finish_reason: str,
         stats: dict[str, Any] | None = None,
     ) -> None:
-        with self._tx("finish a run in") as conn:
-            conn.execute(
-                "UPDATE runs SET finished_at = ?, exit_code = ?, finish_reason = ?, stats = ?"
-                " WHERE id = ?",
-                (self._clock(), exit_code, finish_reason, to_json(stats or {}) or "{}", run_id),
-            )
+        row = {
+            "finished_at": self._clock(),
+            "exit_code": exit_code,
+            "finish_reason": finish_reason,
+            "stats": to_json(stats or {}) or "{}",
+        }
+        with self._tx("finish a run in"):
+            self.db.table("runs").update(run_id, row)
 
     def runs(self, spider: str | None = None) -> list[dict[str, Any]]:
         """Runs, oldest first, with ``stats`` and ``settings`` decoded."""
-        sql = "SELECT * FROM runs"
-        params: tuple[Any, ...] = ()
-        if spider is not None:
-            sql += " WHERE spider = ?"
-            params = (spider,)
+        where, args = ("spider = ?", [spider]) if spider is not None else (None, None)
         out = []
-        for row in self.db.query(sql + " ORDER BY id", params):
+        for row in self.db.table("runs").rows_where(where, args, order_by="id"):
             for key in ("stats", "settings"):
                 if row.get(key):
                     row[key] = json.loads(row[key])

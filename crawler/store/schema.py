@@ -1,100 +1,105 @@
-"""The schema: every table's DDL, the indexes, the version, and how a file is brought up to it.
+"""The schema: every table's columns, the indexes, the version, and how a file is brought up to it.
 
 Every table is a plain table with JSON stored as text (``to_json``), so the file opens directly
-in the ``sqlite-utils`` CLI and Datasette. Migrations only add: ``migrate`` creates what is
-missing and adds the columns a newer version declares, never dropping one, so an older
-crawl file opens with its data. ``items`` is the exception to fixed columns: it starts bare
-and grows a column per item key (see :mod:`crawler.store.results`).
+in the ``sqlite-utils`` CLI and Datasette. Tables are declared as data (:class:`Table`) and
+created by sqlite-utils, which writes the same ``CREATE TABLE`` we would by hand. Migrations
+only add: ``migrate`` creates what is missing and adds the columns a newer version declares,
+never dropping one, so an older crawl file opens with its data. ``items`` is the exception to
+fixed columns: it starts bare and grows a column per item key (see :mod:`crawler.store.results`).
 
-These are functions over a connection, run by :class:`crawler.store.connection.Connection`
-inside its write transaction; nothing here opens, locks or commits.
+These are functions over a database, run by :class:`crawler.store.connection.Connection`
+inside its write transaction (sqlite-utils nests its own as savepoints); nothing here opens,
+locks or commits.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 SCHEMA_VERSION = 2  # 2: the robots table
 STATES = ("queued", "in_flight", "done", "failed")
 
-_TABLES: dict[str, str] = {
-    "frontier": """
-        fp INTEGER PRIMARY KEY,
-        url TEXT NOT NULL,
-        host TEXT NOT NULL,
-        method TEXT NOT NULL DEFAULT 'GET',
-        headers TEXT,
-        body BLOB,
-        callback TEXT,
-        meta TEXT,
-        depth INTEGER NOT NULL DEFAULT 0,
-        priority INTEGER NOT NULL DEFAULT 0,
-        seq INTEGER NOT NULL DEFAULT 0,
-        state TEXT NOT NULL DEFAULT 'queued',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        not_before REAL NOT NULL DEFAULT 0,
-        redirect_urls TEXT,
-        discovered_at REAL,
-        updated_at REAL,
-        etag TEXT,
-        last_modified TEXT,
-        content_hash TEXT,
-        fetched_at REAL,
-        next_due REAL""",
-    "pages": """
-        url TEXT PRIMARY KEY NOT NULL,
-        status INTEGER,
-        headers TEXT,
-        content_type TEXT,
-        size INTEGER,
-        body BLOB,
-        content_hash TEXT,
-        etag TEXT,
-        last_modified TEXT,
-        location TEXT,
-        depth INTEGER,
-        fetched_at REAL,
-        elapsed_ms REAL,
-        run_id INTEGER""",
-    "items": """
-        page_url TEXT NOT NULL,
-        run_id INTEGER""",
-    "links": """
-        from_url TEXT NOT NULL,
-        to_url TEXT NOT NULL,
-        UNIQUE (from_url, to_url)""",
-    "errors": """
-        id INTEGER PRIMARY KEY,
-        url TEXT,
-        kind TEXT,
-        message TEXT,
-        traceback TEXT,
-        run_id INTEGER,
-        at REAL""",
-    "runs": """
-        id INTEGER PRIMARY KEY,
-        spider TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        finished_at REAL,
-        exit_code INTEGER,
-        finish_reason TEXT,
-        stats TEXT,
-        settings TEXT,
-        pid INTEGER,
-        hostname TEXT""",
-    # One robots.txt policy per host key, so a run within its expiry does not fetch it again.
-    "robots": """
-        host TEXT PRIMARY KEY NOT NULL,
-        kind TEXT,
-        status INTEGER,
-        text TEXT,
-        fetched_at REAL,
-        expires_at REAL,
-        retry_at REAL,
-        user_agent TEXT""",
+# The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
+# table's columns after ``host``, and the keys of the rows the engine writes and reads back.
+ROBOTS_FIELDS: dict[str, type] = {
+    "kind": str,
+    "status": int,
+    "text": str,
+    "fetched_at": float,
+    "expires_at": float,
+    "retry_at": float,
+    "user_agent": str,
 }
+ROBOTS_COLUMNS = tuple(ROBOTS_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table as sqlite-utils creates it: columns in order, with their Python types."""
+
+    columns: Mapping[str, type]
+    pk: str | tuple[str, ...] | None = None
+    not_null: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+TABLES: dict[str, Table] = {
+    "frontier": Table(
+        {
+            "fp": int, "url": str, "host": str, "method": str, "headers": str, "body": bytes,
+            "callback": str, "meta": str, "depth": int, "priority": int, "seq": int,
+            "state": str, "attempts": int, "not_before": float, "redirect_urls": str,
+            "discovered_at": float, "updated_at": float, "etag": str, "last_modified": str,
+            "content_hash": str, "fetched_at": float, "next_due": float,
+        },
+        pk="fp",
+        not_null=frozenset(
+            {"url", "host", "method", "depth", "priority", "seq", "state", "attempts",
+             "not_before"}
+        ),
+        defaults={"method": "GET", "depth": 0, "priority": 0, "seq": 0, "state": "queued",
+                  "attempts": 0, "not_before": 0},
+    ),
+    "pages": Table(
+        {
+            "url": str, "status": int, "headers": str, "content_type": str, "size": int,
+            "body": bytes, "content_hash": str, "etag": str, "last_modified": str,
+            "location": str, "depth": int, "fetched_at": float, "elapsed_ms": float,
+            "run_id": int,
+        },
+        pk="url",
+        not_null=frozenset({"url"}),
+    ),
+    "items": Table({"page_url": str, "run_id": int}, not_null=frozenset({"page_url"})),
+    # A link is its pair: the primary key is the deduplication (INSERT OR IGNORE).
+    "links": Table(
+        {"from_url": str, "to_url": str},
+        pk=("from_url", "to_url"),
+        not_null=frozenset({"from_url", "to_url"}),
+    ),
+    "errors": Table(
+        {"id": int, "url": str, "kind": str, "message": str, "traceback": str, "run_id": int,
+         "at": float},
+        pk="id",
+    ),
+    "runs": Table(
+        {"id": int, "spider": str, "started_at": float, "finished_at": float, "exit_code": int,
+         "finish_reason": str, "stats": str, "settings": str, "pid": int, "hostname": str},
+        pk="id",
+        not_null=frozenset({"spider", "started_at"}),
+    ),
+    # One robots.txt policy per host key, so a run within its expiry does not fetch it again.
+    "robots": Table({"host": str, **ROBOTS_FIELDS}, pk="host", not_null=frozenset({"host"})),
+}  # fmt: skip
+
+# Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial
+# so that scheduling never walks the rows that are done (see crawler.store.frontier).
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS frontier_queue ON frontier (host, priority DESC, seq, not_before)"
     " WHERE state = 'queued'",
@@ -113,34 +118,42 @@ def to_json(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def columns(conn: sqlite3.Connection, table: str) -> dict[str, str]:
-    """Column names of ``table``, keyed by their lower-case form (SQLite ignores case)."""
-    rows = conn.execute(f"PRAGMA table_info({table})").fetchall()
-    return {row[1].lower(): row[1] for row in rows}
+def item_columns(db: Database) -> dict[str, str]:
+    """The ``items`` columns, keyed by their lower-case form (SQLite ignores case)."""
+    return {column.name.lower(): column.name for column in db.table("items").columns}
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create what is missing; add columns a newer version declares (never drop)."""
-    for table, body in _TABLES.items():
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
-        have = columns(conn, table)
-        for line in body.split(",\n"):
-            words = line.split()
-            if words and words[0] not in ("UNIQUE", "PRIMARY") and words[0] not in have:
-                decl = " ".join(words)
-                if "PRIMARY KEY" not in decl and "NOT NULL" not in decl:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
+def migrate(db: Database) -> None:
+    """Create what is missing; add the columns a newer version declares (never drop)."""
+    for name, spec in TABLES.items():
+        table = db.table(name)
+        if not table.exists():
+            table.create(
+                dict(spec.columns),
+                pk=spec.pk,
+                not_null=spec.not_null,
+                defaults=dict(spec.defaults),
+            )
+            continue
+        have = {column.name.lower() for column in table.columns}
+        for column, kind in spec.columns.items():
+            if column in have or column == spec.pk:
+                continue
+            if column in spec.not_null and column not in spec.defaults:
+                continue  # SQLite cannot add NOT NULL without a default to a table with rows
+            default = spec.defaults.get(column) if column in spec.not_null else None
+            table.add_column(column, kind, not_null_default=default)
     for sql in _INDEXES:
-        conn.execute(sql)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(sql)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def create(conn: sqlite3.Connection, *, fresh: bool) -> None:
+def create(db: Database, *, fresh: bool) -> None:
     """Bring the schema up to date; with ``fresh``, also empty the crawl (``runs`` stay)."""
-    migrate(conn)
+    migrate(db)
     if fresh:
-        for table in ("frontier", "pages", "links", "errors", "robots"):
-            conn.execute(f"DELETE FROM {table}")
+        for name in ("frontier", "pages", "links", "errors", "robots"):
+            db.execute(f"DELETE FROM {name}")
         # Items get their columns from the data: start from the bare table again.
-        conn.execute("DROP TABLE items")
-        migrate(conn)
+        db.table("items").drop()
+        migrate(db)

@@ -570,4 +570,13 @@ def test_kill_9_mid_batch_leaves_a_consistent_db(tmp_path: Path) -> None:
 
 
 def test_public_api() -> None:
-    assert set(storage.__all__) == {"BatchStats", "Store"}
+    assert set(storage.__all__) == {
+        "BatchStats",
+        "CrawlStore",
+        "ROBOTS_COLUMNS",
+        "Store",
+        "database_file",
+        "open_store",
+    }
+    for name in storage.__all__:
+        assert hasattr(storage, name), name

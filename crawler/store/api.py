@@ -1,0 +1,225 @@
+"""The storage seam: :class:`CrawlStore`, what the engine needs from a crawl database, and
+:func:`open_store`, the one way to get one.
+
+How this works: the engine (``crawler.engine``) is the only caller, and it calls exactly the
+methods below, from one thread of one process (its loop). :func:`open_store` picks the backend
+from the ``--db`` target: a file path is SQLite (:class:`crawler.store.sqlite.Store`); a
+``postgresql://`` URL names the server backend, which is not installed yet (issue 10). Backends
+are imported inside :func:`open_store`, so importing this module costs nothing a worker
+process would carry, and a backend's driver is needed only by the runs that use it.
+
+What every backend guarantees, method by method, is written on the Protocol. The common
+thread: a frontier entry is keyed by its fingerprint ``fp`` and is in exactly one state
+(``queued``, ``in_flight``, ``done``, ``failed``); a URL handed out by :meth:`take` stays in
+the database (in flight) until its outcome is recorded or it is put back, so a crash loses
+nothing but the batch being written; and results are keyed (a page by its URL, a page's items
+by the page, a link by its pair), so recording the same outcome again replaces rather than
+duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from crawler.errors import StorageError
+from crawler.messages import Job, NewRequest, Outcome
+
+__all__ = ["BatchStats", "CrawlStore", "database_file", "open_store"]
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_POSTGRESQL = ("postgresql", "postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What one ``record`` call wrote."""
+
+    pages: int = 0
+    items: int = 0
+    errors: int = 0
+    links: int = 0
+    new_requests: int = 0  # frontier rows added from requests and follows
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    bytes: int = 0
+
+
+class CrawlStore(Protocol):
+    """A crawl database as the engine uses it. One owner; not thread-safe."""
+
+    # --- a run --------------------------------------------------------------------------
+
+    def reset_in_flight(self) -> int:
+        """Put every entry left in flight (by a crashed run) back in the queue; how many.
+
+        Called once, before :meth:`begin_run`, by the run that owns the database."""
+        ...
+
+    def begin_run(self, spider: str, settings: dict[str, Any] | None = None) -> int:
+        """Write a ``runs`` row (spider, start time, settings, pid, host name); its id.
+
+        Committed before returning: a run killed from here on leaves a row whose
+        ``finished_at`` stays NULL, which is how ``crawler runs`` tells it was killed."""
+        ...
+
+    def end_run(
+        self,
+        run_id: int,
+        *,
+        exit_code: int,
+        finish_reason: str,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        """Finish run ``run_id``'s row: end time, exit code, reason, stats (JSON)."""
+        ...
+
+    def run_url_errors(self, run_id: int) -> tuple[int, int]:
+        """``(URLs that ended with an error, URLs handled)`` in run ``run_id``, for the
+        ``max_error_rate`` check; a URL robots.txt disallowed counts as neither."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; an open transaction is rolled back. Again is a no-op."""
+        ...
+
+    # --- robots.txt ---------------------------------------------------------------------
+
+    def robots_policies(self, since: float) -> list[tuple[str, dict[str, Any]]]:
+        """``(host, fields)`` of every stored policy fetched at or after ``since``; the
+        fields are ``crawler.store.ROBOTS_COLUMNS``, as :meth:`put_robots` got them."""
+        ...
+
+    def put_robots(self, host: str, policy: dict[str, Any]) -> None:
+        """Keep ``host``'s policy (keys ``ROBOTS_COLUMNS``), replacing the one it had."""
+        ...
+
+    # --- the frontier -------------------------------------------------------------------
+
+    def add(self, requests: Iterable[NewRequest]) -> int:
+        """Queue the requests whose ``fp`` is new, in one transaction; how many were new.
+
+        A known ``fp`` is left as it is (deduplication by key, never by a set in memory),
+        except that a request with a ``lastmod`` newer than a done entry's fetch queues that
+        entry again, keeping its validators so the fetch is conditional."""
+        ...
+
+    def schedule_recrawl(
+        self,
+        now: float,
+        recrawl_after: float | None,
+        start_fps: Iterable[int] = (),
+        *,
+        always_callbacks: Iterable[str] = (),
+    ) -> int:
+        """Queue again, in one transaction: the done or failed entries among ``start_fps``
+        and those whose callback is in ``always_callbacks``, and (with ``recrawl_after``)
+        every done entry fetched before ``now - recrawl_after``; validators stay. How many."""
+        ...
+
+    def has_queued(self) -> bool:
+        """Whether any entry is queued, due now or later."""
+        ...
+
+    def hosts_with_work(self, now: float) -> list[str]:
+        """The hosts with a queued entry due at ``now`` (``not_before <= now``)."""
+        ...
+
+    def next_not_before(self, now: float | None = None) -> float | None:
+        """The earliest ``not_before`` later than ``now`` among queued entries; None: none."""
+        ...
+
+    def queued_url(self, host: str) -> str | None:
+        """Any queued URL of ``host`` (the engine needs its scheme for robots.txt)."""
+        ...
+
+    def take(self, host: str, limit: int, now: float) -> list[Job]:
+        """Up to ``limit`` due entries of ``host`` (highest priority, then oldest), moved to
+        in flight in one transaction before returning: no entry is handed out twice."""
+        ...
+
+    def requeue(self, fps: Iterable[int], *, count_attempt: bool = False) -> int:
+        """Put these in-flight entries back in the queue (a stop, a dead worker); others
+        are left alone. With ``count_attempt`` each counts one more attempt. How many."""
+        ...
+
+    def give_up(
+        self,
+        fps: Iterable[int],
+        *,
+        max_attempts: int,
+        kind: str,
+        message: str,
+        run_id: int | None,
+    ) -> list[str]:
+        """Fail the queued entries among ``fps`` with ``max_attempts`` or more attempts,
+        each with an ``errors`` row, in one transaction; their URLs."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Frontier entries by state (every state a key); cheap enough for a progress line."""
+        ...
+
+    # --- results ------------------------------------------------------------------------
+
+    def record(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        run_id: int | None,
+        store_body: bool = True,
+        store_links: bool = False,
+        recrawl_after: float | None = None,
+    ) -> BatchStats:
+        """Write a batch of outcomes in one transaction: all of it or nothing.
+
+        Per outcome: its page (by URL; a 304 or an unchanged body only refreshes the stored
+        page), its items (replacing the page's earlier ones unless unchanged), its links and
+        errors, its entry's new state (``retry``: queued with ``not_before = retry_at``), then
+        its requests and follows. Idempotent by key: recording an outcome again (a URL
+        fetched twice after a crash) replaces its rows, never duplicates them. An outcome for
+        an unknown entry writes its rows and changes no state."""
+        ...
+
+
+def database_file(target: str | os.PathLike[str]) -> Path:
+    """The file a ``--db`` target names, for what lives next to it (the run lock).
+
+    Raises :class:`StorageError` for a database URL: ``postgresql://`` until that backend
+    is installed, any other scheme always. Checked before anything is created."""
+    text = os.fspath(target)
+    match = _URL.match(text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    if scheme in _POSTGRESQL:
+        raise StorageError(
+            f"PostgreSQL support is not installed yet: cannot open {_without_password(text)}"
+            " (give a file path for SQLite)"
+        )
+    raise StorageError(
+        f"unknown database URL scheme {scheme!r}: give a file path (SQLite) or a postgresql:// URL"
+    )
+
+
+def open_store(
+    target: str | os.PathLike[str], *, fresh: bool = False, busy_timeout: float = 30.0
+) -> CrawlStore:
+    """Open (creating it if needed) the crawl database ``target`` names.
+
+    ``fresh`` empties the crawl (runs stay); ``busy_timeout`` is how long to wait for
+    another writer. Raises :class:`StorageError` when it cannot be used."""
+    path = database_file(target)
+    from crawler.store.sqlite import Store  # the backend, only once one is asked for
+
+    return Store(path, fresh=fresh, busy_timeout=busy_timeout)
+
+
+def _without_password(url: str) -> str:
+    # postgresql://user:secret@host/db -> postgresql://user@host/db: messages end up in logs.
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1@", url)
