@@ -9,12 +9,18 @@
    (the standard library and third-party packages are fine).
 
 Every ``import`` statement counts, wherever it is: inside a function, under
-``TYPE_CHECKING``. A failure names the module, the file and line, and the import.
+``TYPE_CHECKING``. One exception: the root package's façade (``crawler/__init__.py``) names
+``crawl`` and ``RunResult`` for type checkers and loads the engine on first attribute access,
+so its lazy imports are not followed (importing any crawler module runs that file; a test
+below checks in a real process that a worker's modules leave the engine and the store
+unloaded). A failure names the module, the file and line, and the import.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ class Import:
     target: str  # a module it names (for crawler modules: resolved to a module that exists)
     line: int
     text: str  # the statement as written
+    lazy: bool = False  # inside a function or under ``if TYPE_CHECKING:``
 
     def __str__(self) -> str:
         path = ROOT.parent / (self.module.replace(".", "/") + ".py")
@@ -68,20 +75,29 @@ def imports_of(module: str, source: str | None = None) -> list[Import]:
     one of our modules, else ``pkg``."""
     text = MODULES[module].read_text() if source is None else source
     lines = text.splitlines()
+    tree = ast.parse(text)
+    lazy_lines: set[int] = set()
+    for node in ast.walk(tree):
+        deferred = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        )
+        if deferred:
+            lazy_lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     found = []
-    for node in ast.walk(ast.parse(text)):
+    for node in ast.walk(tree):
         if not isinstance(node, ast.Import | ast.ImportFrom):
             continue
         statement = " ".join(" ".join(lines[node.lineno - 1 : node.end_lineno]).split())
+        lazy = node.lineno in lazy_lines
         if isinstance(node, ast.Import):
             for alias in node.names:
-                found.append(Import(module, alias.name, node.lineno, statement))
+                found.append(Import(module, alias.name, node.lineno, statement, lazy))
         elif isinstance(node, ast.ImportFrom):
             base = _resolve_from(module, node)
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 target = sub if sub in MODULES else base
-                found.append(Import(module, target, node.lineno, statement))
+                found.append(Import(module, target, node.lineno, statement, lazy))
     return found
 
 
@@ -115,6 +131,8 @@ def _chain_to(start: str, graph: dict[str, list[Import]], *forbidden: str) -> li
     while queue:
         current = queue.popleft()
         for imp in graph[current]:
+            if imp.module == "crawler" and imp.lazy:
+                continue  # the root façade's lazy names (see the module docstring)
             for reached in _crawler_edges(imp):
                 if reached == start or reached in via:
                     continue
@@ -188,6 +206,19 @@ def test_a_worker_reaching_the_store_through_another_module_is_named() -> None:
     text = "\n".join(problems)
     assert "crawler.worker.retry reaches crawler.store" in text
     assert "from crawler import markup" in text and "from crawler.store import open_store" in text
+
+
+def test_a_worker_process_leaves_the_engine_and_store_unloaded() -> None:
+    """The same rule at run time: what a worker imports does not load the parent's code."""
+    code = (
+        "import sys, crawler.worker.process, crawler.worker.runner, crawler;"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('crawler.engine', 'crawler.store', 'sqlite3', 'sqlite_utils'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_http_importing_the_rest_of_crawler_is_named() -> None:
