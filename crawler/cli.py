@@ -471,9 +471,10 @@ def shell(
     fetcher = devtools.Fetcher(settings)
     try:
         namespace = devtools.shell_namespace(spider, fetcher, url, echo=_echo_err)
-        devtools.interact(namespace, code)
+        ok = devtools.interact(namespace, code)
     finally:
         fetcher.close()
+    sys.exit(0 if ok else 1)
 
 
 def _echo_err(line: str) -> None:

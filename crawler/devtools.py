@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -361,13 +362,17 @@ def reparse(
     return report
 
 
-def interact(namespace: dict[str, Any], code: str | None = None) -> None:
+def interact(namespace: dict[str, Any], code: str | None = None) -> bool:
     """Run ``code`` in ``namespace``, or (no code) an interactive shell over it: IPython when
     it is installed, else the standard library's ``code`` console (which reads stdin, so a
-    script can be piped in)."""
+    script can be piped in). False when ``code`` raised (its traceback is on stderr)."""
     if code is not None:
-        exec(compile(code, "<crawler shell -c>", "exec"), namespace)
-        return
+        try:
+            exec(compile(code, "<crawler shell -c>", "exec"), namespace)
+        except Exception:
+            traceback.print_exc()
+            return False
+        return True
     banner = "crawler shell: response, request, spider, fetch(url), view(response)"
     try:
         from IPython import start_ipython  # type: ignore[import-not-found]
@@ -377,3 +382,4 @@ def interact(namespace: dict[str, Any], code: str | None = None) -> None:
         console.interact(banner=banner, local=namespace, exitmsg="")
     else:
         start_ipython(argv=[], user_ns=namespace, display_banner=False)
+    return True

@@ -100,6 +100,25 @@ def test_shell_obeys_robots_txt_unless_told_not_to(project: Path, site: Site) ->
     assert result.stdout.strip() == "200"
 
 
+def test_shell_code_that_raises_exits_1_with_its_traceback(project: Path, site: Site) -> None:
+    start = serve_shop(site)
+    result = invoke("shell", start, "-c", "response.css('#nothing::text').get().strip()")
+    assert result.exit_code == 1
+    assert "AttributeError" in result.stderr and 'File "<crawler shell -c>"' in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_shell_reads_a_script_piped_to_stdin(project: Path, site: Site) -> None:
+    start = serve_shop(site)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crawler", "shell", start + "p/1", "--spider", "shop"],
+        input="print('price', response.css('#price::text').get())\n",
+        cwd=project, capture_output=True, text=True, timeout=50, env=subprocess_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "price 10.00" in proc.stdout
+
+
 def _read_until(fd: int, marker: bytes, deadline: float) -> bytes:
     seen = b""
     while marker not in seen:
