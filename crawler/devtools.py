@@ -328,12 +328,14 @@ def reparse(
     run_id: int | None = None,
     write: bool = False,
 ) -> ReparseReport:
-    """Run ``spider``'s callbacks over the bodies run ``run_id`` (default: the latest) stored;
-    offline. With ``write``, the new items are stored as a new run."""
+    """Run ``spider``'s callbacks over the bodies run ``run_id`` (default: the latest run that
+    stored any) stored;
+    offline. With ``write``, the new items are stored as a new run, under the run lock
+    (:class:`~crawler.errors.LockedError` while a crawl holds it)."""
     if run_id is None:
-        run_id = latest_run(db_path, spider.name)
+        run_id = latest_run(db_path)
         if run_id is None:
-            raise HistoryError(f"no runs of {spider.name} in {db_path}")
+            raise HistoryError(f"no run stored bodies in {db_path} (is store_body off?)")
     runner = CallbackRunner(spider, settings)
     report = ReparseReport(run_id)
     new_items: dict[str, list[dict[str, Any]]] = {}
@@ -358,7 +360,12 @@ def reparse(
     for url, items in new_items.items():
         report.changes += diff_page(url, old[url], [stored_form(i) for i in items])
     if write:
-        report.written_run = write_items(db_path, spider.name, new_items, reparse_of=run_id)
+        # The crawl's own lock: a run in progress on this database is never written under.
+        from crawler.engine.runlock import RunLock
+        from crawler.store import database_file
+
+        with RunLock(database_file(db_path)):
+            report.written_run = write_items(db_path, spider.name, new_items, reparse_of=run_id)
     return report
 
 

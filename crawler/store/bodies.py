@@ -52,12 +52,12 @@ def _open(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise HistoryError(f"cannot open {path}: {exc}") from exc
 
 
-def latest_run(db_path: str | os.PathLike[str], spider: str | None = None) -> int | None:
-    """The id of the newest run (of ``spider``) in ``db_path``; None when there is none."""
+def latest_run(db_path: str | os.PathLike[str]) -> int | None:
+    """The newest run that has stored bodies in ``db_path`` (a reparse run stores none);
+    None when there is none."""
     conn = _open(db_path)
     try:
-        where, args = ("WHERE spider = ?", (spider,)) if spider else ("", ())
-        row = conn.execute(f"SELECT max(id) FROM runs {where}", args).fetchone()
+        row = conn.execute("SELECT max(run_id) FROM pages WHERE body IS NOT NULL").fetchone()
     except sqlite3.Error as exc:
         raise HistoryError(f"{db_path}: not a crawl database ({exc})") from exc
     finally:

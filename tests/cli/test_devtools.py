@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from crawler.engine.runlock import RunLock
 from tests.kit.project import invoke, make_project, subprocess_env
 from tests.kit.site import Site
 
@@ -252,6 +253,12 @@ def test_reparse_reports_what_new_code_yields_differently_offline(
     # Run 2 stored no bodies of its own: reparse --run 1 again now compares with run 2's items.
     again = _crawler(project, "reparse", "shop", "--run", "1")
     assert "0 added, 0 removed, 0 changed" in again.stderr, again.stderr
+
+    # --write while a crawl holds the database: "try again later", nothing written.
+    with RunLock(db):
+        locked = _crawler(project, "reparse", "shop", "--write")
+    assert locked.returncode == 75, locked.stderr
+    assert len(list(sqlite_utils.Database(db).table("runs").rows)) == 2
 
     # A product page that no longer yields its item is reported as removed; errors exit 1.
     (project / "spiders" / "shop.py").write_text(
