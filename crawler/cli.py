@@ -514,6 +514,8 @@ def parse_command(
     failed = False
     for result in results:
         click.echo(f"# {result.url} (callback {result.callback}, depth {result.depth})")
+        if result.skipped:
+            click.echo(f"{result.url}: {result.skipped}", err=True)
         for item in result.items:
             click.echo(f"item {_json(item)}")
         for req in result.requests:

@@ -39,6 +39,7 @@ from crawler.store.bodies import (
 from crawler.urls import canonicalize_url
 from crawler.worker.callbacks import CallbackRunner
 from crawler.worker.outcomes import make_page
+from crawler.worker.runner import is_textual
 
 __all__ = [
     "Change",
@@ -184,6 +185,17 @@ class PageResult:
     items: tuple[dict[str, Any], ...]
     requests: tuple[NewRequest, ...]
     errors: tuple[Failure, ...]
+    skipped: str | None = None  # why a crawl would not have run the callback on this page
+
+
+def skip_reason(spider: Spider, response: Response, callback: str | None) -> str | None:
+    """Why a crawl would not pass ``response`` to ``callback`` (the worker's rule), or None."""
+    status = response.status
+    if not (200 <= status < 300 or status in spider.handle_httpstatus_list):
+        return f"status {status} is not passed to callbacks (see handle_httpstatus_list)"
+    if (callback or "parse") == "parse" and not is_textual(response.headers.get("Content-Type")):
+        return f"a {response.content_type} body is stored, not parsed, by parse"
+    return None
 
 
 def _job(url: str, callback: str | None, depth: int, meta: dict[str, Any] | None) -> Job:
@@ -193,7 +205,13 @@ def _job(url: str, callback: str | None, depth: int, meta: dict[str, Any] | None
 def run_callback(
     runner: CallbackRunner, response: Response, callback: str | None, depth: int
 ) -> PageResult:
-    """Run ``callback`` on ``response`` through the worker's runner; what it yielded."""
+    """Run ``callback`` on ``response`` through the worker's runner; what it yielded.
+
+    A page a crawl would not pass to the callback (a 404, a binary body for ``parse``) yields
+    nothing, with the reason."""
+    reason = skip_reason(runner.spider, response, callback)
+    if reason is not None:
+        return PageResult(response.url, depth, callback or "parse", (), (), (), reason)
     job = _job(response.url, callback, depth, response.meta or None)
     now = time.time()
     page = make_page(

@@ -194,6 +194,9 @@ def test_parse_shows_a_callback_error_with_its_traceback_and_exits_1(
     assert "ValueError: selector went wrong" in result.stderr
     assert "Traceback (most recent call last)" in result.stderr
     assert "in parse_broken" in result.stderr
+    result = invoke("parse", start + "gone", "--spider", "shop")
+    assert result.exit_code == 0 and result.stdout.splitlines()[1:] == []
+    assert "status 404 is not passed to callbacks" in result.stderr
     result = invoke("parse", start, "--spider", "shop", "--callback", "nope")
     assert result.exit_code == 1 and "has no method 'nope'" in result.stderr
 
