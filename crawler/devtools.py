@@ -24,7 +24,7 @@ from urllib.parse import urljoin
 
 from crawler import http
 from crawler.errors import CrawlerError, HistoryError
-from crawler.messages import Failure, Job, NewRequest
+from crawler.messages import ROBOTS_CALLBACK, SITEMAP_CALLBACK, Failure, Job, NewRequest
 from crawler.robots import RobotsPolicy, robots_url
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider
@@ -364,6 +364,8 @@ def reparse(
             " nothing new?)"
         )
     for stored in pages:
+        if stored.callback in (ROBOTS_CALLBACK, SITEMAP_CALLBACK):
+            continue  # robots.txt and sitemaps are the crawler's, not the spider's callbacks
         response = Response(
             stored.url, stored.status, stored.headers, stored.body,
             request=Request(stored.url, callback=stored.callback, meta=stored.meta or {}),

@@ -279,3 +279,31 @@ def test_reparse_reports_what_new_code_yields_differently_offline(
 def test_reparse_without_runs_or_bodies_says_so(project: Path, tmp_path: Path) -> None:
     result = invoke("reparse", "shop")
     assert result.exit_code == 1 and "no database at" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_reparse_leaves_robots_and_sitemap_bodies_to_the_crawler(project: Path, site: Site) -> None:
+    host = site.add_host("127.0.0.1", {})
+    start = f"http://{host}/"
+    site.servers[0].routes.update(
+        {
+            "/robots.txt": (200, {}, f"User-agent: *\nAllow: /\nSitemap: {start}sitemap.xml\n"),
+            "/sitemap.xml": (
+                200,
+                {"Content-Type": "application/xml"},
+                '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                f"<url><loc>{start}p/1</loc></url></urlset>",
+            ),
+            "/": '<html><body><a class="product" href="/p/2">2</a></body></html>',
+            "/p/1": product("A1", "10.00"),
+            "/p/2": product("B2", "20.00"),
+        }
+    )
+    crawl = _crawler(project, "run", "shop", "-a", f"start_urls={start}", "--workers", "1", "-q")
+    assert crawl.returncode == 0, crawl.stderr
+    site.stop()
+    result = _crawler(project, "reparse", "shop")
+    assert result.returncode == 0, result.stderr
+    assert "0 added, 0 removed, 0 changed" in result.stderr
+    assert "Error" not in result.stderr
