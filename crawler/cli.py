@@ -468,6 +468,7 @@ def shell(
     from crawler import devtools
 
     spider, settings = _dev_spider(spider_name, spiders_dir, spider_args, set_args)
+    # Cookies: the spider's cookie jar plugs in as Fetcher(settings, extra_headers=...).
     fetcher = devtools.Fetcher(settings)
     try:
         namespace = devtools.shell_namespace(spider, fetcher, url, echo=_echo_err)

@@ -91,6 +91,29 @@ def test_shell_code_sees_response_request_spider_fetch_and_view(project: Path, s
     assert not (project / "data").exists()
 
 
+def test_fetcher_adds_the_headers_of_its_hook_on_every_request(site: Site) -> None:
+    """The hook a cookie jar plugs into: asked per URL, its headers go out with the request."""
+    from crawler.devtools import Fetcher
+    from crawler.settings import Settings
+
+    start = serve_shop(site)
+    asked: list[str] = []
+
+    def cookies(url: str) -> dict[str, str]:
+        asked.append(url)
+        return {"Cookie": "session=s3cret"}
+
+    fetcher = Fetcher(Settings(robots=False), extra_headers=cookies)
+    try:
+        response = fetcher.fetch(start + "p/2")
+    finally:
+        fetcher.close()
+    assert response.css("#sku::text").get() == "B2"
+    assert asked == [start + "p/2"]
+    [(_, path, headers, _)] = site.requests
+    assert path == "/p/2" and headers["cookie"] == "session=s3cret"
+
+
 def test_shell_obeys_robots_txt_unless_told_not_to(project: Path, site: Site) -> None:
     start = serve_shop(site, robots="User-agent: *\nDisallow: /\n")
     result = invoke("shell", start, "--spider", "shop", "-c", "print('reached')")
