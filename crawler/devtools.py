@@ -24,6 +24,7 @@ from urllib.parse import urljoin
 
 from crawler import http
 from crawler.errors import CrawlerError, HistoryError
+from crawler.http.util.redirect import next_hop
 from crawler.messages import ROBOTS_CALLBACK, SITEMAP_CALLBACK, Failure, Job, NewRequest
 from crawler.robots import RobotsPolicy, robots_url
 from crawler.settings import Settings
@@ -52,6 +53,10 @@ __all__ = [
     "shell_namespace",
     "view",
 ]
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
 
 
 class RobotsDisallowed(CrawlerError):
@@ -88,14 +93,14 @@ class Fetcher:
         return headers
 
     def _get(self, url: str, request: Request | None = None) -> Any:
+        """One request, redirects not followed (:meth:`fetch` follows them hop by hop)."""
         method = request.method if request else "GET"
         body = request.body if request else None
         headers = self.headers(url, request.headers if request else ())
         try:
             return self._pools.request(
-                method, url, body=body, headers=headers, redirect=True,
-                retries=http.Retry(2, redirect=10),
-            )  # fmt: skip
+                method, url, body=body, headers=headers, redirect=False, retries=http.Retry(2)
+            )
         except http.HTTPError as exc:
             raise CrawlerError(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
 
@@ -125,18 +130,33 @@ class Fetcher:
             )
 
     def fetch(self, target: str | Request, depth: int = 0) -> Response:
-        """One response, after redirects, as a callback would get it."""
-        request = target if isinstance(target, Request) else Request(target)
-        self.check_robots(request.url)
-        answer = self._get(request.url, request)
-        final = request.url
-        for hop in answer.retries.history if answer.retries else ():
-            if hop.redirect_location:  # relative to the URL that answered with it
-                final = urljoin(final, hop.redirect_location)
-        if final != request.url:  # where a crawl's Response would be: the last hop
-            request = request.replace(meta={**request.meta, "redirect_urls": [request.url]})
+        """One response, after redirects, as a callback would get it.
+
+        Redirects are followed here, hop by hop, so that robots.txt and the header hook are
+        asked about every URL, and a cross-origin hop drops credentials (``next_hop``)."""
+        first = target if isinstance(target, Request) else Request(target)
+        request, hops = first, list[str]()
+        while True:
+            self.check_robots(request.url)
+            answer = self._get(request.url, request)
+            location = answer.headers.get("Location")
+            if answer.status not in _REDIRECTS or not location:
+                break
+            if len(hops) >= _MAX_REDIRECTS:
+                raise CrawlerError(f"{first.url}: more than {_MAX_REDIRECTS} redirects")
+            hops.append(request.url)
+            to_url = urljoin(request.url, location)
+            hop = next_hop(answer.status, request.method, request.headers, request.url, to_url)
+            request = request.replace(
+                url=to_url,
+                method=hop.method,
+                headers=hop.headers,
+                body=request.body if hop.keeps_body else None,
+            )
+        if hops:  # where a crawl's Response would be: the last hop
+            request = request.replace(meta={**request.meta, "redirect_urls": hops})
         return Response(
-            final, answer.status, answer.headers, answer.data, request=request, depth=depth
+            request.url, answer.status, answer.headers, answer.data, request=request, depth=depth
         )
 
 

@@ -53,6 +53,7 @@ def serve_shop(site: Site, robots: str = "") -> str:
             '<a class="product" href="/p/2">2</a></body></html>',
             "/p/1": product("A1", "10.00"),
             "/p/2": product("B2", "20.00"),
+            "/old": (301, {"Location": "/p/2"}, ""),
         },
     )  # fmt: skip
     return f"http://{host}/"
@@ -105,13 +106,17 @@ def test_fetcher_adds_the_headers_of_its_hook_on_every_request(site: Site) -> No
 
     fetcher = Fetcher(Settings(robots=False), extra_headers=cookies)
     try:
-        response = fetcher.fetch(start + "p/2")
+        response = fetcher.fetch(start + "old")
     finally:
         fetcher.close()
+    # A redirect is followed: the response is the last hop's, as a callback sees it in a crawl.
+    assert response.url == start + "p/2" and response.meta["redirect_urls"] == [start + "old"]
     assert response.css("#sku::text").get() == "B2"
-    assert asked == [start + "p/2"]
-    [(_, path, headers, _)] = site.requests
-    assert path == "/p/2" and headers["cookie"] == "session=s3cret"
+    assert asked == [start + "old", start + "p/2"]  # asked again for every hop
+    assert [(path, h["cookie"]) for _, path, h, _ in site.requests] == [
+        ("/old", "session=s3cret"),
+        ("/p/2", "session=s3cret"),
+    ]
 
 
 def test_shell_obeys_robots_txt_unless_told_not_to(project: Path, site: Site) -> None:
