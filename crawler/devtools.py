@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from crawler import http
-from crawler.errors import CrawlerError, HistoryError
+from crawler.errors import CrawlerError, HistoryError, RobotsDisallowed
 from crawler.http.util.redirect import next_hop
 from crawler.messages import ROBOTS_CALLBACK, SITEMAP_CALLBACK, Failure, Job, NewRequest
 from crawler.robots import RobotsPolicy, robots_url
@@ -57,10 +57,6 @@ __all__ = [
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
-
-
-class RobotsDisallowed(CrawlerError):
-    """robots.txt disallows the URL for the spider's User-Agent (``-s robots=false`` skips it)."""
 
 
 # --- fetching ---------------------------------------------------------------------------------
