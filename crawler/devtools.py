@@ -362,10 +362,9 @@ def reparse(
     run_id: int | None = None,
     write: bool = False,
 ) -> ReparseReport:
-    """Run ``spider``'s callbacks over the bodies run ``run_id`` (default: the latest run that
-    stored any) stored;
-    offline. With ``write``, the new items are stored as a new run, under the run lock
-    (:class:`~crawler.errors.LockedError` while a crawl holds it)."""
+    """Run ``spider``'s callbacks over the bodies run ``run_id`` stored (default: the latest
+    run that stored any), offline. With ``write``, the new items are stored as a new run,
+    under the run lock (:class:`~crawler.errors.LockedError` while a crawl holds it)."""
     if run_id is None:
         run_id = latest_run(db_path)
         if run_id is None:
@@ -373,13 +372,8 @@ def reparse(
     runner = CallbackRunner(spider, settings)
     report = ReparseReport(run_id)
     new_items: dict[str, list[dict[str, Any]]] = {}
-    pages: list[StoredPage] = list(stored_pages_with_bodies(db_path, run_id))
-    if not pages:
-        raise HistoryError(
-            f"run {run_id} stored no bodies in {db_path} (was store_body off, or did it fetch"
-            " nothing new?)"
-        )
-    for stored in pages:
+    stored: StoredPage
+    for stored in stored_pages_with_bodies(db_path, run_id):  # one body in memory at a time
         if stored.callback in (ROBOTS_CALLBACK, SITEMAP_CALLBACK):
             continue  # robots.txt and sitemaps are the crawler's, not the spider's callbacks
         response = Response(
@@ -392,9 +386,14 @@ def reparse(
         report.errors.extend(result.errors)
         report.pages += 1
         report.items += len(result.items)
-    old = stored_items(db_path, list(new_items))
+    if not new_items:
+        raise HistoryError(
+            f"run {run_id} stored no bodies in {db_path} (was store_body off, or did it fetch"
+            " nothing new?)"
+        )
+    old = stored_items(db_path, run_id)
     for url, items in new_items.items():
-        report.changes += diff_page(url, old[url], [stored_form(i) for i in items])
+        report.changes += diff_page(url, old.get(url, []), [stored_form(i) for i in items])
     if write:
         # The crawl's own lock: a run in progress on this database is never written under.
         from crawler.engine.runlock import RunLock

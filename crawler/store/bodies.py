@@ -93,14 +93,17 @@ def stored_pages_with_bodies(db_path: str | os.PathLike[str], run_id: int) -> It
         conn.close()
 
 
-def stored_items(
-    db_path: str | os.PathLike[str], page_urls: Sequence[str]
-) -> dict[str, list[dict[str, Any]]]:
-    """The stored items of each of ``page_urls`` (without ``page_url``/``run_id``/NULLs)."""
-    found: dict[str, list[dict[str, Any]]] = {url: [] for url in page_urls}
+def stored_items(db_path: str | os.PathLike[str], run_id: int) -> dict[str, list[dict[str, Any]]]:
+    """The items stored now for each page of run ``run_id``, by page URL (without
+    ``page_url``/``run_id`` and NULLs)."""
+    found: dict[str, list[dict[str, Any]]] = {}
     conn = _open(db_path)
     try:
-        cursor = conn.execute("SELECT * FROM items ORDER BY rowid")
+        cursor = conn.execute(
+            "SELECT * FROM items WHERE page_url IN (SELECT url FROM pages WHERE run_id = ?)"
+            " ORDER BY rowid",
+            (run_id,),
+        )
         names = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
     except sqlite3.OperationalError:  # no item was ever stored: the table was never created
@@ -111,8 +114,7 @@ def stored_items(
         item = dict(zip(names, row, strict=True))
         url = item.pop("page_url", None)
         item.pop("run_id", None)
-        if url in found:
-            found[url].append({k: v for k, v in item.items() if v is not None})
+        found.setdefault(str(url), []).append({k: v for k, v in item.items() if v is not None})
     return found
 
 
