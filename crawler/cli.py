@@ -13,6 +13,7 @@ from the library, which includes the engine's own progress and summary lines.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -413,6 +414,167 @@ def bench(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(0 if report.get("ok") else 1)
+
+
+# --- writing spiders fast: shell, parse, reparse (the library side: crawler.devtools) -------
+
+
+def _dev_spider(
+    name: str | None, spiders_dir: str, spider_args: Sequence[str], set_args: Sequence[str]
+) -> tuple[Spider, Settings]:
+    """The spider (a bare ``Spider`` without a name) and its settings, as ``run`` builds them."""
+    kwargs = parse_pairs(spider_args, "-a")
+    overrides = parse_pairs(set_args, "-s")
+    spider_cls = load_spider(name, path=spiders_dir) if name else Spider
+    try:
+        settings = build_settings(spider_cls, overrides)
+    except SettingsError as exc:
+        raise SettingsError(f"{spider_cls.name or 'shell'}: {exc}") from exc
+    return spider_cls(**kwargs), settings
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+_spider_option = click.option(
+    "--spiders-dir", default="spiders", show_default=True, help="where spiders live"
+)
+_a_option = click.option(
+    "-a", "spider_args", multiple=True, metavar="NAME=VALUE", help="spider argument"
+)
+_s_option = click.option("-s", "set_args", multiple=True, metavar="NAME=VALUE", help="setting")
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--spider", "spider_name", metavar="NAME", help="fetch with this spider's settings")
+@click.option("-c", "code", metavar="CODE", help="run CODE instead of an interactive shell")
+@_a_option
+@_s_option
+@_spider_option
+def shell(
+    url: str,
+    spider_name: str | None,
+    code: str | None,
+    spider_args: Sequence[str],
+    set_args: Sequence[str],
+    spiders_dir: str,
+) -> None:
+    """Fetch URL and open a Python shell with response, request, spider, fetch(url), view().
+
+    Never starts a crawl and writes no database. IPython is used when installed.
+    """
+    from crawler import devtools
+
+    spider, settings = _dev_spider(spider_name, spiders_dir, spider_args, set_args)
+    # Cookies: the spider's cookie jar plugs in as Fetcher(settings, extra_headers=...).
+    fetcher = devtools.Fetcher(settings)
+    try:
+        namespace = devtools.shell_namespace(spider, fetcher, url, echo=_echo_err)
+        ok = devtools.interact(namespace, code)
+    finally:
+        fetcher.close()
+    sys.exit(0 if ok else 1)
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@cli.command("parse")
+@click.argument("url")
+@click.option("--spider", "spider_name", metavar="NAME", required=True)
+@click.option("--callback", metavar="METHOD", help="the callback to run [parse]")
+@click.option("--depth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="levels of pages to run callbacks on (1: URL only)")  # fmt: skip
+@_a_option
+@_s_option
+@_spider_option
+def parse_command(
+    url: str,
+    spider_name: str,
+    callback: str | None,
+    depth: int,
+    spider_args: Sequence[str],
+    set_args: Sequence[str],
+    spiders_dir: str,
+) -> None:
+    """Run a callback on URL and print the items and requests it yields; writes nothing.
+
+    Exits 1, with the traceback, when the callback raises.
+    """
+    from crawler import devtools
+
+    spider, settings = _dev_spider(spider_name, spiders_dir, spider_args, set_args)
+    fetcher = devtools.Fetcher(settings)
+    try:
+        results = devtools.parse_page(spider, fetcher, url, callback=callback, depth=depth)
+    finally:
+        fetcher.close()
+    failed = False
+    for result in results:
+        click.echo(f"# {result.url} (callback {result.callback}, depth {result.depth})")
+        if result.skipped:
+            click.echo(f"{result.url}: {result.skipped}", err=True)
+        for item in result.items:
+            click.echo(f"item {_json(item)}")
+        for req in result.requests:
+            via = f" -> {req.callback}" if req.callback else ""
+            click.echo(f"request {req.method} {req.url}{via}")
+        for error in result.errors:
+            failed = True
+            click.echo(f"Error: {result.url}: {error.message}", err=True)
+            if error.traceback:
+                click.echo(error.traceback.rstrip(), err=True)
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option("--run", "run_id", type=int, metavar="N", help="the run whose bodies [the latest]")
+@click.option("--write", is_flag=True, help="store the new items as a new run")
+@_a_option
+@_s_option
+@_spider_option
+def reparse(
+    name: str,
+    db_path: str | None,
+    run_id: int | None,
+    write: bool,
+    spider_args: Sequence[str],
+    set_args: Sequence[str],
+    spiders_dir: str,
+) -> None:
+    """Run spider NAME's current callbacks over the bodies a run stored, offline; print the
+    items added, removed and changed. Exits 1 when a callback raised."""
+    from crawler import devtools
+
+    spider, settings = _dev_spider(name, spiders_dir, spider_args, set_args)
+    path = db_path or default_db(spider.name)
+    report = devtools.reparse(spider, settings, path, run_id=run_id, write=write)
+    for change in report.changes:
+        if change.kind == "changed":
+            fields = ", ".join(
+                f"{k}: {_json(old)} -> {_json(new)}" for k, (old, new) in change.fields().items()
+            )
+            click.echo(f"changed {change.page_url} {fields}")
+        else:
+            click.echo(f"{change.kind} {change.page_url} {_json(change.new or change.old)}")
+    for error in report.errors:
+        click.echo(f"Error: {error.url}: {error.message}", err=True)
+        if error.traceback:
+            click.echo(error.traceback.rstrip(), err=True)
+    counts = {k: sum(c.kind == k for c in report.changes) for k in ("added", "removed", "changed")}
+    line = (
+        f"reparse of run {report.run_id}: {report.pages} pages, {report.items} items;"
+        f" {counts['added']} added, {counts['removed']} removed, {counts['changed']} changed"
+    )
+    if report.written_run is not None:
+        line += f"; stored as run {report.written_run}"
+    click.echo(line, err=True)
+    sys.exit(1 if report.errors else 0)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

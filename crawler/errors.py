@@ -16,6 +16,7 @@
     ├── HistoryError                     the runs table cannot be read (no such database, ...)
     │   └── NotACrawlDatabase            a SQLite file without a runs table
     ├── ExportError                      no such database or table, bad format, unwritable output
+    ├── RobotsDisallowed                 ``crawler shell``/``parse``: robots.txt keeps it off a URL
     ├── ServerError (+ RuntimeError)     the ``crawler bench`` site server could not be started
     ├── InvalidURL (+ ValueError)        .url .reason: malformed, or not http(s)
     └── SitemapError (+ ValueError)      a body that is not a sitemap we can read
@@ -66,6 +67,7 @@ __all__ = [
     "LockFileError",
     "LockedError",
     "NotACrawlDatabase",
+    "RobotsDisallowed",
     "ServerError",
     "SettingsError",
     "SitemapError",
@@ -186,6 +188,10 @@ class NotACrawlDatabase(HistoryError):
 
 class ExportError(CrawlerError):
     """The export cannot be made: no such database or table, bad format, unwritable output."""
+
+
+class RobotsDisallowed(CrawlerError):
+    """``crawler shell``/``parse``: robots.txt keeps the spider off the URL asked for."""
 
 
 class ServerError(CrawlerError, RuntimeError):
