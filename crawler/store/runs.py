@@ -87,6 +87,16 @@ class RunsMixin(Connection):
         runs = self.runs(spider)
         return runs[-1] if runs else None
 
+    def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
+        """The stats of ``spider``'s last ``n`` finished runs before ``before_run``, oldest
+        first (a run killed before its end has no stats and is not one of them)."""
+        rows = self.conn.execute(
+            "SELECT stats FROM runs WHERE spider = ? AND id < ? AND finished_at IS NOT NULL"
+            " AND stats IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (spider, before_run, n),
+        ).fetchall()
+        return [json.loads(row[0]) for row in reversed(rows)]
+
     def run_url_errors(self, run_id: int) -> tuple[int, int]:
         """``(urls that ended with an error, urls handled)`` in run ``run_id``.
 
