@@ -207,7 +207,7 @@ class Settings:
     max_error_rate: float | None = _setting(None, "opt_float", "exit 1 above this error share")
     min_items: int = _setting(0, "int", "exit 1 when fewer items were scraped (0: off)")
     # Quality gates and the end-of-run hook (issue 12, docs/changes.md).
-    min_field_fill: dict[str, float] | None = _setting(
+    min_field_fill: Mapping[str, float] | None = _setting(
         None, "fill", "exit 1 when a field is filled in fewer items (price=0.95,name=1)"
     )
     max_drop: float | None = _setting(

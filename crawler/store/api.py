@@ -198,6 +198,11 @@ class CrawlStore(Protocol):
         """``{"new": n, "changed": n, "removed": n}``: the item history's changes in a run."""
         ...
 
+    def run_item_count(self, run_id: int) -> int:
+        """The items on the pages run ``run_id`` fetched, parsed or kept because the page was
+        unchanged: what the ``max_drop`` gate counts (a recrawl parses only changed pages)."""
+        ...
+
     def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
         """The stats of ``spider``'s last ``n`` finished runs before ``before_run`` (oldest
         first): what the quality gates compare a run with."""

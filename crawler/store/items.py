@@ -9,8 +9,9 @@ its batch transaction, and three tables keep the history (docs/changes.md)::
                     last_changed_run, removed_run (NULL while it is there)
     item_versions   each version a change replaced: the old ``data`` and ``hash``, the run
                     it was first seen in and the run that replaced it
-    item_changes    per run and key: ``new``, ``changed`` (``fields``: {field: [old, new]})
-                    or ``removed`` (``fields``: the last version)
+    item_changes    per run and key: ``new``, ``changed`` or ``removed``, with the
+                    versions before and after (``old``, ``new``: JSON, NULL for none) and
+                    for a change the fields that changed (``fields``: {field: [old, new]})
 
 The removal rule: an item is removed only when the page that last yielded it was fetched
 again, its callback ran without an error and without refusing an item, and it no longer
@@ -94,7 +95,7 @@ class ItemsMixin(Connection):
             old = known.get(key)
             if old is None:
                 inserts.append((key, page_url, digest, data, run, run, run))
-                changes.append((run, key, "new", page_url, None))
+                changes.append((run, key, "new", page_url, None, None, data))
                 continue
             old_hash, old_data, removed, first_seen, last_changed = old
             if removed is not None:
@@ -103,7 +104,7 @@ class ItemsMixin(Connection):
                 else:  # back after a removal: new again, the old version kept
                     versions.append((key, old_hash, old_data, first_seen, run))
                     updates.append((page_url, digest, data, run, key))
-                    changes.append((run, key, "new", page_url, None))
+                    changes.append((run, key, "new", page_url, None, None, data))
                     continue
             if old_hash == digest:
                 seen.append((page_url, run, key))
@@ -111,7 +112,8 @@ class ItemsMixin(Connection):
             versions.append((key, old_hash, old_data, last_changed or first_seen, run))
             updates.append((page_url, digest, data, run, key))
             diff = changed_fields(json.loads(old_data), json.loads(data))
-            changes.append((run, key, "changed", page_url, json.dumps(diff, ensure_ascii=False)))
+            fields = json.dumps(diff, ensure_ascii=False, default=str)
+            changes.append((run, key, "changed", page_url, fields, old_data, data))
         if undo_removed:
             conn.executemany(
                 "DELETE FROM item_changes WHERE run_id = ? AND key = ? AND change = 'removed'",
@@ -159,14 +161,14 @@ class ItemsMixin(Connection):
                     [(run, key) for key, _ in gone],
                 )
                 conn.executemany(
-                    "INSERT INTO item_changes (run_id, key, change, page_url, fields)"
+                    "INSERT INTO item_changes (run_id, key, change, page_url, old)"
                     " VALUES (?, ?, 'removed', ?, ?)",
                     [(run, key, page_url, data) for key, data in gone],
                 )
         if changes:
             conn.executemany(
-                "INSERT INTO item_changes (run_id, key, change, page_url, fields)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO item_changes (run_id, key, change, page_url, fields, old, new)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 changes,
             )
 

@@ -85,12 +85,13 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
     ) -> BatchStats:
         """Write a batch of outcomes in one transaction: all of it or nothing.
 
-        With ``track_items`` (the spider has ``item_key``) each page's keyed items also go
-        through the item history (:mod:`crawler.store.items`). For each outcome: its page (upsert by url; a 304 only refreshes the stored row), its
+        For each outcome: its page (upsert by url; a 304 only refreshes the stored row), its
         items (replacing the page's earlier items, unless the page was unchanged: a 304 or
         ``stats["unchanged"]``), links, errors, the frontier entry's new state (``retry``
         means queued again with ``not_before = retry_at``), then its ``requests`` and its
-        ``follows`` (one level deeper than the job).
+        ``follows`` (one level deeper than the job). With ``track_items`` (the spider has
+        ``item_key``) a page's keyed items also go through the item history
+        (:mod:`crawler.store.items`).
         """
         now = self._clock()
         pages = items = errors = links = new = done = failed = retried = size = 0

@@ -97,6 +97,15 @@ class RunsMixin(Connection):
         ).fetchall()
         return [json.loads(row[0]) for row in reversed(rows)]
 
+    def run_item_count(self, run_id: int) -> int:
+        """Items on the pages run ``run_id`` fetched: parsed, or kept on an unchanged page."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM items JOIN pages ON pages.url = items.page_url"
+            " WHERE pages.run_id = ?",
+            (run_id,),
+        ).fetchone()
+        return int(row[0])
+
     def run_url_errors(self, run_id: int) -> tuple[int, int]:
         """``(urls that ended with an error, urls handled)`` in run ``run_id``.
 

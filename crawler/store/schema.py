@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 3  # 2: the robots table; 3: item history (tracked_items, item_versions, item_changes)
+SCHEMA_VERSION = (
+    3  # 2: the robots table; 3: item history (tracked_items, item_versions, item_changes)
+)
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -110,7 +112,8 @@ TABLES: dict[str, Table] = {
         pk="id",
     ),
     "item_changes": Table(
-        {"id": int, "run_id": int, "key": str, "change": str, "page_url": str, "fields": str},
+        {"id": int, "run_id": int, "key": str, "change": str, "page_url": str, "fields": str,
+         "old": str, "new": str},
         pk="id",
     ),
 }  # fmt: skip
