@@ -79,7 +79,7 @@ class ItemRules:
                     problem = f"item_key raised {type(exc).__name__}: {exc}"
                 else:
                     if key is None:
-                        problem = f"item_key {self.key!r}: missing"
+                        problem = f"{_key_name(self.key)}: missing (item_key)"
             if problem is not None:
                 failures.append(Failure(url, "item", problem))
                 continue
@@ -102,6 +102,14 @@ class ItemRules:
             if problem:
                 return str(problem)
         return None
+
+
+def _key_name(spec: object) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, tuple | list):
+        return ", ".join(map(str, spec))
+    return "item_key()"
 
 
 def _field_of(error: Any) -> str:

@@ -175,3 +175,33 @@ def test_three_scheduled_runs_report_exactly_the_true_changes_then_a_broken_sele
     assert sent["items"] == fourth.stats["items"] == 5
     assert [(g["gate"], g["subject"]) for g in sent["failed_gates"]] == [("max_drop", "price")]
     assert sent["failed_gates"][0]["median"] == 1.0
+
+
+class Checked(Shop):
+    name = "checked"
+    item_schema = {
+        "type": "object",
+        "required": ["sku", "price"],
+        "properties": {"price": {"type": "number", "minimum": 20}},
+    }
+
+
+@pytest.mark.timeout(60)
+def test_invalid_items_are_error_rows_and_a_failing_on_finish_keeps_the_exit_code(
+    site: Site, tmp_path: Path
+) -> None:
+    state: dict[str, Any] = {"run": 0}
+    start = build(site, state)
+    db = tmp_path / "checked.db"
+    settings = SETTINGS.replace(on_finish="exit 5", min_field_fill={"price": 0.5})
+    result = crawl(Checked, settings=settings, db_path=db, spider_kwargs={"start_urls": start})
+    assert result.exit_code == 0  # on_finish failed; the run's code is its own
+    assert rows(db, "SELECT kind, message FROM errors") == [
+        ("item", "price: minimum 20: 10.0 is less than the minimum of 20")
+    ]
+    assert [r[0] for r in rows(db, "SELECT sku FROM items ORDER BY sku")] == [
+        "s2", "s3", "s4", "s5", "s6"
+    ]  # fmt: skip
+    assert result.stats["items"] == 5
+    assert result.stats["items_by_callback"] == {"parse_category": 5}
+    assert result.stats["field_fill"] == {"name": 1.0, "price": 1.0, "sku": 1.0}

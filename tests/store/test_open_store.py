@@ -18,8 +18,8 @@ from crawler.errors import StorageError
 from crawler.robots import RobotsPolicy
 from crawler.settings import Settings
 from crawler.store import ROBOTS_COLUMNS, CrawlStore, Store, open_store
-from crawler.store.sqlite import Store as SQLiteStore
 from crawler.store.schema import SCHEMA_VERSION
+from crawler.store.sqlite import Store as SQLiteStore
 from tests.kit.crawl import TitleSpider
 
 ENGINE = Path(crawler.__file__).parent / "engine"
