@@ -199,7 +199,7 @@ class _Engine:
             # Opened after the fork on purpose: the workers never hold a database handle.
             store = open_store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()
-            run_id = store.begin_run(name, self.settings.as_dict())
+            run_id = store.begin_run(name, _storable(self.settings))
             self.store = store
             self.run_id = run_id
             self.track_items = spider.item_key is not None
@@ -495,3 +495,12 @@ class _Engine:
 
 def _pick(stats: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: stats[name] for name in names if name in stats}
+
+
+def _storable(settings: Settings) -> dict[str, Any]:
+    """The settings as the ``runs`` row keeps them: the ``on_finish`` command may carry a
+    secret (a webhook token), so only whether one was set is kept."""
+    values = settings.as_dict()
+    if values.get("on_finish"):
+        values["on_finish"] = "(set)"
+    return values

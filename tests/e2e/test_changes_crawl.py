@@ -175,6 +175,9 @@ def test_three_scheduled_runs_report_exactly_the_true_changes_then_a_broken_sele
     assert sent["items"] == fourth.stats["items"] == 5
     assert [(g["gate"], g["subject"]) for g in sent["failed_gates"]] == [("max_drop", "price")]
     assert sent["failed_gates"][0]["median"] == 1.0
+    # The command (it may hold a webhook token) is not kept in the runs row.
+    stored = rows(db, "SELECT settings FROM runs WHERE id = ?", fourth.run_id)[0][0]
+    assert json.loads(stored)["on_finish"] == "(set)" and str(out) not in stored
 
 
 class Checked(Shop):
