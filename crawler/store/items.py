@@ -15,8 +15,9 @@ its batch transaction, and three tables keep the history (docs/changes.md)::
 
 The removal rule: an item is removed only when the page that last yielded it was fetched
 again, its callback ran without an error and without refusing an item, and it no longer
-yields the key. A page that was not reached (a budget, a timeout, a failed fetch) or that
-came back unchanged (a 304: its items are confirmed, ``last_seen_run`` moves) removes nothing.
+yields the key; or the page now answers 404 or 410 (gone, with its items). A page that was
+not reached (a budget, a timeout, a failed fetch), answered another error status, or came
+back unchanged (a 304: its items are confirmed, ``last_seen_run`` moves) removes nothing.
 
 The hot path stays batched: one SELECT for a page's keys, ``executemany`` for the writes.
 """
@@ -31,7 +32,10 @@ from typing import Any
 
 from crawler.store.connection import Connection
 
-__all__ = ["ItemsMixin", "item_data"]
+__all__ = ["GONE_STATUSES", "ItemsMixin", "item_data"]
+
+# A page answering these is gone, with its items (no callback runs on it by default).
+GONE_STATUSES = frozenset({404, 410})
 
 _CHUNK = 500  # keys per "IN (...)": well under SQLite's variable limit
 

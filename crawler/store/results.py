@@ -25,7 +25,7 @@ from typing import Any
 from crawler.messages import Outcome
 from crawler.store.api import BatchStats
 from crawler.store.frontier import FrontierMixin
-from crawler.store.items import ItemsMixin
+from crawler.store.items import GONE_STATUSES, ItemsMixin
 from crawler.store.schema import STATES
 
 # Item keys that would clash with our own columns get this prefix.
@@ -151,7 +151,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 if track_items and page is not None:
                     if unchanged:
                         self._confirm_items(conn, page_url, run_id)
-                    elif o.callback is not None:
+                    elif o.callback is not None or page.status in GONE_STATUSES:
                         self._track(
                             conn,
                             page_url,

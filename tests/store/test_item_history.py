@@ -132,3 +132,12 @@ def test_items_without_a_key_keep_todays_behaviour(store: Store) -> None:
     store.record([plain], run_id=run_id)
     assert store.conn.execute("SELECT count(*) FROM tracked_items").fetchone() == (0,)
     assert store.conn.execute("SELECT t FROM items").fetchall() == [(1,)]
+
+
+def test_a_page_gone_404_removes_its_items_a_500_does_not(store: Store) -> None:
+    run(store, outcome(A, [{"sku": 1}]), outcome(B, [{"sku": 2}]))
+    ra, rb = req(A), req(B)
+    error = Outcome(ra.fp, ra.url, ra.host, "done", page=page(ra.url, status=500, body=b"e"))
+    gone = Outcome(rb.fp, rb.url, rb.host, "done", page=page(rb.url, status=404, body=b"n"))
+    run(store, error, gone)
+    assert feed(store) == {("removed", "2")}
