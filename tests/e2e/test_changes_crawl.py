@@ -155,6 +155,9 @@ def test_three_scheduled_runs_report_exactly_the_true_changes_then_a_broken_sele
         ("s1", 10.0),
         ("s3", 30.0),
     ]
+    shown = invoke("stats", "shop", "--db", str(db)).stdout
+    assert "changes     1 new, 1 changed, 1 removed" in shown
+    assert "fill        name 100%, price 100%, sku 100%" in shown
     table = invoke("changes", "shop", "--db", str(db))
     assert "price: 30.0 -> 35.0" in table.stdout
     assert "1 new, 1 changed, 1 removed" in table.stdout
