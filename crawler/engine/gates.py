@@ -7,8 +7,9 @@ is filled, that is neither missing, None, "" nor empty) and ``items_by_callback`
 
 - ``min_field_fill`` (``{"price": 0.95}``): a field filled in a smaller share fails;
 - ``max_drop`` (``0.5``): a field's fill rate, the run's item count or a callback's item
-  count below ``(1 - max_drop)`` times its median over the previous finished runs (up to
-  :data:`HISTORY`) fails. A field or callback the earlier runs never had is not compared.
+  count below ``(1 - max_drop)`` times its median over the previous runs that finished
+  with exit 0 (up to :data:`HISTORY`) fails. A field or callback the earlier runs never had
+  is not compared.
 
 A recrawl runs callbacks only on pages that changed (docs/cron.md), so what a run parsed is
 not all it saw. The run's item count is ``items_seen`` (parsed, or kept on an unchanged page,

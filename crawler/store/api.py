@@ -204,8 +204,8 @@ class CrawlStore(Protocol):
         ...
 
     def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
-        """The stats of ``spider``'s last ``n`` finished runs before ``before_run`` (oldest
-        first): what the quality gates compare a run with."""
+        """The stats of ``spider``'s last ``n`` runs before ``before_run`` that finished with
+        exit 0 (oldest first): what the quality gates compare a run with."""
         ...
 
 

@@ -88,11 +88,12 @@ class RunsMixin(Connection):
         return runs[-1] if runs else None
 
     def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
-        """The stats of ``spider``'s last ``n`` finished runs before ``before_run``, oldest
-        first (a run killed before its end has no stats and is not one of them)."""
+        """The stats of ``spider``'s last ``n`` runs before ``before_run`` that finished
+        cleanly (exit 0), oldest first: a run stopped by a limit saw only part of the site, and
+        one that failed a gate must not become the new normal."""
         rows = self.conn.execute(
             "SELECT stats FROM runs WHERE spider = ? AND id < ? AND finished_at IS NOT NULL"
-            " AND stats IS NOT NULL ORDER BY id DESC LIMIT ?",
+            " AND exit_code = 0 AND stats IS NOT NULL ORDER BY id DESC LIMIT ?",
             (spider, before_run, n),
         ).fetchall()
         return [json.loads(row[0]) for row in reversed(rows)]

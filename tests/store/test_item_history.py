@@ -141,3 +141,14 @@ def test_a_page_gone_404_removes_its_items_a_500_does_not(store: Store) -> None:
     gone = Outcome(rb.fp, rb.url, rb.host, "done", page=page(rb.url, status=404, body=b"n"))
     run(store, error, gone)
     assert feed(store) == {("removed", "2")}
+
+
+def test_recent_stats_are_the_clean_runs_of_the_spider_oldest_first(store: Store) -> None:
+    for n, code in enumerate((0, 1, 4, 0, 0)):
+        run_id = store.begin_run("shop")
+        store.end_run(run_id, exit_code=code, finish_reason="x", stats={"items": n})
+    other = store.begin_run("other")
+    store.end_run(other, exit_code=0, finish_reason="finished", stats={"items": 99})
+    killed = store.begin_run("shop")  # never finished
+    assert [s["items"] for s in store.recent_stats("shop", killed + 1, 5)] == [0, 3, 4]
+    assert [s["items"] for s in store.recent_stats("shop", 5, 2)] == [0, 3]
