@@ -38,6 +38,10 @@ __all__ = ["GONE_STATUSES", "ItemsMixin", "item_data"]
 GONE_STATUSES = frozenset({404, 410})
 
 _CHUNK = 500  # keys per "IN (...)": well under SQLite's variable limit
+_SELECT = (
+    "SELECT key, page_url, hash, data, removed_run, first_seen_run, last_changed_run,"
+    " last_seen_run FROM tracked_items"
+)
 
 
 def item_data(item: dict[str, Any]) -> str:
@@ -72,23 +76,27 @@ class ItemsMixin(Connection):
         complete: bool,
     ) -> None:
         """Compare the page's items with the history; ``complete``: the page's callback ran
-        cleanly, so tracked items of this page it no longer yields are removed."""
+        cleanly, so tracked items of this page it no longer yields are removed.
+
+        The common case (the page yields what it yielded last time) costs one SELECT by page
+        and one UPDATE by page; only keys new to this page are looked up one chunk at a time.
+        """
         run = run_id or 0
         latest: dict[str, dict[str, Any]] = {}
         for key, item in zip(keys, items, strict=False):
             latest[key] = item  # a key twice on one page: the last one wins
-        known: dict[str, tuple[str, str, int | None, int | None, int | None]] = {}
-        order = list(latest)
-        for start in range(0, len(order), _CHUNK):
-            chunk = order[start : start + _CHUNK]
-            for row in conn.execute(
-                "SELECT key, hash, data, removed_run, first_seen_run, last_changed_run"
-                f" FROM tracked_items WHERE key IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ):
-                known[row[0]] = (row[1], row[2], row[3], row[4], row[5])
+        # key -> (page_url, hash, data, removed_run, first_seen, last_changed, last_seen)
+        known: dict[str, tuple[Any, ...]] = {
+            row[0]: row[1:] for row in conn.execute(f"{_SELECT} WHERE page_url = ?", (page_url,))
+        }
+        elsewhere = [key for key in latest if key not in known]
+        for start in range(0, len(elsewhere), _CHUNK):
+            chunk = elsewhere[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{_SELECT} WHERE key IN ({marks})", chunk):
+                known[row[0]] = row[1:]
         inserts: list[tuple[Any, ...]] = []
-        seen: list[tuple[Any, ...]] = []
+        moved: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         versions: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
@@ -101,7 +109,7 @@ class ItemsMixin(Connection):
                 inserts.append((key, page_url, digest, data, run, run, run))
                 changes.append((run, key, "new", page_url, None, None, data))
                 continue
-            old_hash, old_data, removed, first_seen, last_changed = old
+            old_page, old_hash, old_data, removed, first_seen, last_changed, _ = old
             if removed is not None:
                 if removed == run:  # moved to a page recorded later in this run: not gone
                     undo_removed.append((run, key))
@@ -111,13 +119,24 @@ class ItemsMixin(Connection):
                     changes.append((run, key, "new", page_url, None, None, data))
                     continue
             if old_hash == digest:
-                seen.append((page_url, run, key))
-                continue
+                if old_page != page_url:
+                    moved.append((page_url, run, key))
+                continue  # seen: the UPDATE by page below
             versions.append((key, old_hash, old_data, last_changed or first_seen, run))
             updates.append((page_url, digest, data, run, key))
             diff = changed_fields(json.loads(old_data), json.loads(data))
             fields = json.dumps(diff, ensure_ascii=False, default=str)
             changes.append((run, key, "changed", page_url, fields, old_data, data))
+        gone = []
+        if complete:
+            gone = [
+                (run, old[6], key)
+                for key, old in known.items()
+                if old[0] == page_url
+                and old[3] is None
+                and key not in latest
+                and (old[6] or 0) < run
+            ]
         if undo_removed:
             conn.executemany(
                 "DELETE FROM item_changes WHERE run_id = ? AND key = ? AND change = 'removed'",
@@ -133,9 +152,9 @@ class ItemsMixin(Connection):
                 " last_seen_run, last_changed_run) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
-        if seen:
+        if moved:
             conn.executemany(
-                "UPDATE tracked_items SET page_url = ?, last_seen_run = ? WHERE key = ?", seen
+                "UPDATE tracked_items SET page_url = ?, last_seen_run = ? WHERE key = ?", moved
             )
         if versions:
             conn.executemany(
@@ -149,26 +168,20 @@ class ItemsMixin(Connection):
                 " last_changed_run = ?4, removed_run = NULL WHERE key = ?5",
                 updates,
             )
-        if complete:
-            gone = [
-                (key, data)
-                for key, data in conn.execute(
-                    "SELECT key, data FROM tracked_items WHERE page_url = ?"
-                    " AND removed_run IS NULL AND coalesce(last_seen_run, 0) < ?",
-                    (page_url, run),
-                )
-                if key not in latest
-            ]
-            if gone:
-                conn.executemany(
-                    "UPDATE tracked_items SET removed_run = ? WHERE key = ?",
-                    [(run, key) for key, _ in gone],
-                )
-                conn.executemany(
-                    "INSERT INTO item_changes (run_id, key, change, page_url, old)"
-                    " VALUES (?, ?, 'removed', ?, ?)",
-                    [(run, key, page_url, data) for key, data in gone],
-                )
+        # Everything the page still yields was seen; the gone ones keep their last_seen_run.
+        conn.execute(
+            "UPDATE tracked_items SET last_seen_run = ? WHERE page_url = ? AND removed_run IS NULL",
+            (run, page_url),
+        )
+        if gone:
+            conn.executemany(
+                "UPDATE tracked_items SET removed_run = ?, last_seen_run = ? WHERE key = ?", gone
+            )
+            conn.executemany(
+                "INSERT INTO item_changes (run_id, key, change, page_url, old)"
+                " VALUES (?, ?, 'removed', ?, ?)",
+                [(run, key, page_url, known[key][2]) for _, _, key in gone],
+            )
         if changes:
             conn.executemany(
                 "INSERT INTO item_changes (run_id, key, change, page_url, fields, old, new)"
