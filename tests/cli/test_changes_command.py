@@ -5,9 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from crawler.messages import Outcome
 from crawler.store import Store
-from tests.kit.project import invoke
+from tests.kit.project import invoke, make_project
+from tests.kit.site import Site
 from tests.store.test_store import page, req
 
 
@@ -54,3 +57,29 @@ def test_usage_and_missing_history(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, spider TEXT, started_at REAL)")
     no_history = invoke("changes", "shop", "--db", str(old))
     assert no_history.exit_code == 1 and "no item history" in no_history.stderr
+
+
+SPIDER = """
+from crawler import Spider
+
+class Titles(Spider):
+    name = "titles"
+
+    def parse(self, response):
+        yield {"url": response.url, "title": response.css("title::text").get()}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_run_with_a_failing_gate_exits_1_and_names_the_field(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(make_project(tmp_path, {"titles.py": SPIDER}))
+    host = site.add_host("127.0.0.2", {"/": "<html><body>no title</body></html>"})
+    args = ("-a", f"start_urls=http://{host}/", "-s", "robots=false", "--workers", "1")
+    result = invoke("run", "titles", *args, "-s", "min_field_fill=title=0.9,url=1")
+    assert result.exit_code == 1
+    assert "title filled in 0% of items, below min_field_fill 90%" in result.stderr
+    assert "url filled" not in result.stderr
+    bad = invoke("run", "titles", *args, "-s", "min_field_fill=title")
+    assert bad.exit_code == 2 and "field=rate" in bad.stderr
