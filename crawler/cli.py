@@ -41,6 +41,7 @@ from crawler.settings import (
     resolve_settings,
 )
 from crawler.spider import Spider
+from crawler.store.changes import FORMATS, format_changes, read_changes
 from crawler.store.export import export_table
 from crawler.store.history import format_run, format_runs, read_every_run, read_runs
 
@@ -316,6 +317,35 @@ def export(
         sys.exit(1)
     if output:
         click.echo(f"{count} rows of {table} written to {output}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option("--since-run", type=int, metavar="N", help="changes of the runs after run N")
+@click.option("--since", metavar="DURATION", help="changes of the runs started e.g. 2d ago")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def changes(
+    name: str, db_path: str | None, since_run: int | None, since: str | None, fmt: str
+) -> None:
+    """What spider NAME's items did: new, changed (old -> new) and removed.
+
+    The latest run's changes, or those of the runs after --since-run N, or of the runs
+    started within --since (e.g. 2d). Needs a spider with item_key (docs/changes.md).
+    """
+    if since_run is not None and since is not None:
+        raise click.UsageError("give --since-run or --since, not both")
+    ago = None
+    if since is not None:
+        try:
+            ago = parse_duration(since)
+        except SettingsError as exc:
+            raise click.UsageError(f"--since: {exc}") from None
+    path = _history_db(name, db_path)
+    rows = read_changes(path, name, since_run=since_run, since=ago)
+    click.echo(format_changes(rows, fmt), nl=False)
+    if not rows and fmt == "table":
+        click.echo("no changes", err=True)
 
 
 def _parse_header_options(values: Iterable[str]) -> dict[str, str]:

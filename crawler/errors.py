@@ -30,7 +30,7 @@ from outside itself.
 Exit codes, the one table (docs/cli.md shows the same; a test compares them)::
 
     0    EXIT_FINISHED         finished
-    1    EXIT_THRESHOLD        finished, but max_error_rate or min_items was crossed
+    1    EXIT_THRESHOLD        finished, but max_error_rate, min_items or a quality gate failed
     1    EXIT_WORKERS          stopped: workers kept dying
     1    EXIT_FAILED           a command failed (fetch, export, runs, stats, bench)
     2    EXIT_USAGE            usage or configuration error

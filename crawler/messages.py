@@ -151,5 +151,9 @@ class Outcome:
     host_not_before: float | None = None
     skipped_urls: int = 0  # malformed, unsupported, offsite or too long: dropped and counted
     stats: dict[str, int] = field(default_factory=dict)  # extra counters, summed by the engine
+    # The callback that ran on the page (None: none ran), for items per callback; and, when
+    # the spider declares item_key, each item's identity in the order of ``items``.
+    callback: str | None = None
+    item_keys: tuple[str, ...] = ()
     # The answer to a robots.txt Job (``callback == ROBOTS_CALLBACK``): plain data, picklable.
     robots: RobotsPolicy | None = None

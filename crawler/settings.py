@@ -139,6 +139,29 @@ def _parse_opt_duration(value: object) -> float | None:
     return parse_duration(value)
 
 
+def _parse_fill(value: object) -> dict[str, float] | None:
+    """``{"price": 0.95}``, or ``"price=0.95,name=1"`` from the command line; empty: off."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    if isinstance(value, str):
+        pairs: list[tuple[str, object]] = []
+        for part in value.split(","):
+            name, eq, rate = part.partition("=")
+            if not eq or not name.strip():
+                raise SettingsError(f"not field=rate pairs: {value!r} (e.g. price=0.95,name=1)")
+            pairs.append((name.strip(), rate))
+        value = dict(pairs)
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"not a mapping of field to fill rate: {value!r}")
+    out = {}
+    for name, rate in value.items():
+        number = _parse_float(rate)
+        if not 0 <= number <= 1:
+            raise SettingsError(f"fill rate of {name!r} must be between 0 and 1: {rate!r}")
+        out[str(name)] = number
+    return out or None
+
+
 _KIND_PARSERS = {
     "int": _parse_int,
     "float": _parse_float,
@@ -148,6 +171,7 @@ _KIND_PARSERS = {
     "size": parse_size,
     "opt_float": _parse_opt_float,
     "opt_duration": _parse_opt_duration,
+    "fill": _parse_fill,
 }
 
 
@@ -182,6 +206,14 @@ class Settings:
     recrawl_after: float | None = _setting(None, "opt_duration", "revisit pages older than this")
     max_error_rate: float | None = _setting(None, "opt_float", "exit 1 above this error share")
     min_items: int = _setting(0, "int", "exit 1 when fewer items were scraped (0: off)")
+    # Quality gates and the end-of-run hook (issue 12, docs/changes.md).
+    min_field_fill: Mapping[str, float] | None = _setting(
+        None, "fill", "exit 1 when a field is filled in fewer items (price=0.95,name=1)"
+    )
+    max_drop: float | None = _setting(
+        None, "opt_float", "exit 1 when a fill rate or item count drops by more (vs 5 runs)"
+    )
+    on_finish: str = _setting("", "str", "shell command run after the run, summary JSON on stdin")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -192,6 +224,8 @@ class Settings:
             raise SettingsError("setting per_host must be at least 1")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
             raise SettingsError("setting max_error_rate must be between 0 and 1")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 1:
+            raise SettingsError("setting max_drop must be between 0 and 1")
         if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n\0"):
             raise SettingsError("setting user_agent must be one non-empty line")
 

@@ -388,6 +388,13 @@ class Spider:
     handle_httpstatus_list: Collection[int] = ()
     """Non-2xx statuses whose responses still go to the callback (others are only stored)."""
 
+    item_key: str | tuple[str, ...] | Callable[[dict[str, Any]], object] | None = None
+    """What identifies an item across runs (docs/changes.md): a field name, a tuple of field
+    names, or a method ``item_key(self, item)``; ``None``: items are not tracked."""
+
+    item_schema: dict[str, Any] | None = None
+    """A JSON Schema every item must match; an item that does not is an ``errors`` row."""
+
     _allowed: frozenset[str] | bool | None = False  # computed on first allows()
 
     def __init__(self, **kwargs: Any) -> None:
@@ -415,6 +422,11 @@ class Spider:
 
     def closed(self, reason: str) -> None:
         """Called once when the crawl ends, with its finish reason."""
+
+    def validate_item(self, item: dict[str, Any]) -> str | None:
+        """``None`` when ``item`` is valid, else what is wrong with it (name the field and
+        the rule, e.g. ``"price: must be positive"``): it becomes an ``errors`` row."""
+        return None
 
     def _allowed_hosts(self) -> frozenset[str] | None:
         if self._allowed is False:

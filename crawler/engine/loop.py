@@ -34,7 +34,7 @@ from typing import Any
 
 import multiprocess
 
-from crawler.engine import seeding
+from crawler.engine import gates, seeding
 from crawler.engine.dispatch import Dispatcher
 from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness, PolitenessPolicy
@@ -157,6 +157,7 @@ class _Engine:
         self.replacements_left = 10 + 2 * self.n
         self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
         self.recrawl_after: float | None = settings.recrawl_after
+        self.track_items = False  # the spider declares item_key: record keeps item history
 
     def __repr__(self) -> str:
         return (
@@ -198,9 +199,10 @@ class _Engine:
             # Opened after the fork on purpose: the workers never hold a database handle.
             store = open_store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
             store.reset_in_flight()
-            run_id = store.begin_run(name, self.settings.as_dict())
+            run_id = store.begin_run(name, _storable(self.settings))
             self.store = store
             self.run_id = run_id
+            self.track_items = spider.item_key is not None
             shutdown.install()
             try:
                 self._seed(spider)
@@ -219,6 +221,7 @@ class _Engine:
             shutdown.restore()
             stop_workers(self.workers, HARD_GRACE if shutdown.hurry else GRACE)
         stats = self.counters.summary(self.n)
+        failed_gates = self._gates(name, stats) if start_error is None else []
         reason = shutdown.reason or "finished"
         exit_code = shutdown.exit_code
         try:
@@ -227,6 +230,11 @@ class _Engine:
             log.exception("spider.closed(%r) raised", reason)
         store.end_run(run_id, exit_code=exit_code, finish_reason=reason, stats=stats)
         store.close()
+        if self.settings.on_finish:
+            summary = {"spider": name, "run_id": run_id, "exit_code": exit_code}
+            summary |= {"reason": reason, "failed_gates": [g.as_dict() for g in failed_gates]}
+            counts = ("pages", "items", "items_seen", "errors", "item_changes", "elapsed")
+            gates.run_on_finish(self.settings.on_finish, summary | _pick(stats, counts))
         if start_error is not None:
             raise start_error
         # DEBUG: a program (the CLI) prints its own summary; the log file still gets this.
@@ -241,6 +249,21 @@ class _Engine:
             stats["elapsed"],
         )
         return RunResult(run_id, exit_code, reason, stats)
+
+    def _gates(self, name: str, stats: dict[str, Any]) -> list[gates.GateFailure]:
+        """The item history's counts into ``stats``; the quality gates, which may make a
+        finished run exit 1 (``crawler.engine.gates``)."""
+        if self.track_items:
+            stats["item_changes"] = self.store.item_change_counts(self.run_id)
+        s = self.settings
+        if not s.min_field_fill and s.max_drop is None:
+            return []
+        stats["items_seen"] = self.store.run_item_count(self.run_id)
+        previous = self.store.recent_stats(name, self.run_id, gates.HISTORY)
+        failed = gates.check(stats, previous, min_field_fill=s.min_field_fill, max_drop=s.max_drop)
+        stats["failed_gates"] = [g.as_dict() for g in failed]
+        self.shutdown.fail_gates(failed)
+        return failed
 
     def _seed(self, spider: Spider) -> None:
         """Load what earlier runs left (robots policies), queue the start requests and the
@@ -466,4 +489,18 @@ class _Engine:
             store_body=self.settings.store_body,
             store_links=self.settings.store_links,
             recrawl_after=self.recrawl_after,
+            track_items=self.track_items,
         )
+
+
+def _pick(stats: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: stats[name] for name in names if name in stats}
+
+
+def _storable(settings: Settings) -> dict[str, Any]:
+    """The settings as the ``runs`` row keeps them: the ``on_finish`` command may carry a
+    secret (a webhook token), so only whether one was set is kept."""
+    values = settings.as_dict()
+    if values.get("on_finish"):
+        values["on_finish"] = "(set)"
+    return values

@@ -22,6 +22,8 @@ __all__ = ["RunStats", "log_progress"]
 
 log = logging.getLogger("crawler")
 
+_EMPTY: tuple[object, ...] = ("", [], {})  # with None: a field that is there but not filled
+
 
 @dataclass(slots=True)
 class RunStats:
@@ -42,6 +44,10 @@ class RunStats:
     by_status: Counter[int] = field(default_factory=Counter)
     per_host: Counter[str] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    # Quality gates (crawler.engine.gates): items in which each field is filled, items per
+    # callback.
+    filled: Counter[str] = field(default_factory=Counter)
+    items_by_callback: Counter[str] = field(default_factory=Counter)
 
     def count(self, batch: Iterable[Outcome]) -> None:
         """Add what a batch of Outcomes (about to be recorded) did."""
@@ -52,7 +58,13 @@ class RunStats:
                 self.bytes += page.size
                 self.by_status[page.status] += 1
                 self.per_host[o.host] += 1
-            self.items += len(o.items)
+            if o.items:
+                self.items += len(o.items)
+                self.items_by_callback[o.callback or "parse"] += len(o.items)
+                filled = self.filled
+                for item in o.items:
+                    for name, value in item.items():
+                        filled[name] += 0 if value is None or value in _EMPTY else 1
             for failure in o.failures:
                 if failure.kind == "robots":
                     self.robots_denied += 1
@@ -103,7 +115,15 @@ class RunStats:
             "robots_denied": self.robots_denied,
             "robots_fetched": self.robots_fetched,
             "workers": workers,
+            "field_fill": self.field_fill(),
+            "items_by_callback": dict(self.items_by_callback),
         }
+
+    def field_fill(self) -> dict[str, float]:
+        """Each item field: the share of the run's items in which it is filled."""
+        if not self.items:
+            return {}
+        return {name: round(n / self.items, 4) for name, n in sorted(self.filled.items())}
 
 
 def log_progress(snap: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -140,6 +140,15 @@ class Shutdown:
                     f" {bad / handled:.0%} > {s.max_error_rate:.0%})"
                 )
                 self.exit_code = EXIT_THRESHOLD
+
+    def fail_gates(self, failed: Sequence[object]) -> None:
+        """Quality gates that failed (``crawler.engine.gates``) make a finished run exit 1;
+        the reason names each one with its numbers. A run stopped otherwise keeps its code."""
+        if not failed or self.exit_code not in (EXIT_FINISHED, EXIT_THRESHOLD):
+            return
+        said = "; ".join(str(f) for f in failed)
+        self.reason = f"{self.reason}; {said}" if self.reason else f"quality gate failed: {said}"
+        self.exit_code = EXIT_THRESHOLD
 
     def only_deferred(self, now: float, waits: Iterable[float | None], defer_after: float) -> bool:
         """Nothing in flight, and no queued entry may start for more than ``defer_after``.

@@ -175,6 +175,7 @@ class CrawlStore(Protocol):
         store_body: bool = True,
         store_links: bool = False,
         recrawl_after: float | None = None,
+        track_items: bool = False,
     ) -> BatchStats:
         """Write a batch of outcomes in one transaction: all of it or nothing.
 
@@ -183,7 +184,28 @@ class CrawlStore(Protocol):
         errors, its entry's new state (``retry``: queued with ``not_before = retry_at``), then
         its requests and follows. Idempotent by key: recording an outcome again (a URL
         fetched twice after a crash) replaces its rows, never duplicates them. An outcome for
-        an unknown entry writes its rows and changes no state."""
+        an unknown entry writes its rows and changes no state.
+
+        With ``track_items`` (the spider declares ``item_key``), each page whose callback ran
+        also updates the item history by ``Outcome.item_keys``: new and changed items, and
+        removed ones only when the page's callback ran without a failure and no longer
+        yields them (docs/changes.md); an unchanged page confirms its items."""
+        ...
+
+    # --- item history and quality gates ------------------------------------------------
+
+    def item_change_counts(self, run_id: int) -> dict[str, int]:
+        """``{"new": n, "changed": n, "removed": n}``: the item history's changes in a run."""
+        ...
+
+    def run_item_count(self, run_id: int) -> int:
+        """The items on the pages run ``run_id`` fetched, parsed or kept because the page was
+        unchanged: what the ``max_drop`` gate counts (a recrawl parses only changed pages)."""
+        ...
+
+    def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
+        """The stats of ``spider``'s last ``n`` runs before ``before_run`` that finished with
+        exit 0 (oldest first): what the quality gates compare a run with."""
         ...
 
 

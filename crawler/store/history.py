@@ -192,4 +192,11 @@ def format_run(run: Mapping[str, Any]) -> str:
             f"bytes       {_size(stats.get('bytes'))}",
             f"per host    {_counts(stats.get('per_host'))}",
         ]
+        if changes := stats.get("item_changes"):  # a spider with item_key (docs/changes.md)
+            lines.append(
+                f"changes     {changes.get('new', 0)} new, {changes.get('changed', 0)} changed,"
+                f" {changes.get('removed', 0)} removed"
+            )
+        if fill := stats.get("field_fill"):
+            lines.append(f"fill        {', '.join(f'{k} {v:.0%}' for k, v in fill.items())}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from typing import Any
 from crawler.messages import Outcome
 from crawler.store.api import BatchStats
 from crawler.store.frontier import FrontierMixin
+from crawler.store.items import GONE_STATUSES, ItemsMixin
 from crawler.store.schema import STATES
 
 # Item keys that would clash with our own columns get this prefix.
@@ -69,7 +70,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class ResultsMixin(FrontierMixin):
+class ResultsMixin(FrontierMixin, ItemsMixin):
     """``record()``: a batch of outcomes into pages, items, links, errors and the frontier."""
 
     def record(
@@ -80,6 +81,7 @@ class ResultsMixin(FrontierMixin):
         store_body: bool = True,
         store_links: bool = False,
         recrawl_after: float | None = None,
+        track_items: bool = False,
     ) -> BatchStats:
         """Write a batch of outcomes in one transaction: all of it or nothing.
 
@@ -87,7 +89,9 @@ class ResultsMixin(FrontierMixin):
         items (replacing the page's earlier items, unless the page was unchanged: a 304 or
         ``stats["unchanged"]``), links, errors, the frontier entry's new state (``retry``
         means queued again with ``not_before = retry_at``), then its ``requests`` and its
-        ``follows`` (one level deeper than the job).
+        ``follows`` (one level deeper than the job). With ``track_items`` (the spider has
+        ``item_key``) a page's keyed items also go through the item history
+        (:mod:`crawler.store.items`).
         """
         now = self._clock()
         pages = items = errors = links = new = done = failed = retried = size = 0
@@ -144,6 +148,18 @@ class ResultsMixin(FrontierMixin):
                 if not unchanged and (page is not None or o.items):
                     conn.execute("DELETE FROM items WHERE page_url = ?", (page_url,))
                     items += self._insert_items(page_url, run_id, o.items)
+                if track_items and page is not None:
+                    if unchanged:
+                        self._confirm_items(conn, page_url, run_id)
+                    elif o.callback is not None or page.status in GONE_STATUSES:
+                        self._track(
+                            conn,
+                            page_url,
+                            run_id,
+                            o.items,
+                            o.item_keys,
+                            complete=o.state == "done" and not o.failures,
+                        )
                 if store_links and o.links:
                     b = conn.total_changes
                     conn.executemany(

@@ -87,6 +87,26 @@ class RunsMixin(Connection):
         runs = self.runs(spider)
         return runs[-1] if runs else None
 
+    def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
+        """The stats of ``spider``'s last ``n`` runs before ``before_run`` that finished
+        cleanly (exit 0), oldest first: a run stopped by a limit saw only part of the site, and
+        one that failed a gate must not become the new normal."""
+        rows = self.conn.execute(
+            "SELECT stats FROM runs WHERE spider = ? AND id < ? AND finished_at IS NOT NULL"
+            " AND exit_code = 0 AND stats IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (spider, before_run, n),
+        ).fetchall()
+        return [json.loads(row[0]) for row in reversed(rows)]
+
+    def run_item_count(self, run_id: int) -> int:
+        """Items on the pages run ``run_id`` fetched: parsed, or kept on an unchanged page."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM items JOIN pages ON pages.url = items.page_url"
+            " WHERE pages.run_id = ?",
+            (run_id,),
+        ).fetchone()
+        return int(row[0])
+
     def run_url_errors(self, run_id: int) -> tuple[int, int]:
         """``(urls that ended with an error, urls handled)`` in run ``run_id``.
 

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 2  # 2: the robots table
+SCHEMA_VERSION = (
+    3  # 2: the robots table; 3: item history (tracked_items, item_versions, item_changes)
+)
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -96,6 +98,24 @@ TABLES: dict[str, Table] = {
     ),
     # One robots.txt policy per host key, so a run within its expiry does not fetch it again.
     "robots": Table({"host": str, **ROBOTS_FIELDS}, pk="host", not_null=frozenset({"host"})),
+    # Item history (a spider with item_key; crawler.store.items): the latest version of each
+    # item by its key, the versions it replaced, and what each run changed.
+    "tracked_items": Table(
+        {"key": str, "page_url": str, "hash": str, "data": str, "first_seen_run": int,
+         "last_seen_run": int, "last_changed_run": int, "removed_run": int},
+        pk="key",
+        not_null=frozenset({"key"}),
+    ),
+    "item_versions": Table(
+        {"id": int, "key": str, "hash": str, "data": str, "first_seen_run": int,
+         "replaced_run": int},
+        pk="id",
+    ),
+    "item_changes": Table(
+        {"id": int, "run_id": int, "key": str, "change": str, "page_url": str, "fields": str,
+         "old": str, "new": str},
+        pk="id",
+    ),
 }  # fmt: skip
 
 # Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial
@@ -109,6 +129,9 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS items_page_url ON items (page_url)",
     "CREATE INDEX IF NOT EXISTS errors_url ON errors (url)",
     "CREATE INDEX IF NOT EXISTS runs_spider ON runs (spider, id)",
+    "CREATE INDEX IF NOT EXISTS tracked_items_page ON tracked_items (page_url)",
+    "CREATE INDEX IF NOT EXISTS item_versions_key ON item_versions (key, id)",
+    "CREATE INDEX IF NOT EXISTS item_changes_run ON item_changes (run_id, id)",
 )
 
 

@@ -22,6 +22,7 @@ from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
 from crawler.urls import Admitted, Refusal, Refused, admit
 from crawler.worker.outcomes import done
+from crawler.worker.validate import ItemRules
 
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
 
@@ -65,6 +66,7 @@ class CallbackRunner:
         self.settings = settings
         self._allowed: dict[str, bool] = {}
         self._large = threading.Lock()
+        self.rules = ItemRules(spider)
 
     def __repr__(self) -> str:
         return f"<CallbackRunner {type(self.spider).__name__} {len(self._allowed)} hosts>"
@@ -126,11 +128,17 @@ class CallbackRunner:
             if large:
                 self._large.release()
         follows, new_requests, links, skipped = self.links(job, base, urls, requests)
+        keys: tuple[str, ...] = ()
+        kept = tuple(items)
+        if self.rules.active and kept:
+            kept, keys = self.rules.apply(job.url, kept, failures)
         return done(
             job,
             page,
             failures,
-            items=tuple(items),
+            items=kept,
+            item_keys=keys,
+            callback=job.callback or "parse",
             follows=follows,
             requests=new_requests,
             links=links if self.settings.store_links else (),

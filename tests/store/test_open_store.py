@@ -18,6 +18,7 @@ from crawler.errors import StorageError
 from crawler.robots import RobotsPolicy
 from crawler.settings import Settings
 from crawler.store import ROBOTS_COLUMNS, CrawlStore, Store, open_store
+from crawler.store.schema import SCHEMA_VERSION
 from crawler.store.sqlite import Store as SQLiteStore
 from tests.kit.crawl import TitleSpider
 
@@ -165,7 +166,7 @@ def test_an_old_file_is_migrated_to_the_schema_a_new_file_gets(tmp_path: Path) -
         ]
     conn = sqlite3.connect(old)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT page_url, title FROM items").fetchall() == [
             ("http://a.test/", "A")
         ]
