@@ -151,5 +151,9 @@ class Outcome:
     host_not_before: float | None = None
     skipped_urls: int = 0  # malformed, unsupported, offsite or too long: dropped and counted
     stats: dict[str, int] = field(default_factory=dict)  # extra counters, summed by the engine
+    # A "retry" has no page or failure row: what the host did instead (an HTTP status such as
+    # 503, or a transport error kind such as "timeout"), for the parent's autothrottle.
+    retry_status: int | None = None
+    retry_error: str | None = None
     # The answer to a robots.txt Job (``callback == ROBOTS_CALLBACK``): plain data, picklable.
     robots: RobotsPolicy | None = None

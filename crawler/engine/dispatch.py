@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness
 from crawler.engine.robotsgate import Gate, RobotsGate
+from crawler.engine.throttle import Sample
 from crawler.engine.workers import WorkerHandle, send
 from crawler.messages import Failure, Job, Outcome
 
@@ -56,11 +57,12 @@ class Dispatcher:
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
 
-    def finished(self, fp: int, now: float, ok: bool) -> None:
-        """``fp`` is answered: forget it and free its host's slot (nothing if not in flight)."""
+    def finished(self, fp: int, now: float, ok: bool, sample: Sample | None = None) -> None:
+        """``fp`` is answered: forget it and free its host's slot (nothing if not in flight);
+        ``sample`` (what the answer says about the host's load) goes to its autothrottle."""
         host = self.in_flight.finish(fp)
         if host is not None:
-            self.politeness.finished(host, now, ok=ok)
+            self.politeness.finished(host, now, ok=ok, sample=sample)
 
     def lost(self, worker: int, now: float) -> list[int]:
         """``worker`` died: forget what it held, free those slots as failures; the fingerprints."""

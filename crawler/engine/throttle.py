@@ -26,9 +26,12 @@ than those, never faster.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Sample", "ThrottlePolicy", "ThrottleState"]
+if TYPE_CHECKING:
+    from crawler.messages import Outcome
+
+__all__ = ["Sample", "ThrottlePolicy", "ThrottleState", "sample_of"]
 
 # Transport errors that say "the host is overloaded", not "this URL is bad".
 OVERLOAD_KINDS = frozenset({"timeout", "reset", "connect"})
@@ -68,12 +71,12 @@ class ThrottleState:
 
     def as_row(self) -> dict[str, Any]:
         """The columns stored in ``host_state`` for the next run."""
-        return {"limit": self.limit, "baseline": self.baseline, "gap": self.gap}
+        return {"concurrency": self.limit, "baseline": self.baseline, "gap": self.gap}
 
     @classmethod
     def restored(cls, row: dict[str, Any], max_limit: int) -> ThrottleState:
         """The state an earlier run stored (limit clamped to today's ``per_host``)."""
-        limit = max(1, min(int(row.get("limit") or 1), max_limit))
+        limit = max(1, min(int(row.get("concurrency") or 1), max_limit))
         baseline = row.get("baseline")
         gap = float(row.get("gap") or 0.0)
         return cls(limit=limit, baseline=None if baseline is None else float(baseline), gap=gap)
@@ -145,3 +148,16 @@ class ThrottlePolicy:
         if streak >= limit and limit < self.max_limit:
             limit, streak, changed_at = limit + 1, 0, now
         return ThrottleState(limit, baseline, smoothed, gap, streak, changed_at)
+
+
+def sample_of(outcome: Outcome, now: float) -> Sample | None:
+    """What one Outcome says about its host's load, or None when it says nothing."""
+    page = outcome.page
+    if page is not None:
+        latency = page.elapsed_ms / 1000.0
+        return Sample(now - latency, latency, status=page.status)
+    if outcome.retry_status is not None or outcome.retry_error is not None:
+        return Sample(now, 0.0, status=outcome.retry_status, error=outcome.retry_error)
+    if outcome.failures:
+        return Sample(now, 0.0, error=outcome.failures[0].kind)
+    return None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 2  # 2: the robots table
+SCHEMA_VERSION = 3  # 2: the robots table; 3: host_state
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -37,6 +37,15 @@ ROBOTS_FIELDS: dict[str, type] = {
     "user_agent": str,
 }
 ROBOTS_COLUMNS = tuple(ROBOTS_FIELDS)
+
+# The ``host_state`` columns after ``host`` (crawler.engine.throttle.ThrottleState.as_row).
+HOST_STATE_FIELDS: dict[str, type] = {
+    "concurrency": int,
+    "baseline": float,
+    "gap": float,
+    "updated_at": float,
+}
+HOST_STATE_COLUMNS = tuple(HOST_STATE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,11 @@ TABLES: dict[str, Table] = {
     ),
     # One robots.txt policy per host key, so a run within its expiry does not fetch it again.
     "robots": Table({"host": str, **ROBOTS_FIELDS}, pk="host", not_null=frozenset({"host"})),
+    # What the adaptive controller (autothrottle) learned per host, for the next run to start
+    # from; kept by ``fresh`` like ``runs``, since it describes the host, not the crawl.
+    "host_state": Table(
+        {"host": str, **HOST_STATE_FIELDS}, pk="host", not_null=frozenset({"host"})
+    ),
 }  # fmt: skip
 
 # Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial

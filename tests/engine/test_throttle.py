@@ -97,4 +97,4 @@ def test_restored_state_is_clamped_to_per_host() -> None:
     row = ThrottleState(limit=6, baseline=0.05, gap=0.5).as_row()
     state = ThrottlePolicy(max_limit=4).start(ThrottleState.restored(row, 4))
     assert (state.limit, state.baseline, state.gap) == (4, 0.05, 0.5)
-    assert ThrottleState.restored({"limit": 0}, 4).limit == 1
+    assert ThrottleState.restored({"concurrency": 0}, 4).limit == 1

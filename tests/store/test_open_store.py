@@ -165,7 +165,7 @@ def test_an_old_file_is_migrated_to_the_schema_a_new_file_gets(tmp_path: Path) -
         ]
     conn = sqlite3.connect(old)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("SELECT page_url, title FROM items").fetchall() == [
             ("http://a.test/", "A")
         ]
