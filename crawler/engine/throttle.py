@@ -7,8 +7,11 @@ engine passes ``now`` in, so the unit tests drive it with plain numbers.
 
 - A host starts at ``limit == 1`` (or what an earlier run learned, ``ThrottleState.restored``).
 - **Raise** (additive): after ``limit`` healthy answers in a row that started after the last
-  change, ``limit + 1``, up to the host's ``per_host``. Healthy means a 2xx-4xx other than 429,
-  no transport error, and a latency near the host's own baseline.
+  change with ``limit`` requests in flight (``Sample.level``: a host that never fills its
+  limit has not shown it copes with more), ``limit + 1``, up to the host's ``per_host``; not
+  while a request to the host has been out for longer than a latency rise (``Sample.pending``:
+  a slow answer is on its way). Healthy means a 2xx-4xx other than 429, no transport error,
+  and a latency near the host's own baseline.
 - **Cut** (multiplicative): 429, 503, a timeout or a reset halves the limit (at least 1) and
   widens an extra gap between request starts (doubling, from ``gap_min`` up to ``gap_max``);
   a latency rise (this answer and the smoothed latency both above ``rise * baseline + slack``)
@@ -46,6 +49,8 @@ class Sample:
     latency: float  # seconds
     status: int | None = None  # None when no response arrived
     error: str | None = None  # a Failure kind ("timeout", "reset", ...) when none arrived
+    level: int | None = None  # requests to the host in flight when it started, this included
+    pending: float = 0.0  # age of the oldest request to the host still in flight, seconds
 
     @property
     def overload(self) -> bool:
@@ -143,9 +148,13 @@ class ThrottlePolicy:
         else:
             baseline = state.baseline + self.baseline_alpha * (sample.latency - state.baseline)
         gap = state.gap / 2 if state.gap > self.gap_min / 8 else 0.0
-        streak = state.streak + 1 if fresh else state.streak
+        # Only an answer that ran with the whole limit in use shows the host copes with it.
+        full = sample.level is None or sample.level >= state.limit
+        streak = state.streak + 1 if fresh and full else state.streak
         limit, changed_at = state.limit, state.changed_at
-        if streak >= limit and limit < self.max_limit:
+        # A request still out longer than a rise is a slow answer on its way: wait for it.
+        waiting = limit_above is not None and sample.pending > limit_above
+        if streak >= limit and limit < self.max_limit and not waiting:
             limit, streak, changed_at = limit + 1, 0, now
         return ThrottleState(limit, baseline, smoothed, gap, streak, changed_at)
 

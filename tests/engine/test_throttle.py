@@ -98,3 +98,18 @@ def test_restored_state_is_clamped_to_per_host() -> None:
     state = ThrottlePolicy(max_limit=4).start(ThrottleState.restored(row, 4))
     assert (state.limit, state.baseline, state.gap) == (4, 0.05, 0.5)
     assert ThrottleState.restored({"concurrency": 0}, 4).limit == 1
+
+
+def test_no_raise_while_a_slow_answer_is_on_its_way_or_the_limit_is_not_in_use() -> None:
+    policy = ThrottlePolicy(max_limit=8)
+    state = ThrottleState(limit=2, baseline=0.02, smoothed=0.02)
+    waiting = state
+    for i in range(4):
+        waiting = feed(policy, waiting, 10.0 + i, 0.02, status=200, level=2, pending=0.4)
+    assert waiting.limit == 2
+    idle = state
+    for i in range(4):
+        idle = feed(policy, idle, 10.0 + i, 0.02, status=200, level=1)
+    assert idle.limit == 2
+    busy = feed(policy, feed(policy, state, 10.0, 0.02, status=200, level=2), 11.0, 0.02, level=2)
+    assert busy.limit == 3
