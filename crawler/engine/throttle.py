@@ -9,9 +9,9 @@ engine passes ``now`` in, so the unit tests drive it with plain numbers.
 - **Raise** (additive): after ``limit`` healthy answers in a row that started after the last
   change with ``limit`` requests in flight (``Sample.level``: a host that never fills its
   limit has not shown it copes with more), ``limit + 1``, up to the host's ``per_host``; not
-  while a request to the host has been out for longer than a latency rise (``Sample.pending``:
-  a slow answer is on its way). Healthy means a 2xx-4xx other than 429, no transport error,
-  and a latency near the host's own baseline.
+  while a request to the host has been out for longer than ``rise`` times the baseline
+  (``Sample.pending``: a slow answer may be on its way). Healthy means a 2xx-4xx other than
+  429, no transport error, and a latency near the host's own baseline.
 - **Cut** (multiplicative): 429, 503, a timeout or a reset halves the limit (at least 1) and
   widens an extra gap between request starts (doubling, from ``gap_min`` up to ``gap_max``);
   a latency rise (this answer and the smoothed latency both above ``rise * baseline + slack``)
@@ -152,8 +152,8 @@ class ThrottlePolicy:
         full = sample.level is None or sample.level >= state.limit
         streak = state.streak + 1 if fresh and full else state.streak
         limit, changed_at = state.limit, state.changed_at
-        # A request still out longer than a rise is a slow answer on its way: wait for it.
-        waiting = limit_above is not None and sample.pending > limit_above
+        # A request still out well past the baseline may be a slow answer on its way: wait.
+        waiting = state.baseline is not None and sample.pending > self.rise * baseline
         if streak >= limit and limit < self.max_limit and not waiting:
             limit, streak, changed_at = limit + 1, 0, now
         return ThrottleState(limit, baseline, smoothed, gap, streak, changed_at)
