@@ -155,5 +155,9 @@ class Outcome:
     # the spider declares item_key, each item's identity in the order of ``items``.
     callback: str | None = None
     item_keys: tuple[str, ...] = ()
+    # A "retry" has no page or failure row: what the host did instead (an HTTP status such as
+    # 503, or a transport error kind such as "timeout"), for the parent's autothrottle.
+    retry_status: int | None = None
+    retry_error: str | None = None
     # The answer to a robots.txt Job (``callback == ROBOTS_CALLBACK``): plain data, picklable.
     robots: RobotsPolicy | None = None

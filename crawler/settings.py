@@ -11,6 +11,8 @@ usage error (exit code 2).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +25,7 @@ from crawler.errors import SettingsError
 __all__ = [
     "DEFAULT_USER_AGENT",
     "Settings",
+    "host_rules",
     "parse_bool",
     "parse_duration",
     "parse_size",
@@ -127,6 +130,59 @@ def _parse_str(value: object) -> str:
     return value
 
 
+# What a ``host_settings`` entry may set, with the kind each value converts by.
+HOST_SETTING_KINDS = {"per_host": "int", "delay": "duration"}
+
+
+def _parse_hosts(value: object) -> dict[str, dict[str, Any]]:
+    """``{"*.example.com": {"per_host": 4, "delay": 1.0}}``, or the same as a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise SettingsError(f"not a JSON object: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"not a mapping of host patterns: {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for pattern, rules in value.items():
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise SettingsError(f"host pattern must be a non-empty string: {pattern!r}")
+        if not isinstance(rules, Mapping):
+            raise SettingsError(f"{pattern}: not a mapping of settings: {rules!r}")
+        entry: dict[str, Any] = {}
+        for name, raw in rules.items():
+            kind = HOST_SETTING_KINDS.get(name)
+            if kind is None:
+                known = ", ".join(sorted(HOST_SETTING_KINDS))
+                raise SettingsError(f"{pattern}: unknown host setting {name!r} (known: {known})")
+            entry[name] = _KIND_PARSERS[kind](raw)
+            if entry[name] < (1 if name == "per_host" else 0):
+                raise SettingsError(f"{pattern}: {name} out of range: {raw!r}")
+        out[pattern.strip().lower()] = entry
+    return out
+
+
+def host_rules(host_settings: Mapping[str, Mapping[str, Any]], host: str) -> dict[str, Any]:
+    """The ``host_settings`` entry for ``host`` (``name`` or ``name:port``): the most specific
+    matching pattern wins: an exact name first, then the glob with the most literal characters.
+    A pattern with a port matches only that port; one without matches every port."""
+    host = host.lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") and ":" in host else host
+    best: tuple[int, int] | None = None
+    found: dict[str, Any] = {}
+    for pattern, rules in host_settings.items():
+        target = host if ":" in pattern and not pattern.endswith("]") else name
+        if pattern == target:
+            rank = (2, len(pattern))
+        elif fnmatch.fnmatchcase(target, pattern):
+            rank = (1, len(pattern) - pattern.count("*") - pattern.count("?"))
+        else:
+            continue
+        if best is None or rank > best:
+            best, found = rank, dict(rules)
+    return found
+
+
 def _parse_opt_float(value: object) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
         return None
@@ -172,6 +228,7 @@ _KIND_PARSERS = {
     "opt_float": _parse_opt_float,
     "opt_duration": _parse_opt_duration,
     "fill": _parse_fill,
+    "hosts": _parse_hosts,
 }
 
 
@@ -215,6 +272,14 @@ class Settings:
     )
     on_finish: str = _setting("", "str", "shell command run after the run, summary JSON on stdin")
 
+    # Adaptive politeness and per-host rules (issue 11).
+    autothrottle: bool = _setting(True, "bool", "adapt each host's concurrency to its answers")
+    host_settings: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"kind": "hosts", "doc": "per_host/delay by host glob; most specific wins"},
+    )
+    contact: str = _setting("", "str", "a URL or address added to the default User-Agent")
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -228,6 +293,15 @@ class Settings:
             raise SettingsError("setting max_drop must be between 0 and 1")
         if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n\0"):
             raise SettingsError("setting user_agent must be one non-empty line")
+        if any(c in self.contact for c in "\r\n\0()"):
+            raise SettingsError("setting contact must be one line without parentheses")
+
+    @property
+    def agent(self) -> str:
+        """The User-Agent sent: ``user_agent``, with ``contact`` folded into the default one."""
+        if self.contact and self.user_agent == DEFAULT_USER_AGENT:
+            return f"{DEFAULT_USER_AGENT} (+{self.contact})"
+        return self.user_agent
 
     @property
     def worker_count(self) -> int:
@@ -243,7 +317,14 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, Any, str]]:
         """(name, default, meaning) for every setting, for ``--help`` and the docs."""
-        return [(f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+        return [(f.name, _default(f), f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    factory = f.default_factory
+    if callable(factory):
+        return factory()
+    return f.default
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness
 from crawler.engine.robotsgate import Gate, RobotsGate
+from crawler.engine.throttle import Sample
 from crawler.engine.workers import WorkerHandle, send
 from crawler.messages import Failure, Job, Outcome
 
@@ -52,25 +54,41 @@ class Dispatcher:
         self.in_flight = in_flight
         self.politeness = politeness
         self.worker_cap = worker_cap
+        # For autothrottle's Samples: fp -> requests to its host in flight when it started,
+        # and per host the start times of what is in flight (oldest first: dicts keep order).
+        self._levels: dict[int, int] = {}
+        self._starts: dict[str, dict[int, float]] = {}
 
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
 
-    def finished(self, fp: int, now: float, ok: bool) -> None:
-        """``fp`` is answered: forget it and free its host's slot (nothing if not in flight)."""
+    def finished(self, fp: int, now: float, ok: bool, sample: Sample | None = None) -> None:
+        """``fp`` is answered: forget it and free its host's slot (nothing if not in flight);
+        ``sample`` (what the answer says about the host's load) goes to its autothrottle."""
         host = self.in_flight.finish(fp)
+        level = self._levels.pop(fp, None)
         if host is not None:
-            self.politeness.finished(host, now, ok=ok)
+            starts = self._starts.get(host)
+            if starts is not None:
+                starts.pop(fp, None)
+            if sample is not None and level is not None:
+                oldest = next(iter(starts.values()), now) if starts else now
+                sample = replace(sample, level=level, pending=now - oldest)
+            self.politeness.finished(host, now, ok=ok, sample=sample)
 
     def lost(self, worker: int, now: float) -> list[int]:
         """``worker`` died: forget what it held, free those slots as failures; the fingerprints."""
         held = self.in_flight.take_worker(worker)
-        for host in held.values():
+        for fp, host in held.items():
+            self._levels.pop(fp, None)
+            self._starts.get(host, {}).pop(fp, None)
             self.politeness.finished(host, now, ok=False)
         return list(held)
 
     def abandon(self) -> list[int]:
         """Forget everything in flight; the fingerprints, for the caller to requeue."""
+        self._levels.clear()
+        self._starts.clear()
         return self.in_flight.take_all()
 
     def dispatch(
@@ -120,6 +138,8 @@ class Dispatcher:
 
     def _start(self, handle: WorkerHandle, host: str, job: Job, now: float) -> None:
         self.politeness.started(host, now)
+        self._levels[job.fp] = self.politeness.in_flight(host)
+        self._starts.setdefault(host, {})[job.fp] = now
         self.in_flight.start(job.fp, handle.index, host)
 
     def _robots_gate(

@@ -42,6 +42,7 @@ from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
 from crawler.engine.runstats import RunStats, log_progress
 from crawler.engine.shutdown import GRACE, HARD_GRACE, Shutdown
+from crawler.engine.throttle import sample_of
 from crawler.engine.workers import (
     WorkerHandle,
     close_pipes,
@@ -144,7 +145,9 @@ class _Engine:
                 per_host=settings.per_host,
                 delay=settings.delay,
                 crawl_delay_max=settings.crawl_delay_max,
-            )
+            ),
+            host_settings=settings.host_settings,
+            autothrottle=settings.autothrottle,
         )
         # The one in-flight table: dispatch, the worker handles and this loop all read it.
         self.in_flight = InFlight()
@@ -203,6 +206,8 @@ class _Engine:
             self.store = store
             self.run_id = run_id
             self.track_items = spider.item_key is not None
+            if self.settings.autothrottle:
+                self.politeness.learn(store.host_states())
             shutdown.install()
             try:
                 self._seed(spider)
@@ -222,6 +227,11 @@ class _Engine:
             stop_workers(self.workers, HARD_GRACE if shutdown.hurry else GRACE)
         stats = self.counters.summary(self.n)
         failed_gates = self._gates(name, stats) if start_error is None else []
+        hosts = self.politeness.report()
+        if hosts:
+            stats["hosts"] = hosts
+        if self.settings.autothrottle:
+            store.put_host_states(self.politeness.learned(time.time()))
         reason = shutdown.reason or "finished"
         exit_code = shutdown.exit_code
         try:
@@ -272,7 +282,7 @@ class _Engine:
         now = time.time()
         self.recrawl_after = seeding.recrawl_after(spider, self.settings)
         if self.settings.robots:
-            user_agent = spider.user_agent or self.settings.user_agent
+            user_agent = spider.user_agent or self.settings.agent
             self.robots = RobotsGate(user_agent, self.settings.crawl_delay_max)
             rows = self.store.robots_policies(since=RobotsGate.since(now))
             for host, policy in self.robots.load(rows):
@@ -479,7 +489,7 @@ class _Engine:
                 self._robots_answer(o, now)
         politeness = self.politeness
         for o in batch:
-            finished(o.fp, now, ok=o.state == "done")
+            finished(o.fp, now, ok=o.state == "done", sample=sample_of(o, now))
             if o.host_not_before is not None:
                 politeness.push(o.host, o.host_not_before)
         self.counters.count(batch)

@@ -3,6 +3,11 @@
 :class:`HostClock` keeps one host's slots, delay, Crawl-delay floor and failure backoff;
 :class:`Politeness` keeps every host's clock for the engine's loop. Their methods take ``now``
 explicitly and the jitter RNG is injected, so tests drive them with plain numbers.
+
+A host's policy is the crawl's, overridden by its most specific ``host_settings`` entry.
+With ``autothrottle`` on, a :class:`~crawler.engine.throttle.ThrottleState` per host lowers
+the slots below ``per_host`` and may add a gap between starts; ``delay``, ``Crawl-delay`` and
+``Retry-After`` stay floors the controller can only add to.
 """
 
 from __future__ import annotations
@@ -10,8 +15,12 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState
+from crawler.settings import host_rules
 
 __all__ = ["HostClock", "Politeness", "PolitenessPolicy"]
 
@@ -53,28 +62,54 @@ class HostClock:
     reached ``ready_at`` (pushed by the delay after each start, Retry-After and backoff).
     """
 
-    __slots__ = ("crawl_delay", "failures", "in_flight", "policy", "ready_at", "rng")
+    __slots__ = (
+        "crawl_delay",
+        "failures",
+        "in_flight",
+        "max_in_flight",
+        "policy",
+        "ready_at",
+        "rng",
+        "state",
+        "throttle",
+    )
 
-    def __init__(self, policy: PolitenessPolicy, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        policy: PolitenessPolicy,
+        rng: random.Random | None = None,
+        throttle: ThrottlePolicy | None = None,
+        state: ThrottleState | None = None,
+    ) -> None:
         self.policy = policy
         self.rng = rng if rng is not None else random.Random()
         self.in_flight = 0
+        self.max_in_flight = 0  # the most this run had in flight at once
         self.ready_at = 0.0
         self.failures = 0
         self.crawl_delay = 0.0
+        self.throttle = throttle
+        self.state = throttle.start(state) if throttle is not None else ThrottleState()
 
     def __repr__(self) -> str:
         return (
-            f"<HostClock {self.in_flight}/{self.policy.per_host} busy ready_at={self.ready_at:.3f}"
+            f"<HostClock {self.in_flight}/{self.limit} busy ready_at={self.ready_at:.3f}"
             f" failures={self.failures} crawl_delay={self.crawl_delay}>"
         )
 
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now: ``per_host``, or less while the controller says so."""
+        if self.throttle is None:
+            return self.policy.per_host
+        return min(self.policy.per_host, self.state.limit)
+
     def can_start(self, now: float) -> bool:
-        return self.in_flight < self.policy.per_host and now >= self.ready_at
+        return self.in_flight < self.limit and now >= self.ready_at
 
     def next_start(self, now: float) -> float:
         """The earliest time a start is allowed; ``inf`` while every slot is busy."""
-        if self.in_flight >= self.policy.per_host:
+        if self.in_flight >= self.limit:
             return math.inf
         return max(now, self.ready_at)
 
@@ -86,13 +121,20 @@ class HostClock:
 
     def started(self, now: float) -> None:
         self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         gap = self.policy.delay * self.rng.uniform(0.5, 1.5) if self.policy.delay else 0.0
-        gap = max(gap, self.crawl_delay)
+        gap = max(gap, self.crawl_delay, self.state.gap)
         if gap:
             self.ready_at = max(self.ready_at, now + gap)
 
-    def finished(self, now: float, ok: bool) -> None:
+    def paced(self) -> bool:
+        """Whether starts are spaced out (one at a time): a delay, Crawl-delay or throttle gap."""
+        return bool(self.policy.delay or self.crawl_delay or self.state.gap)
+
+    def finished(self, now: float, ok: bool, sample: Sample | None = None) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+        if self.throttle is not None and sample is not None:
+            self.state = self.throttle.update(self.state, sample, now)
         if ok:
             self.failures = 0
             return
@@ -112,11 +154,27 @@ class Politeness:
     without scanning every host; stale heap entries are dropped lazily.
     """
 
-    def __init__(self, policy: PolitenessPolicy, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        policy: PolitenessPolicy,
+        rng: random.Random | None = None,
+        *,
+        host_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        autothrottle: bool = False,
+        learned: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.policy = policy
+        self.host_settings = dict(host_settings or {})
+        self.autothrottle = autothrottle
+        self._learned = dict(learned or {})  # host_state rows of earlier runs
         self._rng = rng if rng is not None else random.Random()
         self._clocks: dict[str, HostClock] = {}
         self._heap: list[tuple[float, str]] = []
+
+    def policy_for(self, host: str) -> PolitenessPolicy:
+        """The crawl's policy with the host's most specific ``host_settings`` entry applied."""
+        rules = host_rules(self.host_settings, host) if self.host_settings else {}
+        return replace(self.policy, **rules) if rules else self.policy
 
     def __repr__(self) -> str:
         busy = sum(c.in_flight for c in self._clocks.values())
@@ -125,8 +183,46 @@ class Politeness:
     def clock(self, host: str) -> HostClock:
         c = self._clocks.get(host)
         if c is None:
-            c = self._clocks[host] = HostClock(self.policy, self._rng)
+            policy = self.policy_for(host)
+            throttle = state = None
+            if self.autothrottle:
+                throttle = ThrottlePolicy(max_limit=policy.per_host)
+                row = self._learned.get(host)
+                if row is not None:
+                    state = ThrottleState.restored(dict(row), policy.per_host)
+            c = self._clocks[host] = HostClock(policy, self._rng, throttle, state)
         return c
+
+    def learn(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Start hosts from what earlier runs learned (``host_state`` rows), before any clock."""
+        self._learned.update(rows)
+
+    def learned(self, now: float) -> dict[str, dict[str, Any]]:
+        """What the controller knows per host now, as ``host_state`` rows."""
+        return {
+            host: {**c.state.as_row(), "updated_at": now}
+            for host, c in self._clocks.items()
+            if c.throttle is not None and c.state.baseline is not None
+        }
+
+    def report(self, limit: int = 50) -> dict[str, dict[str, Any]]:
+        """Per-host lines for the run's stats: hosts with a ``host_settings`` rule or held
+        below their ``per_host`` by the controller (at most ``limit``, by name)."""
+        out: dict[str, dict[str, Any]] = {}
+        for host in sorted(self._clocks):
+            c = self._clocks[host]
+            ruled = c.policy is not self.policy
+            if not ruled and c.limit >= c.policy.per_host:
+                continue
+            out[host] = {
+                "per_host": c.policy.per_host,
+                "delay": c.policy.delay,
+                "limit": c.limit,
+                "max_in_flight": c.max_in_flight,
+            }
+            if len(out) >= limit:
+                break
+        return out
 
     def in_flight(self, host: str) -> int:
         c = self._clocks.get(host)
@@ -150,18 +246,18 @@ class Politeness:
         c = self.clock(host)
         if not c.can_start(now):
             return 0
-        if self.policy.delay or c.crawl_delay:
+        if c.paced():
             return 1
-        return self.policy.per_host - c.in_flight
+        return c.limit - c.in_flight
 
     def started(self, host: str, now: float) -> None:
         c = self.clock(host)
         c.started(now)
         self._note(host, c, now)
 
-    def finished(self, host: str, now: float, ok: bool) -> None:
+    def finished(self, host: str, now: float, ok: bool, sample: Sample | None = None) -> None:
         c = self.clock(host)
-        c.finished(now, ok)
+        c.finished(now, ok, sample)
         self._note(host, c, now)
 
     def push(self, host: str, until: float) -> None:

@@ -99,6 +99,16 @@ class CrawlStore(Protocol):
         """Keep ``host``'s policy (keys ``ROBOTS_COLUMNS``), replacing the one it had."""
         ...
 
+    # --- adaptive politeness -------------------------------------------------------------
+
+    def host_states(self) -> dict[str, dict[str, Any]]:
+        """What autothrottle learned per host in earlier runs: host -> ``HOST_STATE_COLUMNS``."""
+        ...
+
+    def put_host_states(self, states: dict[str, dict[str, Any]]) -> None:
+        """Keep each host's learned state, replacing the one it had."""
+        ...
+
     # --- the frontier -------------------------------------------------------------------
 
     def add(self, requests: Iterable[NewRequest]) -> int:

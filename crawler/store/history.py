@@ -199,4 +199,20 @@ def format_run(run: Mapping[str, Any]) -> str:
             )
         if fill := stats.get("field_fill"):
             lines.append(f"fill        {', '.join(f'{k} {v:.0%}' for k, v in fill.items())}")
+        lines += _host_lines(stats.get("hosts"))
     return "\n".join(lines)
+
+
+def _host_lines(hosts: object) -> list[str]:
+    """One line per host with a ``host_settings`` rule or held down by autothrottle."""
+    if not isinstance(hosts, Mapping):
+        return []
+    out = []
+    for host, h in hosts.items():
+        if not isinstance(h, Mapping):
+            continue
+        out.append(
+            f"host        {host}: per_host {h.get('per_host')}, delay {h.get('delay')}s,"
+            f" autothrottle {h.get('limit')}, at most {h.get('max_in_flight')} in flight"
+        )
+    return out

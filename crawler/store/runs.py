@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from crawler.store.connection import Connection
-from crawler.store.schema import ROBOTS_COLUMNS, to_json
+from crawler.store.schema import HOST_STATE_COLUMNS, ROBOTS_COLUMNS, to_json
 
 
 class RunsMixin(Connection):
@@ -34,6 +34,25 @@ class RunsMixin(Connection):
             "fetched_at >= ?", [since], select=", ".join(("host", *ROBOTS_COLUMNS))
         )
         return [(row.pop("host"), row) for row in rows]
+
+    # --- what autothrottle learned per host ----------------------------------------------
+
+    def host_states(self) -> dict[str, dict[str, Any]]:
+        """Every stored ``host_state`` row, keyed by host."""
+        rows = self.db.table("host_state").rows_where(
+            select=", ".join(("host", *HOST_STATE_COLUMNS))
+        )
+        return {row.pop("host"): row for row in rows}
+
+    def put_host_states(self, states: dict[str, dict[str, Any]]) -> None:
+        """Keep each host's learned state (keys ``HOST_STATE_COLUMNS``), replacing the old."""
+        rows = [
+            {"host": host, **{name: state.get(name) for name in HOST_STATE_COLUMNS}}
+            for host, state in states.items()
+        ]
+        if rows:
+            with self._tx("store host state in"):
+                self.db.table("host_state").upsert_all(rows, pk="host")
 
     # --- runs -----------------------------------------------------------------------------
 

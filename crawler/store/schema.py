@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = (
-    3  # 2: the robots table; 3: item history (tracked_items, item_versions, item_changes)
-)
+SCHEMA_VERSION = 4  # 2: the robots table; 3: item history; 4: host_state
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -39,6 +37,15 @@ ROBOTS_FIELDS: dict[str, type] = {
     "user_agent": str,
 }
 ROBOTS_COLUMNS = tuple(ROBOTS_FIELDS)
+
+# The ``host_state`` columns after ``host`` (crawler.engine.throttle.ThrottleState.as_row).
+HOST_STATE_FIELDS: dict[str, type] = {
+    "concurrency": int,
+    "baseline": float,
+    "gap": float,
+    "updated_at": float,
+}
+HOST_STATE_COLUMNS = tuple(HOST_STATE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,11 @@ TABLES: dict[str, Table] = {
         {"id": int, "run_id": int, "key": str, "change": str, "page_url": str, "fields": str,
          "old": str, "new": str},
         pk="id",
+    ),
+    # What the adaptive controller (autothrottle) learned per host, for the next run to start
+    # from; kept by ``fresh`` like ``runs``, since it describes the host, not the crawl.
+    "host_state": Table(
+        {"host": str, **HOST_STATE_FIELDS}, pk="host", not_null=frozenset({"host"})
     ),
 }  # fmt: skip
 

@@ -28,8 +28,11 @@ def failed(job: Job, failure: Failure) -> Outcome:
     return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
 
 
-def retry(job: Job, decision: RetryDecision) -> Outcome:
-    """Fetch the Job again at ``decision.retry_at`` (the host may be pushed too)."""
+def retry(
+    job: Job, decision: RetryDecision, status: int | None = None, error: str | None = None
+) -> Outcome:
+    """Fetch the Job again at ``decision.retry_at`` (the host may be pushed too); ``status``
+    or ``error`` (a Failure kind) say what the host did, for the parent's autothrottle."""
     return Outcome(
         job.fp,
         job.url,
@@ -38,6 +41,8 @@ def retry(job: Job, decision: RetryDecision) -> Outcome:
         retry_at=decision.retry_at,
         host_not_before=decision.host_not_before,
         stats={"retries": 1},
+        retry_status=status,
+        retry_error=error,
     )
 
 

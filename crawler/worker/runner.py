@@ -72,7 +72,7 @@ class JobRunner:
         self.settings = settings
         self.clock = clock
         self.rand = rand
-        self.user_agent = spider.user_agent or settings.user_agent
+        self.user_agent = spider.user_agent or settings.agent
         # A whole response may take this long; a server trickling one byte a second must not
         # hold a thread (and a slot of its host) forever. The pool enforces it on every socket
         # wait (Timeout.total); read_body also checks it between pieces of the body.
@@ -202,7 +202,7 @@ class JobRunner:
                 retry_after=retry_after,
             )
             if not decision.give_up:
-                return retry(job, decision)
+                return retry(job, decision, status=status)
             page = make_page(
                 job, status, headers, content_type, body, None, started, now, store_body
             )
@@ -263,7 +263,7 @@ class JobRunner:
         if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
             decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)
             if not decision.give_up:
-                return retry(job, decision)
+                return retry(job, decision, error=kind)
         return failed(job, Failure(job.url, kind, message))
 
     def _redirect(
