@@ -141,3 +141,13 @@ def test_resolve_crawls_a_pinned_name(site: Site, tmp_path: Path) -> None:
     assert {h["host"] for _, _, h, _ in site.requests} == {f"shop.example.test:{port}"}
     [(stored,)] = rows(db, "SELECT settings FROM runs")
     assert json.loads(stored)["resolve"] == {"shop.example.test": "127.0.0.2"}
+
+
+def test_429_is_the_sites_answer_and_never_rotates_proxies(site: Site, tmp_path: Path) -> None:
+    host = site.add_host("127.0.0.2", {"/": (429, {"Retry-After": "0"}, "slow down")})
+    db = tmp_path / "crawl.db"
+    with http_proxy() as a, http_proxy() as b:
+        run(FAST.replace(proxy=[a.url(), b.url()], retries=2), db, [f"http://{host}/"])
+        seen = [len(a.seen), len(b.seen)]
+    assert sorted(seen) == [0, 3]  # one proxy, the first try and 2 retries, then it stops
+    assert site.hits[(host, "/")] == 3
