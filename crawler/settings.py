@@ -21,6 +21,8 @@ from typing import Any
 
 from crawler import __version__
 from crawler.errors import SettingsError
+from crawler.http import ProxyConfig, redact_proxy_url
+from crawler.http.util.resolve import split_rule
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -218,6 +220,55 @@ def _parse_fill(value: object) -> dict[str, float] | None:
     return out or None
 
 
+def parse_proxies(value: object) -> tuple[str, ...]:
+    """Proxy URLs from one URL, a list of them, or a comma-separated string; each checked."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise SettingsError(f"not a proxy URL or a list of them: {type(value).__name__}")
+    for item in items:
+        if not isinstance(item, str):
+            raise SettingsError(f"not a proxy URL: {item!r}")
+        try:
+            ProxyConfig.from_url(item)
+        except ValueError as exc:  # the message never holds the credentials
+            raise SettingsError(str(exc)) from None
+    return tuple(items)
+
+
+def parse_resolve(value: object) -> tuple[tuple[str, str], ...]:
+    """``{"name[:port]": "address"}`` (globs allowed), or ``"name=address,name2=address"``."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            name, sep, address = part.partition("=")
+            if not sep:
+                raise SettingsError(f"resolve wants name=address pairs, not {part!r}")
+            pairs.append((name.strip(), address.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = [tuple(p) for p in value]
+    else:
+        raise SettingsError(f"resolve wants a mapping of names to addresses, not {value!r}")
+    out = []
+    for name, address in pairs:
+        if not isinstance(name, str) or not isinstance(address, str) or not address.strip():
+            raise SettingsError(f"resolve entry {name!r}: {address!r} is not name -> address")
+        try:
+            split_rule(name)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        out.append((name.strip().lower(), address.strip()))
+    return tuple(out)
+
+
 _KIND_PARSERS = {
     "int": _parse_int,
     "float": _parse_float,
@@ -229,6 +280,8 @@ _KIND_PARSERS = {
     "opt_duration": _parse_opt_duration,
     "fill": _parse_fill,
     "hosts": _parse_hosts,
+    "proxies": parse_proxies,
+    "resolve": parse_resolve,
 }
 
 
@@ -280,6 +333,14 @@ class Settings:
     )
     contact: str = _setting("", "str", "a URL or address added to the default User-Agent")
 
+    # Proxies and name pinning (issue 11).
+    proxy: tuple[str, ...] = _setting(
+        (), "proxies", "proxy URL, or a list rotated per host (http, socks5, socks5h)"
+    )
+    resolve: tuple[tuple[str, str], ...] = _setting(
+        (), "resolve", "pin names to addresses like curl --resolve: {'name[:port]': 'addr'}"
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -312,6 +373,13 @@ class Settings:
         return resolve_settings(self, changes)
 
     def as_dict(self) -> dict[str, Any]:
+        """Every setting by name, safe to store or show: proxy credentials are redacted."""
+        values = self._values()
+        values["proxy"] = [redact_proxy_url(url) for url in self.proxy]
+        values["resolve"] = dict(self.resolve)
+        return values
+
+    def _values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
@@ -343,7 +411,7 @@ def _convert(name: str, value: object) -> Any:
 
 def resolve_settings(base: Settings | None = None, *layers: Mapping[str, object]) -> Settings:
     """Apply each mapping of overrides in turn (later wins) on top of ``base`` or the defaults."""
-    values = (base or Settings()).as_dict()
+    values = (base or Settings())._values()
     for layer in layers:
         for name, value in layer.items():
             values[name] = _convert(name, value)

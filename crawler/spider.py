@@ -26,7 +26,7 @@ import lxml.etree
 import lxml.html
 import parsel
 
-from crawler.http import HTTPHeaderDict
+from crawler.http import HTTPHeaderDict, ProxyConfig
 from crawler.markup import BASE_XPATH, LINK_XPATH, LinkJoiner, decode_body, make_parser, markup_kind
 
 __all__ = ["Request", "Response", "Spider", "decode_body", "iter_results"]
@@ -130,6 +130,7 @@ class Request:
         priority: int = 0,
         meta: Mapping[str, Any] | None = None,
         dont_filter: bool = False,
+        proxy: str | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"Request url must be a str, not {type(url).__name__}")
@@ -152,8 +153,22 @@ class Request:
         setter(self, "headers", _normalise_headers(headers))
         setter(self, "body", body)
         setter(self, "priority", priority)
-        setter(self, "meta", dict(meta) if meta else {})
+        meta = dict(meta) if meta else {}
+        if proxy is not None:
+            # Travels in meta["proxy"] (persisted with the request), so without credentials:
+            # the worker takes them from the matching entry of the `proxy` setting.
+            try:
+                meta["proxy"] = ProxyConfig.from_url(proxy).url
+            except ValueError as exc:
+                raise ValueError(f"Request proxy: {exc}") from None
+        setter(self, "meta", meta)
         setter(self, "dont_filter", bool(dont_filter))
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy this request goes through (``Request(proxy=...)``), without credentials."""
+        value = self.meta.get("proxy")
+        return value if isinstance(value, str) else None
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (validated like a new request)."""

@@ -23,12 +23,14 @@ from .exceptions import (
     NewConnectionError,
     PoolError,
     ProtocolError,
+    ProxyError,
     ReadTimeoutError,
     ResponseError,
     SSLError,
     TimeoutError,
 )
 from .poolmanager import PoolManager
+from .proxy import ProxyConfig, ProxyManager, proxy_from_url, redact_proxy_url
 from .response import HTTPResponse
 from .util import Retry, Timeout, Url, encode_multipart_formdata, make_headers, parse_url
 
@@ -52,6 +54,9 @@ __all__ = [
     "PoolError",
     "PoolManager",
     "ProtocolError",
+    "ProxyConfig",
+    "ProxyError",
+    "ProxyManager",
     "ReadTimeoutError",
     "ResponseError",
     "Retry",
@@ -63,4 +68,6 @@ __all__ = [
     "encode_multipart_formdata",
     "make_headers",
     "parse_url",
+    "proxy_from_url",
+    "redact_proxy_url",
 ]

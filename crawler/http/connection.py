@@ -12,6 +12,12 @@ With one, every socket wait is given ``min(read timeout, what is left)``, so a p
 trickles a byte just inside each read timeout is still cut off when the deadline passes
 (``ReadTimeoutError``). The deadline stays with the connection until the next request
 sets its own.
+
+Where the socket goes: to ``host:port``, or to ``dial_host`` when the pool pinned the name
+(``resolve``), or to a proxy (``proxy``, a :class:`.proxy.ProxyConfig`): an HTTP proxy is
+dialed directly and, for a TLS target, asked for a ``CONNECT`` tunnel first; a SOCKS proxy
+is dialed by python-socks, which returns the tunnelled socket. TLS is then spoken to the
+target through whatever was opened, with the target's name for SNI and the certificate.
 """
 
 from __future__ import annotations
@@ -22,16 +28,20 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._protocol import MAX_HEAD_BYTES, Framer, ResponseHead, find_head_end, parse_head
 from .exceptions import (
     ConnectTimeoutError,
     NewConnectionError,
     ProtocolError,
+    ProxyError,
     ReadTimeoutError,
     SSLError,
 )
+
+if TYPE_CHECKING:
+    from .proxy import ProxyConfig
 
 __all__ = ["HTTPConnection", "HTTPSConnection", "StaleConnectionError", "make_ssl_context"]
 
@@ -60,8 +70,10 @@ class HTTPConnection:
         "_read",
         "_scratch",
         "_timeout",
+        "dial_host",
         "host",
         "port",
+        "proxy",
         "sock",
         "socket_options",
         "source_address",
@@ -73,9 +85,13 @@ class HTTPConnection:
         port: int | None = None,
         source_address: tuple[str, int] | None = None,
         socket_options: Iterable[tuple[int, int, int]] | None = None,
+        dial_host: str | None = None,
+        proxy: ProxyConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port or self.default_port
+        self.dial_host = dial_host
+        self.proxy = proxy
         self.source_address = source_address
         self.socket_options = socket_options
         self.sock: socket.socket | None = None
@@ -96,17 +112,15 @@ class HTTPConnection:
         """Open the TCP connection within ``timeout`` seconds (and before ``deadline``)."""
         if deadline is not None:
             timeout = self._connect_budget(timeout, deadline)
-        host = self.host.strip("[]")
-        try:
-            sock = socket.create_connection((host, self.port), timeout, self.source_address)
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(
-                f"connect to {self.host}:{self.port} timed out after {timeout}s"
-            ) from exc
-        except OSError as exc:
-            raise NewConnectionError(
-                f"failed to connect to {self.host}:{self.port}: {exc}"
-            ) from exc
+        proxy = self.proxy
+        if proxy is not None and proxy.is_socks:
+            sock = self._socks_connect(proxy, timeout)
+        else:
+            if proxy is not None:
+                where = (proxy.host, proxy.port)
+            else:
+                where = ((self.dial_host or self.host).strip("[]"), self.port)
+            sock = self._dial(where, timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for opt in self.socket_options or ():
@@ -116,6 +130,75 @@ class HTTPConnection:
             raise NewConnectionError(f"failed to set socket options: {exc}") from exc
         self.sock = sock
         self._timeout = timeout
+        if proxy is not None and not proxy.is_socks and self.scheme == "https":
+            try:
+                self._tunnel(proxy)
+            except BaseException:
+                self.close()
+                raise
+
+    def _dial(self, where: tuple[str, int], timeout: float | None) -> socket.socket:
+        proxy = self.proxy
+        what = f"proxy {proxy.url}" if proxy is not None else f"{self.host}:{self.port}"
+        try:
+            return socket.create_connection(where, timeout, self.source_address)
+        except TimeoutError as exc:
+            if proxy is not None:
+                raise ProxyError(f"connect to {what} timed out after {timeout}s") from exc
+            raise ConnectTimeoutError(f"connect to {what} timed out after {timeout}s") from exc
+        except OSError as exc:
+            if proxy is not None:
+                raise ProxyError(f"failed to connect to {what}: {exc}") from exc
+            raise NewConnectionError(f"failed to connect to {what}: {exc}") from exc
+
+    def _socks_connect(self, proxy: ProxyConfig, timeout: float | None) -> socket.socket:
+        """The SOCKS handshake, by python-socks; the returned socket reaches the target."""
+        from python_socks import ProxyError as SocksError
+        from python_socks import ProxyTimeoutError, ProxyType
+        from python_socks.sync import Proxy
+
+        kind = ProxyType.SOCKS4 if proxy.scheme.startswith("socks4") else ProxyType.SOCKS5
+        target = self.host.strip("[]") if proxy.remote_dns else self._local_address()
+        client = Proxy(
+            kind, proxy.host, proxy.port, proxy.username, proxy.password, rdns=proxy.remote_dns
+        )
+        try:
+            sock = client.connect(target, self.port, timeout=timeout)
+        except ProxyTimeoutError as exc:
+            raise ProxyError(f"SOCKS proxy {proxy.url} timed out after {timeout}s") from exc
+        except (SocksError, OSError) as exc:
+            raise ProxyError(
+                f"SOCKS proxy {proxy.url} could not reach {self.host}:{self.port}: {exc}"
+            ) from exc
+        sock.settimeout(timeout)
+        return sock
+
+    def _local_address(self) -> str:
+        """The target's address, looked up here (``socks5``/``socks4``: local DNS)."""
+        name = (self.dial_host or self.host).strip("[]")
+        try:
+            infos = socket.getaddrinfo(name, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise NewConnectionError(f"failed to resolve {self.host}: {exc}") from exc
+        return str(infos[0][4][0])
+
+    def _tunnel(self, proxy: ProxyConfig) -> None:
+        """Ask the HTTP proxy for a tunnel to the target (RFC 9110 section 9.3.6)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        authority = f"{host}:{self.port}"
+        self.send(
+            (
+                f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{proxy.header_lines}\r\n"
+            ).encode("latin-1")
+        )
+        try:
+            head = self.read_head("HEAD")  # a 2xx answer to CONNECT has no body
+        except ProtocolError as exc:
+            raise ProxyError(f"proxy {proxy.url} broke the CONNECT exchange: {exc}") from exc
+        if not 200 <= head.status < 300:
+            raise ProxyError(f"proxy {proxy.url} refused the tunnel to {authority}: {head.status}")
+        if self._buf:
+            raise ProxyError(f"proxy {proxy.url} sent bytes after its CONNECT answer")
 
     def close(self) -> None:
         sock, self.sock = self.sock, None

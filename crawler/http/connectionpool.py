@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._collections import HTTPHeaderDict
 from ._protocol import build_request_head, header_block
@@ -38,9 +38,13 @@ from .exceptions import (
 )
 from .response import DEFAULT_MAX_DECODED_SIZE, REDIRECT_STATUSES, HTTPResponse
 from .util.redirect import is_body_header, redirect_method
+from .util.resolve import pinned_address
 from .util.retry import IDEMPOTENT_METHODS, RETRY_AFTER_STATUS_CODES, Retry
 from .util.timeout import Timeout
 from .util.url import DEFAULT_PORTS, join_url, parse_url
+
+if TYPE_CHECKING:
+    from .proxy import ProxyConfig
 
 __all__ = ["ConnectionPool", "HTTPConnectionPool", "HTTPSConnectionPool", "connection_from_url"]
 
@@ -117,11 +121,23 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
         self.max_decoded_size = max_decoded_size
         self.timeout = Timeout.coerce(timeout)
         self.retries = Retry.from_int(retries)
+        default_port = DEFAULT_PORTS[self.scheme or "http"]
+        self._port = port or default_port
+        # resolve={name[:port]: address}: dial the pinned address; Host, SNI and the
+        # certificate check keep the name (see util/resolve.py).
+        resolve = conn_kw.pop("resolve", None)
+        if resolve:
+            address = pinned_address(resolve, self.host, self._port)
+            if address is not None:
+                conn_kw["dial_host"] = address
+        # proxy=ProxyConfig: the connection dials the proxy; plain-http targets behind an
+        # HTTP proxy are sent in absolute form with the proxy-only headers (see proxy.py).
+        self.proxy: ProxyConfig | None = conn_kw.get("proxy")
+        self._forward = self.proxy is not None and not self.proxy.is_socks and self.scheme == "http"
+        self._proxy_lines = self.proxy.header_lines if self._forward and self.proxy else ""
         self.conn_kw = conn_kw
         self.num_connections = 0
         self.num_requests = 0
-        default_port = DEFAULT_PORTS[self.scheme or "http"]
-        self._port = port or default_port
         host_h = f"[{self.host}]" if ":" in self.host else self.host
         self._host_line = (
             f"Host: {host_h}\r\n"
@@ -131,6 +147,7 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
         # Absolute URLs of this pool's own origin are the crawler's common case; recognising
         # them by prefix spares a full URL parse per request (measurable in the worker).
         origin = f"{self.scheme}://{host_h}"
+        self._forward_prefix = f"{origin}:{self._port}" if self._port != default_port else origin
         self._origin_prefixes: tuple[str, ...] = (f"{origin}:{self._port}/",)
         if self._port == default_port:
             self._origin_prefixes += (f"{origin}/",)
@@ -400,13 +417,19 @@ class HTTPConnectionPool(ConnectionPool, RequestMethods):
         one_shot_sent = False
 
         while True:
+            if self._forward:
+                # Through an HTTP proxy: absolute form on the request line, proxy headers.
+                line_target = self._forward_prefix + target if target[:1] == "/" else target
+                line_extra = extra + self._proxy_lines
+            else:
+                line_target, line_extra = target, extra
             head_bytes = build_request_head(
                 method,
-                target,
+                line_target,
                 self._host_line,
                 block,
                 names,
-                extra,
+                line_extra,
                 None if body_bytes is None else len(body_bytes),
                 use_chunked,
             )

@@ -14,6 +14,7 @@
     ├── SSLError
     ├── ProtocolError (+ ConnectionError) the peer broke HTTP/1.1 or the connection
     │   └── NewConnectionError         could not open the connection (refused, DNS...)
+    │       └── ProxyError             the proxy refused, failed or answered CONNECT badly
     ├── ResponseError                  why a response was retried (in MaxRetryError.reason)
     ├── DecodeError                    a content-coding could not be decoded
     │   └── BodyTooLargeError          the decoded body went past its cap
@@ -43,6 +44,7 @@ __all__ = [
     "NewConnectionError",
     "PoolError",
     "ProtocolError",
+    "ProxyError",
     "ReadTimeoutError",
     "ResponseError",
     "SSLError",
@@ -144,3 +146,12 @@ class LocationParseError(HTTPError, ValueError):
 
 class HeaderInjectionError(HTTPError, ValueError):
     """A method, target or header we were asked to send holds CR, LF or NUL."""
+
+
+class ProxyError(NewConnectionError):
+    """The proxy could not be reached, refused the tunnel or failed the SOCKS handshake.
+
+    A subclass of :class:`NewConnectionError` because, to the caller, the connection to the
+    target was never opened: the same retry rules apply. The message never carries the
+    proxy's credentials.
+    """

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from crawler.http import HTTPError, Retry, Timeout, connection_from_url
+from crawler.http import HTTPError, ProxyConfig, ProxyError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
     ROBOTS_CALLBACK,
@@ -42,6 +42,7 @@ from crawler.worker.body import BodyDeadline, past_deadline, read_body
 from crawler.worker.callbacks import CallbackRunner
 from crawler.worker.conditional import conditional_headers, is_unchanged
 from crawler.worker.outcomes import done, failed, make_page, retry
+from crawler.worker.proxies import MAX_ROTATIONS, ProxyRotation
 from crawler.worker.reserved import robots_outcome, sitemap_outcome
 
 __all__ = ["JobRunner", "is_textual"]
@@ -82,8 +83,10 @@ class JobRunner:
         self.timeout = Timeout(
             connect=settings.timeout, read=settings.timeout, total=self.body_deadline
         )
-        self._pools: dict[tuple[str, str], Any] = {}
+        self._pools: dict[tuple[str, str, str | None], Any] = {}
         self._pools_lock = threading.Lock()
+        self.proxies = ProxyRotation(settings.proxy)
+        self.resolve = dict(settings.resolve)
         self.callbacks = CallbackRunner(spider, settings)
         # A spider that wants its callback run on unchanged pages needs their bodies, so its
         # pages are fetched without validators (sitemaps still ask conditionally).
@@ -97,14 +100,20 @@ class JobRunner:
 
     # -- pools -------------------------------------------------------------------------------
 
-    def _pool(self, url: str, host: str) -> Any:
+    def _pool(self, url: str, host: str, proxy: str | None = None) -> Any:
+        """The pool for ``url``'s origin, through ``proxy`` if given (one pool per pair)."""
         scheme = url[: url.find(":")]
-        key = (scheme, host)
+        key = (scheme, host, proxy)
         pool = self._pools.get(key)
         if pool is None:
             with self._pools_lock:
                 pool = self._pools.get(key)
                 if pool is None:
+                    extra: dict[str, Any] = {}
+                    if self.resolve:
+                        extra["resolve"] = self.resolve
+                    if proxy is not None:
+                        extra["proxy"] = ProxyConfig.from_url(proxy)
                     pool = connection_from_url(
                         url,
                         maxsize=self.settings.per_host,
@@ -112,9 +121,54 @@ class JobRunner:
                         timeout=self.timeout,
                         headers={"User-Agent": self.user_agent},
                         retries=Retry(0, redirect=False),
+                        **extra,
                     )
                     self._pools[key] = pool
         return pool
+
+    def _proxy_for(self, job: Job, skip: tuple[str, ...]) -> str | None:
+        """The request's own proxy (``Request(proxy=...)``), else the host's from the setting."""
+        own = job.meta.get("proxy") if job.meta else None
+        if isinstance(own, str) and own:
+            return self.proxies.full_url(own)
+        return self.proxies.pick(job.host, self.clock(), skip)
+
+    def _open(self, job: Job, limit: int) -> Any:
+        """Send ``job`` and return the streamed response; a failing proxy is rotated out.
+
+        Only a :class:`ProxyError` (the proxy itself failed) moves the request to another
+        proxy, at most ``MAX_ROTATIONS`` times; every other error, and every status (429
+        included), is the target's and goes to the usual retry rules.
+        """
+        tried: tuple[str, ...] = ()
+        while True:
+            proxy = self._proxy_for(job, tried) if self.proxies or job.meta else None
+            try:
+                resp = self._pool(job.url, job.host, proxy).urlopen(
+                    job.method,
+                    job.url,
+                    body=job.body,
+                    headers=self._request_headers(job) or None,
+                    retries=Retry(0, redirect=False),
+                    redirect=False,
+                    preload_content=False,
+                    decode_content=True,
+                    # The pool's decoder stops at this cap: one read of a compression bomb
+                    # can never inflate past the body limit (the pool's default is 100 MB).
+                    max_decoded_size=limit + 1,
+                )
+            except HTTPError as exc:
+                if proxy is None or not _is_proxy_error(exc):
+                    raise
+                self.proxies.failed(proxy, self.clock())
+                tried += (proxy,)
+                own = job.meta.get("proxy") if job.meta else None
+                if own or len(tried) > MAX_ROTATIONS or len(tried) >= len(self.proxies.proxies):
+                    raise
+                continue
+            if proxy is not None:
+                self.proxies.succeeded(proxy)
+            return resp
 
     def close(self) -> None:
         with self._pools_lock:
@@ -150,7 +204,7 @@ class JobRunner:
         if job.callback == ROBOTS_CALLBACK:
             return robots_outcome(
                 job,
-                self._pool(job.url, job.host),
+                self._pool(job.url, job.host, self._proxy_for(job, ()) if self.proxies else None),
                 self.user_agent,
                 self.timeout,
                 settings.crawl_delay_max,
@@ -160,20 +214,7 @@ class JobRunner:
         if job.callback == SITEMAP_CALLBACK:
             limit = max(limit, MAX_SITEMAP_SIZE)  # the protocol's own cap
         try:
-            pool = self._pool(job.url, job.host)
-            resp = pool.urlopen(
-                job.method,
-                job.url,
-                body=job.body,
-                headers=self._request_headers(job) or None,
-                retries=Retry(0, redirect=False),
-                redirect=False,
-                preload_content=False,
-                decode_content=True,
-                # The pool's decoder stops at this cap: one read of a compression bomb can
-                # never inflate past the body limit (the pool's own default is 100 MB).
-                max_decoded_size=limit + 1,
-            )
+            resp = self._open(job, limit)
         except HTTPError as exc:
             return self._fetch_error(job, self._past_deadline(exc, started, "response"))
         try:
@@ -326,3 +367,8 @@ class JobRunner:
         if isinstance(target, Refused):  # TOO_LONG: admit() was given no offsite filter
             return "target URL longer than max_url_length"
         return None
+
+
+def _is_proxy_error(exc: BaseException) -> bool:
+    """Did the proxy fail (as opposed to the target), directly or as the retry's reason?"""
+    return isinstance(exc, ProxyError) or isinstance(getattr(exc, "reason", None), ProxyError)

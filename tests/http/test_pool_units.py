@@ -45,6 +45,8 @@ PUBLIC = {
     "ProtocolError", "ReadTimeoutError", "ResponseError", "Retry", "SSLError", "Timeout",
     "TimeoutError", "Url", "connection_from_url", "encode_multipart_formdata", "make_headers",
     "parse_url",
+    # proxies (issue 11)
+    "ProxyConfig", "ProxyError", "ProxyManager", "proxy_from_url", "redact_proxy_url",
 }  # fmt: skip
 
 
@@ -65,6 +67,7 @@ def test_exception_tree() -> None:
     assert issubclass(http.ProtocolError, ConnectionError)
     assert issubclass(http.LocationParseError, ValueError)
     assert issubclass(http.BodyTooLargeError, http.DecodeError)
+    assert issubclass(http.ProxyError, http.NewConnectionError)
     err = http.MaxRetryError("pool", "/x", ReadTimeoutError("slow"))
     assert (err.pool, err.url, type(err.reason)) == ("pool", "/x", ReadTimeoutError)
     changed = http.HostChangedError("pool", "http://other/", 2)

@@ -12,6 +12,7 @@ def make_headers(
     accept_encoding: bool | list[str] | str | None = None,
     user_agent: str | None = None,
     basic_auth: str | None = None,
+    proxy_basic_auth: str | None = None,
 ) -> dict[str, str]:
     """Shortcuts for common request headers, as a plain dict with lower-case names.
 
@@ -35,4 +36,7 @@ def make_headers(
         headers["connection"] = "keep-alive"
     if basic_auth:
         headers["authorization"] = "Basic " + b64encode(basic_auth.encode("latin-1")).decode()
+    if proxy_basic_auth:
+        token = b64encode(proxy_basic_auth.encode("latin-1")).decode()
+        headers["proxy-authorization"] = "Basic " + token
     return headers
