@@ -56,7 +56,7 @@ class PublicSuffixPolicy(http.cookiejar.DefaultCookiePolicy):
             return False
         if cookie.domain_specified:
             domain = cookie.domain.lstrip(".").lower()
-            host = http.cookiejar.request_host(request).lower()
+            host = http.cookiejar.request_host(request).lower()  # type: ignore[attr-defined]
             if domain != host and _public_suffixes().is_public(domain):
                 return False
         return True
@@ -172,7 +172,7 @@ class CookieJars:
                     continue
                 row: dict[str, Any] = {"session": session or ""}
                 row.update((f, getattr(cookie, f)) for f in _FIELDS)
-                row["rest"] = dict(cookie._rest)  # HttpOnly, SameSite, ...
+                row["rest"] = dict(cookie._rest)  # type: ignore[attr-defined]  # HttpOnly, SameSite
                 out.append(row)
         self.dirty = False
         return out

@@ -182,6 +182,8 @@ class Settings:
     recrawl_after: float | None = _setting(None, "opt_duration", "revisit pages older than this")
     max_error_rate: float | None = _setting(None, "opt_float", "exit 1 above this error share")
     min_items: int = _setting(0, "int", "exit 1 when fewer items were scraped (0: off)")
+    # Real sites (issue 11): docs/sessions.md.
+    cookies: bool = _setting(True, "bool", "keep a cookie jar per spider, saved between runs")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -102,13 +102,37 @@ def _normalise_headers(headers: HeadersInput) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_COOKIE_NAME = _TOKEN
+_BAD_COOKIE_VALUE = re.compile(r'[\x00-\x20",;\\\x7f]')
+
+
+def _normalise_cookies(
+    cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...]:
+    """A request's own cookies as (name, value) pairs, checked against RFC 6265 section 4.1.1."""
+    if not cookies:
+        return ()
+    pairs = cookies.items() if isinstance(cookies, Mapping) else cookies
+    out = []
+    for name, value in pairs:
+        if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+            raise ValueError(f"invalid cookie name {name!r}")
+        if not isinstance(value, str) or _BAD_COOKIE_VALUE.search(value):
+            # The value is a secret: the message names the cookie only.
+            raise ValueError(f"cookie {name!r} has a value that cannot be sent in a header")
+        out.append((name, value))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Request:
     """A URL to fetch and what to do with the response: a plain, comparable value.
 
     ``callback`` is stored as the spider method's *name* (``None`` means ``parse``), so a
     request can be persisted and sent to another process. The URL is kept as given; the
-    frontier canonicalizes it (and skips and counts it if it is malformed).
+    frontier canonicalizes it (and skips and counts it if it is malformed). ``cookies`` are
+    sent with this request only, after the jar's; ``session`` names the cookie jar it uses
+    (``None``: the spider's default jar). docs/sessions.md.
     """
 
     url: str
@@ -119,6 +143,8 @@ class Request:
     priority: int
     meta: dict[str, Any] = field(hash=False)
     dont_filter: bool
+    cookies: tuple[tuple[str, str], ...]
+    session: str | None
 
     def __init__(
         self,
@@ -130,6 +156,8 @@ class Request:
         priority: int = 0,
         meta: Mapping[str, Any] | None = None,
         dont_filter: bool = False,
+        cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        session: str | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"Request url must be a str, not {type(url).__name__}")
@@ -154,12 +182,16 @@ class Request:
         setter(self, "priority", priority)
         setter(self, "meta", dict(meta) if meta else {})
         setter(self, "dont_filter", bool(dont_filter))
+        setter(self, "cookies", _normalise_cookies(cookies))
+        if session is not None and (not isinstance(session, str) or not session):
+            raise ValueError(f"Request session must be a non-empty str, not {session!r}")
+        setter(self, "session", session)
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (validated like a new request)."""
         return dataclasses.replace(self, **changes)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the cookies: their values are secrets
         cb = f" callback={self.callback}" if self.callback else ""
         return f"<Request {self.method} {self.url}{cb}>"
 
@@ -415,6 +447,18 @@ class Spider:
 
     def closed(self, reason: str) -> None:
         """Called once when the crawl ends, with its finish reason."""
+
+    def login(self) -> Iterable[Request]:
+        """Requests that log in (docs/sessions.md). Run before :meth:`start_requests` when the
+        cookie jar holds no live cookie, and once more when :meth:`logged_in` says a response
+        shows the session ended. Requests their callbacks yield are part of the login; the
+        crawl proper starts when none is left. The default logs nothing in."""
+        return ()
+
+    def logged_in(self, response: Response) -> bool:
+        """Does ``response`` show a live session? Defined by a spider that logs in (e.g. a
+        redirect to the login page says no); the default is always yes."""
+        return True
 
     def _allowed_hosts(self) -> frozenset[str] | None:
         if self._allowed is False:

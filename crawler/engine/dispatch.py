@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness
@@ -52,6 +52,9 @@ class Dispatcher:
         self.in_flight = in_flight
         self.politeness = politeness
         self.worker_cap = worker_cap
+        # Set by the engine when cookies or a login are in play: adds each Job's Cookie
+        # header, and puts back (second argument) the Jobs that must wait for a login.
+        self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
 
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
@@ -105,6 +108,8 @@ class Dispatcher:
             jobs = store.take(host, room, now)
             if policy is not None:
                 jobs = obey_robots(policy, jobs, denied)
+            if self.prepare is not None and jobs:
+                jobs = self.prepare(jobs, store.requeue)  # Cookie headers (crawler.engine.sessions)
             for job in jobs:
                 self._start(handle, host, job, now)
             if jobs:

@@ -41,6 +41,7 @@ from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
 from crawler.engine.runstats import RunStats, log_progress
+from crawler.engine.sessions import Sessions, wants_login
 from crawler.engine.shutdown import GRACE, HARD_GRACE, Shutdown
 from crawler.engine.workers import (
     WorkerHandle,
@@ -59,7 +60,7 @@ from crawler.errors import (
     SpiderStartError,
     StorageError,
 )
-from crawler.messages import SITEMAP_CALLBACK, Outcome
+from crawler.messages import SITEMAP_CALLBACK, NewRequest, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.store import CrawlStore, database_file, open_store
@@ -117,6 +118,7 @@ def crawl(
 
 class _Engine:
     store: CrawlStore
+    sessions: Sessions
     run_id: int
     busy_timeout: float = 30.0
 
@@ -157,6 +159,8 @@ class _Engine:
         self.replacements_left = 10 + 2 * self.n
         self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
         self.recrawl_after: float | None = settings.recrawl_after
+        self.start_deferred: Spider | None = None  # start requests waiting for a login
+        self._bad_logins: list[Outcome] = []
 
     def __repr__(self) -> str:
         return (
@@ -201,6 +205,7 @@ class _Engine:
             run_id = store.begin_run(name, self.settings.as_dict())
             self.store = store
             self.run_id = run_id
+            self.sessions = Sessions(spider, store, cookies=self.settings.cookies)
             shutdown.install()
             try:
                 self._seed(spider)
@@ -254,6 +259,18 @@ class _Engine:
             rows = self.store.robots_policies(since=RobotsGate.since(now))
             for host, policy in self.robots.load(rows):
                 self.politeness.set_crawl_delay(host, policy.crawl_delay)
+        self.sessions.load(now)
+        if self.settings.cookies or wants_login(spider):
+            self.dispatcher.prepare = self.sessions.prepare
+        if self.sessions.needs_login(now):
+            # The start requests wait for the login to end (crawler.engine.sessions).
+            self.store.add(self.sessions.login_requests(self._start_request))
+            self._flush_bad()
+            self.start_deferred = spider
+            return
+        self._seed_start(spider, now)
+
+    def _seed_start(self, spider: Spider, now: float) -> None:
         bad, start_fps = seeding.seed(spider, self.store, self.settings, self.counters)
         if bad:
             self._record(bad)
@@ -262,6 +279,17 @@ class _Engine:
         self.store.schedule_recrawl(
             now, self.recrawl_after, start_fps, always_callbacks=(SITEMAP_CALLBACK,)
         )
+
+    def _start_request(self, value: object) -> NewRequest | None:
+        """A value ``Spider.login()`` yielded as a frontier row (errors kept for later)."""
+        return seeding.start_request(
+            value, self.settings.max_url_length, self._bad_logins, self.counters
+        )
+
+    def _flush_bad(self) -> None:
+        bad, self._bad_logins = self._bad_logins, []
+        if bad:
+            self.store.record(bad, run_id=self.run_id)
 
     def _loop(self) -> None:
         shutdown = self.shutdown
@@ -459,6 +487,7 @@ class _Engine:
             finished(o.fp, now, ok=o.state == "done")
             if o.host_not_before is not None:
                 politeness.push(o.host, o.host_not_before)
+        relogin = self.sessions.absorb(batch, self._start_request) if batch else []
         self.counters.count(batch)
         self.store.record(
             batch,
@@ -467,3 +496,10 @@ class _Engine:
             store_links=self.settings.store_links,
             recrawl_after=self.recrawl_after,
         )
+        if relogin:
+            self.store.add(relogin)
+            self._flush_bad()
+        if self.start_deferred is not None and not self.sessions.logging_in:
+            spider, self.start_deferred = self.start_deferred, None
+            log.debug("%s: logged in; seeding the start requests", spider.name)
+            self._seed_start(spider, now)
