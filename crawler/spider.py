@@ -26,6 +26,8 @@ import lxml.etree
 import lxml.html
 import parsel
 
+from crawler.cookies import SESSION_META
+from crawler.forms import form_request
 from crawler.http import HTTPHeaderDict
 from crawler.markup import BASE_XPATH, LINK_XPATH, LinkJoiner, decode_body, make_parser, markup_kind
 
@@ -346,6 +348,39 @@ class Response:
             if url is not None:
                 seen[url] = None
         return list(seen)
+
+    def form(
+        self,
+        css_or_xpath: str | None = None,
+        formdata: Mapping[str, str | Iterable[str] | None] | None = None,
+        clickdata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Request:
+        """The ``Request`` a browser sends for a form of this page (``crawler.forms``).
+
+        ``css_or_xpath`` picks the form (or an element in it; default: the first form);
+        ``formdata`` replaces or adds fields (``None`` removes one); ``clickdata`` picks the
+        submit button by its attributes (``{"name": "buy"}``, ``{"nr": 1}``). Other keywords
+        go to ``Request``; the request stays in this page's cookie session unless ``session=``
+        says otherwise. Raises ``FormNotFound`` (a ``ValueError``) when no form matches.
+        """
+        root = self._tree()
+        if root is not None and _parser_kind(root) is not None:
+            root = None
+        method, url, headers, body = form_request(
+            root,
+            self._joiner().base,
+            self.url,
+            self.encoding,
+            css_or_xpath,
+            formdata,
+            clickdata,
+        )
+        session = self.meta.get(SESSION_META)
+        if session is not None:
+            kwargs.setdefault("session", session)
+        headers.update(kwargs.pop("headers", None) or {})
+        return Request(url, method=method, headers=headers, body=body, **kwargs)
 
     def follow(self, url: str, **kwargs: Any) -> Request:
         """A ``Request`` for ``url`` resolved against this page; keywords go to ``Request``."""
