@@ -35,7 +35,8 @@ LOGIN = """
   <input type="checkbox" name="newsletter" value="yes">
   <input type="radio" name="plan" value="free">
   <input type="radio" name="plan" value="pro" checked>
-  <select name="country"><option value="fr">France</option><option value="de">Germany</option></select>
+  <select name="country"><option value="fr">France</option>
+    <option value="de">Germany</option></select>
   <select name="lang"><option>en</option><option selected> de  DE </option></select>
   <select name="tags" multiple><option value="a" selected>A</option><option value="b">B</option>
     <option value="c" selected>C</option></select>
@@ -109,7 +110,10 @@ def test_formdata_replaces_adds_and_removes() -> None:
 
 
 def test_action_resolved_against_base_href_and_empty_action() -> None:
-    html = '<base href="http://cdn.test/app/"><form method=POST action="do"><input name=a value=1></form>'
+    html = (
+        '<base href="http://cdn.test/app/">'
+        '<form method=POST action="do"><input name=a value=1></form>'
+    )
     assert resp(html).form().url == "http://cdn.test/app/do"
     assert resp("<form method=post><input name=a value=1></form>").form().url == URL
     get = resp('<form action="/find?old=1#frag"><input name=a value="x y"></form>').form()
