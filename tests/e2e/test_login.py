@@ -184,7 +184,8 @@ def test_ended_session_logs_in_again_once(login_site: LoginSite, tmp_path: Path)
     assert rows(db, "SELECT status FROM pages WHERE url LIKE '%/account'") == [(200,)]
     assert rows(db, "SELECT count(*) FROM errors") == [(0,)]
     live = login_site.sessions
-    assert [r[0] for r in rows(db, "SELECT value FROM cookies WHERE name = 'sid'")][0] in live
+    ((sid,),) = rows(db, "SELECT value FROM cookies WHERE name = 'sid'")
+    assert sid in live
 
 
 def test_a_login_that_never_works_fails_its_pages(login_site: LoginSite, tmp_path: Path) -> None:
