@@ -22,6 +22,7 @@ from urllib.parse import quote_plus, urljoin, urlsplit, urlunsplit
 
 from cssselect import HTMLTranslator
 
+from crawler.errors import FormNotFound
 from crawler.http import encode_multipart_formdata
 
 __all__ = ["FormNotFound", "form_request"]
@@ -30,10 +31,6 @@ FormData = Mapping[str, str | Iterable[str] | None]
 
 _SUBMIT_INPUTS = frozenset({"submit", "image"})
 _NEVER_SENT = frozenset({"reset", "button"})
-
-
-class FormNotFound(ValueError):
-    """No form matches (or the page has none)."""
 
 
 def _is_xpath(query: str) -> bool:
