@@ -104,6 +104,8 @@ class CallbackRunner:
     ) -> Outcome:
         """Run ``job``'s callback on the response; the Outcome with what it yielded."""
         meta = dict(job.meta) if job.meta else {}
+        # The request's own cookie values are secrets: the callback has no use for them.
+        meta.pop(COOKIES_META, None)
         if job.redirect_urls:
             meta["redirect_urls"] = list(job.redirect_urls)
         request = Request(

@@ -162,7 +162,7 @@ def test_cookie_values_never_in_logs_settings_or_errors(
 
         def parse(self, response: Response) -> Any:
             if response.url.endswith("/boom"):
-                raise RuntimeError(f"failed on {response.request!r}")
+                raise RuntimeError(f"failed on {response.request!r} {response.meta!r}")
             yield Request(response.urljoin("/boom"), cookies={"token": SECRET})
             yield Request(f"http://{host}/missing", cookies={"token": SECRET})
 
