@@ -114,3 +114,20 @@ def test_repr_shows_no_values() -> None:
     jars.absorb("http://example.com/", ["secret=hunter2"])
     assert "hunter2" not in repr(jars)
     assert "1" in repr(jars)
+
+
+def test_request_cookies_and_session_are_checked() -> None:
+    from crawler.spider import Request
+
+    req = Request("http://example.com/", cookies={"a": "1"}, session="buyer")
+    assert req.cookies == (("a", "1"),)
+    assert req.session == "buyer"
+    assert "1" not in repr(req) and "a=" not in repr(req)
+    assert req.replace(url="http://example.com/x").cookies == (("a", "1"),)
+    with pytest.raises(ValueError, match="'bad'") as info:
+        Request("http://example.com/", cookies={"bad": "x;y=secret"})
+    assert "secret" not in str(info.value)
+    with pytest.raises(ValueError):
+        Request("http://example.com/", cookies={"no name": "1"})
+    with pytest.raises(ValueError):
+        Request("http://example.com/", session="")
