@@ -19,7 +19,8 @@
     ├── RobotsDisallowed                 ``crawler shell``/``parse``: robots.txt keeps it off a URL
     ├── ServerError (+ RuntimeError)     the ``crawler bench`` site server could not be started
     ├── InvalidURL (+ ValueError)        .url .reason: malformed, or not http(s)
-    └── SitemapError (+ ValueError)      a body that is not a sitemap we can read
+    ├── SitemapError (+ ValueError)      a body that is not a sitemap we can read
+    └── FormNotFound (+ ValueError)      Response.form(): no form (or submit button) matches
 
 ``InvalidURL`` and ``SitemapError`` do not end a run: the code that meets one records an
 ``errors`` row and goes on. The others end a command, and ``crawler.cli`` turns any of them
@@ -62,6 +63,7 @@ __all__ = [
     "CouldNotStart",
     "CrawlerError",
     "ExportError",
+    "FormNotFound",
     "HistoryError",
     "InvalidURL",
     "LockFileError",
@@ -212,3 +214,7 @@ class InvalidURL(CrawlerError, ValueError):
 
 class SitemapError(CrawlerError, ValueError):
     """The body is not a sitemap we can read: malformed XML, wrong root, too large, bad gzip."""
+
+
+class FormNotFound(CrawlerError, ValueError):
+    """``Response.form()``: the page has no form matching the query, or no such button."""

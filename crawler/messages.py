@@ -94,6 +94,9 @@ class Job:
     last_modified: str | None = None
     # The stored body hash: a 2xx with the same hash counts as unchanged.
     content_hash: str | None = None
+    # The Cookie header the engine computed from its jar for this URL when it sent the Job
+    # (crawler.cookies); never stored in the frontier.
+    cookie: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +164,8 @@ class Outcome:
     retry_error: str | None = None
     # The answer to a robots.txt Job (``callback == ROBOTS_CALLBACK``): plain data, picklable.
     robots: RobotsPolicy | None = None
+    # The response's Set-Cookie headers in the order received, for the engine's jar; and
+    # whether the spider's ``logged_in`` check said the session ended (the Job is retried
+    # after a new login).
+    set_cookies: tuple[str, ...] = ()
+    session_ended: bool = False

@@ -341,6 +341,9 @@ class Settings:
         (), "resolve", "pin names to addresses like curl --resolve: {'name[:port]': 'addr'}"
     )
 
+    # Real sites (issue 11): docs/sessions.md.
+    cookies: bool = _setting(True, "bool", "keep a cookie jar per spider, saved between runs")
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

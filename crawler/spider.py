@@ -26,6 +26,8 @@ import lxml.etree
 import lxml.html
 import parsel
 
+from crawler.cookies import SESSION_META
+from crawler.forms import form_request
 from crawler.http import HTTPHeaderDict, ProxyConfig
 from crawler.markup import BASE_XPATH, LINK_XPATH, LinkJoiner, decode_body, make_parser, markup_kind
 
@@ -102,13 +104,37 @@ def _normalise_headers(headers: HeadersInput) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_COOKIE_NAME = _TOKEN
+_BAD_COOKIE_VALUE = re.compile(r'[\x00-\x20",;\\\x7f]')
+
+
+def _normalise_cookies(
+    cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...]:
+    """A request's own cookies as (name, value) pairs, checked against RFC 6265 section 4.1.1."""
+    if not cookies:
+        return ()
+    pairs = cookies.items() if isinstance(cookies, Mapping) else cookies
+    out = []
+    for name, value in pairs:
+        if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+            raise ValueError(f"invalid cookie name {name!r}")
+        if not isinstance(value, str) or _BAD_COOKIE_VALUE.search(value):
+            # The value is a secret: the message names the cookie only.
+            raise ValueError(f"cookie {name!r} has a value that cannot be sent in a header")
+        out.append((name, value))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Request:
     """A URL to fetch and what to do with the response: a plain, comparable value.
 
     ``callback`` is stored as the spider method's *name* (``None`` means ``parse``), so a
     request can be persisted and sent to another process. The URL is kept as given; the
-    frontier canonicalizes it (and skips and counts it if it is malformed).
+    frontier canonicalizes it (and skips and counts it if it is malformed). ``cookies`` are
+    sent with this request only, after the jar's; ``session`` names the cookie jar it uses
+    (``None``: the spider's default jar). docs/sessions.md.
     """
 
     url: str
@@ -119,6 +145,8 @@ class Request:
     priority: int
     meta: dict[str, Any] = field(hash=False)
     dont_filter: bool
+    cookies: tuple[tuple[str, str], ...]
+    session: str | None
 
     def __init__(
         self,
@@ -131,6 +159,8 @@ class Request:
         meta: Mapping[str, Any] | None = None,
         dont_filter: bool = False,
         proxy: str | None = None,
+        cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        session: str | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"Request url must be a str, not {type(url).__name__}")
@@ -163,6 +193,10 @@ class Request:
                 raise ValueError(f"Request proxy: {exc}") from None
         setter(self, "meta", meta)
         setter(self, "dont_filter", bool(dont_filter))
+        setter(self, "cookies", _normalise_cookies(cookies))
+        if session is not None and (not isinstance(session, str) or not session):
+            raise ValueError(f"Request session must be a non-empty str, not {session!r}")
+        setter(self, "session", session)
 
     @property
     def proxy(self) -> str | None:
@@ -174,7 +208,7 @@ class Request:
         """A copy with some fields changed (validated like a new request)."""
         return dataclasses.replace(self, **changes)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the cookies: their values are secrets
         cb = f" callback={self.callback}" if self.callback else ""
         return f"<Request {self.method} {self.url}{cb}>"
 
@@ -330,6 +364,39 @@ class Response:
                 seen[url] = None
         return list(seen)
 
+    def form(
+        self,
+        css_or_xpath: str | None = None,
+        formdata: Mapping[str, str | Iterable[str] | None] | None = None,
+        clickdata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Request:
+        """The ``Request`` a browser sends for a form of this page (``crawler.forms``).
+
+        ``css_or_xpath`` picks the form (or an element in it; default: the first form);
+        ``formdata`` replaces or adds fields (``None`` removes one); ``clickdata`` picks the
+        submit button by its attributes (``{"name": "buy"}``, ``{"nr": 1}``). Other keywords
+        go to ``Request``; the request stays in this page's cookie session unless ``session=``
+        says otherwise. Raises ``FormNotFound`` (a ``ValueError``) when no form matches.
+        """
+        root = self._tree()
+        if root is not None and _parser_kind(root) is not None:
+            root = None
+        method, url, headers, body = form_request(
+            root,
+            self._joiner().base,
+            self.url,
+            self.encoding,
+            css_or_xpath,
+            formdata,
+            clickdata,
+        )
+        session = self.meta.get(SESSION_META)
+        if session is not None:
+            kwargs.setdefault("session", session)
+        headers.update(kwargs.pop("headers", None) or {})
+        return Request(url, method=method, headers=headers, body=body, **kwargs)
+
     def follow(self, url: str, **kwargs: Any) -> Request:
         """A ``Request`` for ``url`` resolved against this page; keywords go to ``Request``."""
         if not isinstance(url, str):
@@ -442,6 +509,18 @@ class Spider:
         """``None`` when ``item`` is valid, else what is wrong with it (name the field and
         the rule, e.g. ``"price: must be positive"``): it becomes an ``errors`` row."""
         return None
+
+    def login(self) -> Iterable[Request]:
+        """Requests that log in (docs/sessions.md). Run before :meth:`start_requests` when the
+        cookie jar holds no live cookie, and once more when :meth:`logged_in` says a response
+        shows the session ended. Requests their callbacks yield are part of the login; the
+        crawl proper starts when none is left. The default logs nothing in."""
+        return ()
+
+    def logged_in(self, response: Response) -> bool:
+        """Does ``response`` show a live session? Defined by a spider that logs in (e.g. a
+        redirect to the login page says no); the default is always yes."""
+        return True
 
     def _allowed_hosts(self) -> frozenset[str] | None:
         if self._allowed is False:

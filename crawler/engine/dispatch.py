@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crawler.engine.inflight import InFlight
 from crawler.engine.politeness import Politeness
@@ -58,6 +58,9 @@ class Dispatcher:
         # and per host the start times of what is in flight (oldest first: dicts keep order).
         self._levels: dict[int, int] = {}
         self._starts: dict[str, dict[int, float]] = {}
+        # Set by the engine when cookies or a login are in play: adds each Job's Cookie
+        # header, and puts back (second argument) the Jobs that must wait for a login.
+        self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
 
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
@@ -123,6 +126,8 @@ class Dispatcher:
             jobs = store.take(host, room, now)
             if policy is not None:
                 jobs = obey_robots(policy, jobs, denied)
+            if self.prepare is not None and jobs:
+                jobs = self.prepare(jobs, store.requeue)  # Cookie headers (crawler.engine.sessions)
             for job in jobs:
                 self._start(handle, host, job, now)
             if jobs:

@@ -41,6 +41,7 @@ from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
 from crawler.engine.runstats import RunStats, log_progress
+from crawler.engine.sessions import Sessions, wants_login
 from crawler.engine.shutdown import GRACE, HARD_GRACE, Shutdown
 from crawler.engine.throttle import sample_of
 from crawler.engine.workers import (
@@ -60,7 +61,7 @@ from crawler.errors import (
     SpiderStartError,
     StorageError,
 )
-from crawler.messages import SITEMAP_CALLBACK, Outcome
+from crawler.messages import SITEMAP_CALLBACK, NewRequest, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.store import CrawlStore, database_file, open_store
@@ -118,6 +119,7 @@ def crawl(
 
 class _Engine:
     store: CrawlStore
+    sessions: Sessions
     run_id: int
     busy_timeout: float = 30.0
 
@@ -161,6 +163,8 @@ class _Engine:
         self.robots: RobotsGate | None = None  # set up with the spider (its User-Agent)
         self.recrawl_after: float | None = settings.recrawl_after
         self.track_items = False  # the spider declares item_key: record keeps item history
+        self.start_deferred: Spider | None = None  # start requests waiting for a login
+        self._bad_logins: list[Outcome] = []
 
     def __repr__(self) -> str:
         return (
@@ -208,6 +212,7 @@ class _Engine:
             self.track_items = spider.item_key is not None
             if self.settings.autothrottle:
                 self.politeness.learn(store.host_states())
+            self.sessions = Sessions(spider, store, cookies=self.settings.cookies)
             shutdown.install()
             try:
                 self._seed(spider)
@@ -287,6 +292,18 @@ class _Engine:
             rows = self.store.robots_policies(since=RobotsGate.since(now))
             for host, policy in self.robots.load(rows):
                 self.politeness.set_crawl_delay(host, policy.crawl_delay)
+        self.sessions.load(now)
+        if self.settings.cookies or wants_login(spider):
+            self.dispatcher.prepare = self.sessions.prepare
+        if self.sessions.needs_login(now):
+            # The start requests wait for the login to end (crawler.engine.sessions).
+            self.store.add(self.sessions.login_requests(self._start_request))
+            self._flush_bad()
+            self.start_deferred = spider
+            return
+        self._seed_start(spider, now)
+
+    def _seed_start(self, spider: Spider, now: float) -> None:
         bad, start_fps = seeding.seed(spider, self.store, self.settings, self.counters)
         if bad:
             self._record(bad)
@@ -295,6 +312,17 @@ class _Engine:
         self.store.schedule_recrawl(
             now, self.recrawl_after, start_fps, always_callbacks=(SITEMAP_CALLBACK,)
         )
+
+    def _start_request(self, value: object) -> NewRequest | None:
+        """A value ``Spider.login()`` yielded as a frontier row (errors kept for later)."""
+        return seeding.start_request(
+            value, self.settings.max_url_length, self._bad_logins, self.counters
+        )
+
+    def _flush_bad(self) -> None:
+        bad, self._bad_logins = self._bad_logins, []
+        if bad:
+            self.store.record(bad, run_id=self.run_id)
 
     def _loop(self) -> None:
         shutdown = self.shutdown
@@ -492,6 +520,7 @@ class _Engine:
             finished(o.fp, now, ok=o.state == "done", sample=sample_of(o, now))
             if o.host_not_before is not None:
                 politeness.push(o.host, o.host_not_before)
+        relogin = self.sessions.absorb(batch, self._start_request) if batch else []
         self.counters.count(batch)
         self.store.record(
             batch,
@@ -501,6 +530,13 @@ class _Engine:
             recrawl_after=self.recrawl_after,
             track_items=self.track_items,
         )
+        if relogin:
+            self.store.add(relogin)
+            self._flush_bad()
+        if self.start_deferred is not None and not self.sessions.logging_in:
+            spider, self.start_deferred = self.start_deferred, None
+            log.debug("%s: logged in; seeding the start requests", spider.name)
+            self._seed_start(spider, now)
 
 
 def _pick(stats: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

@@ -109,6 +109,17 @@ class CrawlStore(Protocol):
         """Keep each host's learned state, replacing the one it had."""
         ...
 
+    # --- cookies ------------------------------------------------------------------------
+
+    def cookies(self) -> list[dict[str, Any]]:
+        """Every stored cookie, as :meth:`put_cookies` got it (``crawler.cookies`` rows)."""
+        ...
+
+    def put_cookies(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the stored cookies with ``rows`` (every jar of the crawl), in one
+        transaction. The values are secrets: they are never logged nor put in messages."""
+        ...
+
     # --- the frontier -------------------------------------------------------------------
 
     def add(self, requests: Iterable[NewRequest]) -> int:

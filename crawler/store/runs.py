@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from crawler.store.connection import Connection
 from crawler.store.schema import HOST_STATE_COLUMNS, ROBOTS_COLUMNS, to_json
+
+_COOKIE_COLUMNS = ("session", "domain", "path", "name", "value", "expires", "secure")
 
 
 class RunsMixin(Connection):
@@ -53,6 +56,29 @@ class RunsMixin(Connection):
         if rows:
             with self._tx("store host state in"):
                 self.db.table("host_state").upsert_all(rows, pk="host")
+
+    # --- cookies --------------------------------------------------------------------------
+
+    def cookies(self) -> list[dict[str, Any]]:
+        """Every stored cookie as a ``crawler.cookies`` row."""
+        out = []
+        for row in self.db.table("cookies").rows:
+            attrs = json.loads(row.pop("attrs") or "{}")
+            out.append({**attrs, **row})
+        return out
+
+    def put_cookies(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the stored cookies (a jar is small: a few dozen rows)."""
+        table_rows = []
+        for row in rows:
+            attrs = {k: v for k, v in row.items() if k not in _COOKIE_COLUMNS}
+            table_rows.append(
+                {**{k: row.get(k) for k in _COOKIE_COLUMNS}, "attrs": json.dumps(attrs)}
+            )
+        with self._tx("store cookies in"):
+            self.db.execute("DELETE FROM cookies")
+            if table_rows:
+                self.db.table("cookies").insert_all(table_rows)
 
     # --- runs -----------------------------------------------------------------------------
 

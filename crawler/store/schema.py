@@ -128,6 +128,14 @@ TABLES: dict[str, Table] = {
     "host_state": Table(
         {"host": str, **HOST_STATE_FIELDS}, pk="host", not_null=frozenset({"host"})
     ),
+    # The spider's cookie jars (crawler.cookies), restored by the next run. ``session`` is ""
+    # for the default jar; ``attrs`` holds the other http.cookiejar fields (HttpOnly, ...).
+    "cookies": Table(
+        {"session": str, "domain": str, "path": str, "name": str, "value": str,
+         "expires": float, "secure": int, "attrs": str},
+        pk=("session", "domain", "path", "name"),
+        not_null=frozenset({"session", "domain", "path", "name"}),
+    ),
 }  # fmt: skip
 
 # Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial
@@ -187,7 +195,7 @@ def create(db: Database, *, fresh: bool) -> None:
     """Bring the schema up to date; with ``fresh``, also empty the crawl (``runs`` stay)."""
     migrate(db)
     if fresh:
-        for name in ("frontier", "pages", "links", "errors", "robots"):
+        for name in ("frontier", "pages", "links", "errors", "robots", "cookies"):
             db.execute(f"DELETE FROM {name}")
         # Items get their columns from the data: start from the bare table again.
         db.table("items").drop()

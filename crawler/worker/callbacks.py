@@ -12,11 +12,13 @@ traceback; the page row and what it yielded before raising are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import traceback
 from typing import Any
 
+from crawler.cookies import COOKIES_META, LOGIN_META, SESSION_META
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
@@ -52,10 +54,23 @@ def new_request(req: Request, admitted: Admitted, depth: int = 0) -> NewRequest:
         body=req.body,
         callback=req.callback,
         priority=req.priority,
-        meta=req.meta or None,
+        meta=request_meta(req),
         depth=depth,
         dont_filter=req.dont_filter,
     )
+
+
+def request_meta(req: Request) -> dict[str, Any] | None:
+    """``req.meta``, plus its session and own cookies, which travel in the frontier's meta
+    (they survive a redirect hop and a restart with it)."""
+    if req.session is None and not req.cookies:
+        return req.meta or None
+    meta = dict(req.meta)
+    if req.session is not None:
+        meta[SESSION_META] = req.session
+    if req.cookies:
+        meta[COOKIES_META] = dict(req.cookies)
+    return meta
 
 
 class CallbackRunner:
@@ -91,6 +106,8 @@ class CallbackRunner:
     ) -> Outcome:
         """Run ``job``'s callback on the response; the Outcome with what it yielded."""
         meta = dict(job.meta) if job.meta else {}
+        # The request's own cookie values are secrets: the callback has no use for them.
+        meta.pop(COOKIES_META, None)
         if job.redirect_urls:
             meta["redirect_urls"] = list(job.redirect_urls)
         request = Request(
@@ -201,7 +218,19 @@ class CallbackRunner:
             if prune:
                 continue
             new_requests.append(new_request(req, admitted, depth))
+        if job.meta and LOGIN_META in job.meta and new_requests:
+            new_requests = [_in_login(r, job.meta) for r in new_requests]
         return tuple(follows), tuple(new_requests), tuple(links), skipped
+
+
+def _in_login(request: NewRequest, login_meta: dict[str, Any]) -> NewRequest:
+    """A Request yielded while logging in is part of the login (in the same session)."""
+    meta = dict(request.meta or {})
+    meta[LOGIN_META] = True
+    if SESSION_META in login_meta:
+        meta.setdefault(SESSION_META, login_meta[SESSION_META])
+    # Never a duplicate: the same login page was fetched by an earlier run (or login).
+    return dataclasses.replace(request, meta=meta, fp=fresh_fingerprint(), dont_filter=True)
 
 
 def _collect(

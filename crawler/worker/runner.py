@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from crawler.cookies import LOGIN_META
 from crawler.http import HTTPError, ProxyConfig, ProxyError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
@@ -35,11 +36,11 @@ from crawler.messages import (
 )
 from crawler.settings import Settings
 from crawler.sitemap import MAX_SITEMAP_SIZE
-from crawler.spider import Spider
+from crawler.spider import Response, Spider
 from crawler.urls import Admitted, Refusal, Refused, admit, fingerprint
 from crawler.worker import retry as fetch
 from crawler.worker.body import BodyDeadline, past_deadline, read_body
-from crawler.worker.callbacks import CallbackRunner
+from crawler.worker.callbacks import CallbackRunner, fresh_fingerprint
 from crawler.worker.conditional import conditional_headers, is_unchanged
 from crawler.worker.outcomes import done, failed, make_page, retry
 from crawler.worker.proxies import MAX_ROTATIONS, ProxyRotation
@@ -94,6 +95,19 @@ class JobRunner:
         self.sitemap_callback = (
             spider.sitemap_callback if isinstance(spider.sitemap_callback, str) else None
         )
+        self.cookies = settings.cookies
+        # Only a spider that defines logged_in() has its responses checked.
+        self.checks_login = type(spider).logged_in is not Spider.logged_in
+
+    def _session_ended(self, job: Job, status: int, headers: Any, body: bytes) -> bool:
+        """Does the spider's ``logged_in`` say this response shows a logged-out session?"""
+        if job.meta and LOGIN_META in job.meta:
+            return False  # the login's own pages are logged out by nature
+        response = Response(job.url, status, headers, body, depth=job.depth, meta=job.meta)
+        try:
+            return not self.spider.logged_in(response)
+        except Exception:  # a broken check must not stop the crawl: count it as logged in
+            return False
 
     def __repr__(self) -> str:
         return f"<JobRunner {type(self.spider).__name__} {len(self._pools)} pools>"
@@ -196,11 +210,12 @@ class JobRunner:
         if self._skips_unchanged(job):
             # Validators came from a server: conditional_headers drops unusable ones (CR/LF).
             headers.update(conditional_headers(job.etag, job.last_modified))
+        if job.cookie is not None:
+            headers["Cookie"] = job.cookie  # computed by the engine from its jar
         return headers
 
     def _process(self, job: Job, started: float) -> Outcome:
         settings = self.settings
-        store_body = settings.store_body
         if job.callback == ROBOTS_CALLBACK:
             return robots_outcome(
                 job,
@@ -227,10 +242,32 @@ class JobRunner:
             if resp is not None:
                 with contextlib.suppress(Exception):
                     resp.release_conn()
+        outcome = self._answer(job, resp.status, resp.headers, body, cut, started)
+        if self.cookies:
+            set_cookies = resp.headers.getlist("Set-Cookie")
+            if set_cookies:
+                # Back to the engine's jar, in order (crawler.cookies).
+                outcome = dataclasses.replace(outcome, set_cookies=tuple(set_cookies))
+        return outcome
+
+    def _answer(
+        self, job: Job, status: int, headers: Any, body: bytes, cut: str | None, started: float
+    ) -> Outcome:
+        """The Outcome for a response that was read (``cut``: why its body was cut short)."""
+        settings = self.settings
+        store_body = settings.store_body
         now = self.clock()
-        status: int = resp.status
-        headers = resp.headers
         content_type = headers.get("Content-Type")
+        if (
+            self.checks_login
+            and job.callback != SITEMAP_CALLBACK
+            and self._session_ended(job, status, headers, body)
+        ):
+            if job.attempt >= max(1, settings.retries):
+                reason = "logged_in() is false for this response, also after a new login"
+                return failed(job, Failure(job.url, "session", reason))
+            # Fetched again once the engine has logged in again (an attempt is counted).
+            return Outcome(job.fp, job.url, job.host, "retry", retry_at=now, session_ended=True)
 
         if status in fetch.RETRY_STATUSES:
             retry_after = fetch.parse_retry_after(headers.get("Retry-After"), now)
@@ -340,10 +377,13 @@ class JobRunner:
         # becomes GET loses its body and Content-* headers.
         hop = next_hop(status, job.method, job.headers, job.url, admitted.url)
         body_out = job.body if hop.keeps_body else None
+        # A login's hops are never taken for duplicates of an earlier run's pages.
+        in_login = job.meta is not None and LOGIN_META in job.meta
         request = NewRequest(
             # The hop's own request: its method and body are known only now, from next_hop,
             # which needs the canonical target (admitted.fp is for a plain GET).
-            fp=fingerprint(admitted.url, hop.method, body_out),
+            fp=fresh_fingerprint() if in_login else fingerprint(admitted.url, hop.method, body_out),
+            dont_filter=in_login,
             url=admitted.url,
             host=admitted.host,
             method=hop.method,

@@ -68,6 +68,7 @@ def test_every_crawler_error_is_in_all() -> None:
         (SettingsError, ValueError),
         (InvalidURL, ValueError),
         (SitemapError, ValueError),
+        (errors.FormNotFound, ValueError),
         (SpiderNotFound, LookupError),
         (LockFileError, OSError),
         (LockedError, RuntimeError),
