@@ -44,7 +44,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def test_every_exception_is_a_crawler_error_defined_here() -> None:
-    assert len(CLASSES) == 17
+    assert len(CLASSES) == 18
     for cls in CLASSES:
         assert issubclass(cls, CrawlerError), cls
         assert cls.__module__ == "crawler.errors", cls
