@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.kit.postgres import PostgresServer
 from tests.kit.project import restore_logging
 from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 from tests.kit.site import Site
@@ -46,3 +47,11 @@ def concurrency_server() -> Iterator[ConcurrencyServer]:
     with ConcurrencyServer(lifetime=60.0) as srv:
         yield srv
     assert srv.errors == [], f"server threads failed: {srv.errors!r}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (tests/kit/postgres.py); ``postgres.database()``
+    gives each test its own database."""
+    with PostgresServer() as pg:
+        yield pg
