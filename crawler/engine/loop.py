@@ -62,7 +62,7 @@ from crawler.errors import (
 from crawler.messages import SITEMAP_CALLBACK, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
-from crawler.store import CrawlStore, database_file, open_store
+from crawler.store import CrawlStore, database_file, is_database_url, open_store
 from crawler.worker.process import STOP, default_threads
 
 __all__ = ["RunResult", "crawl"]
@@ -108,9 +108,8 @@ def crawl(
     """
     # What --db names is checked first: a URL the store cannot serve fails before the run
     # lock makes a file next to it.
-    engine = _Engine(
-        spider_cls, settings, database_file(db_path), dict(spider_kwargs or {}), fresh, on_progress
-    )
+    target = str(db_path) if is_database_url(db_path) else database_file(db_path)
+    engine = _Engine(spider_cls, settings, target, dict(spider_kwargs or {}), fresh, on_progress)
     engine.busy_timeout = busy_timeout
     return engine.run()
 
@@ -124,7 +123,7 @@ class _Engine:
         self,
         spider_cls: type[Spider],
         settings: Settings,
-        db_path: Path,
+        db_path: Path | str,  # a str: a postgresql:// URL
         spider_kwargs: dict[str, str],
         fresh: bool,
         on_progress: Callable[[dict[str, Any]], None] | None,
@@ -178,6 +177,9 @@ class _Engine:
         # The run lock first, before any worker or the Store exists: a second run (and its
         # --fresh) never touches a database in use. Forked workers close their copy of the
         # lock's descriptor (crawler.engine.runlock), so the lock goes with this process.
+        # A postgresql:// server has no file to lock: the database is shared by design.
+        if not isinstance(self.db_path, Path):
+            return self._run_locked(spider, name)
         lock = RunLock(self.db_path)
         lock.acquire()
         try:

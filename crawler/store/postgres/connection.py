@@ -1,0 +1,135 @@
+"""The one PostgreSQL connection every part of the ``Store`` shares.
+
+How this works: psycopg 3 in autocommit mode; each write is an explicit transaction through
+``_tx`` (nested calls join the outer one), which is also where psycopg's errors become a
+:class:`~crawler.errors.StorageError` that says what we were doing, naming the database
+without its password (messages end up in logs). The frontier's progress counts are kept in
+memory from what each call changed, as in SQLite (``recount`` re-reads them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+
+from crawler.errors import StorageError
+from crawler.store.postgres.schema import create, item_columns
+from crawler.store.schema import STATES
+
+
+def without_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user@host/db``."""
+    from crawler.store.api import _without_password
+
+    return _without_password(url)
+
+
+class Connection:
+    """The database at ``url`` and its one connection. Not thread-safe: one owner."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        fresh: bool = False,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.path = without_password(url)  # what a message or repr may name
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self._closed = False
+        try:
+            self.conn: psycopg.Connection[Any] = psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, int(busy_timeout))
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+        try:
+            # Wait for another writer's row locks at most busy_timeout, like SQLite's busy wait.
+            self.conn.execute(f"SET lock_timeout = {int(busy_timeout * 1000)}")
+            with self._tx("create the schema in") as conn:
+                create(conn, fresh=fresh)
+            self._item_columns = item_columns(self.conn)
+            self._counts = dict.fromkeys(STATES, 0)
+            self.recount()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _error(self, exc: psycopg.Error, doing: str) -> StorageError:
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return StorageError(
+                f"database {self.path} is locked by another writer; waited"
+                f" {self.busy_timeout:g}s to {doing} it"
+            )
+        return StorageError(f"cannot {doing} database {self.path}: {_first_line(exc)}")
+
+    @contextmanager
+    def _tx(self, doing: str = "write") -> Iterator[psycopg.Connection[Any]]:
+        """One transaction; nested calls join the outer one."""
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield self.conn
+            return
+        try:
+            with self.conn.transaction():
+                yield self.conn
+        except psycopg.Error as exc:
+            raise self._error(exc, doing) from None
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            yield self.conn
+        except psycopg.Error as exc:
+            raise self._error(exc, doing) from None
+
+    def close(self) -> None:
+        """Close the connection (again is fine). An open transaction is rolled back."""
+        if self._closed:
+            return
+        self._closed = True
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self._counts
+        return (
+            f"<Store {self.path} {c['queued']} queued {c['in_flight']} in flight"
+            f" {c['done']} done {c['failed']} failed>"
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Frontier entries by state (kept in memory; ``recount`` re-reads them)."""
+        return dict(self._counts)
+
+    def recount(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        with self._read("count"):
+            for state, n in self.conn.execute(
+                "SELECT state, count(*) FROM frontier GROUP BY state"
+            ):
+                counts[state] = int(n)
+        self._counts = counts
+        return dict(counts)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return without_password(text[0]) if text else type(exc).__name__
