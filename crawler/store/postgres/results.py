@@ -48,8 +48,7 @@ _DONE = (
     " content_hash = coalesce(%s, content_hash) WHERE fp = %s"
 )
 _FAILED = (
-    "UPDATE frontier SET state = 'failed', attempts = attempts + 1, updated_at = %s"
-    " WHERE fp = %s"
+    "UPDATE frontier SET state = 'failed', attempts = attempts + 1, updated_at = %s WHERE fp = %s"
 )
 _RETRY = (
     "UPDATE frontier SET state = 'queued', attempts = attempts + 1, updated_at = %s,"
