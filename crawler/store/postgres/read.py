@@ -89,3 +89,12 @@ def table_rows(
             conn.close()
 
     return columns, rows()
+
+
+def stored_pages(url: str, run_id: int | None) -> tuple[list[tuple[str, int | None]], int]:
+    """``(url, status)`` of the pages run ``run_id`` (None: every run) stored, and its items."""
+    with _connect(url, HistoryError) as conn:
+        where, args = ("WHERE run_id = %s", [run_id]) if run_id is not None else ("", [])
+        pages = conn.execute(f"SELECT url, status FROM pages {where}", args).fetchall()
+        items = conn.execute(f"SELECT count(*) FROM items {where}", args).fetchone()
+    return [(str(u), s) for u, s in pages], int(items[0]) if items else 0
