@@ -5,10 +5,10 @@ errors, runs, frontier, robots), so a user's SQL works on either, over one psyco
 connection owned by the parent process. Each ``add``/``take``/``requeue`` call and each
 ``record`` batch is one transaction, as in SQLite, so a kill -9 loses at most the batch being
 written; the round trips are what costs here, so the hot paths send a batch as few
-statements: one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per batch of new frontier
-rows (deduplicated by ``fp`` before it is sent), one ``UPDATE ... RETURNING`` per ``take``
-(``FOR UPDATE SKIP LOCKED``, so two nodes never claim the same row), and psycopg's pipelined
-``executemany`` for the per-outcome writes. Parts, one responsibility each::
+statements: one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` per batch
+of new frontier rows (deduplicated by ``fp`` before it is sent), one ``UPDATE ... RETURNING``
+per ``take`` (``FOR UPDATE SKIP LOCKED``, so two nodes never claim the same row), and
+psycopg's pipelined ``executemany`` for the per-outcome writes. Parts, one responsibility each::
 
     schema.py       the DDL (CREATE ... IF NOT EXISTS), under an advisory lock
     connection.py   connecting, transactions, StorageError (no password in it), counts

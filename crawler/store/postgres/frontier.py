@@ -1,9 +1,8 @@
 """Frontier operations on PostgreSQL: the SQLite rules (``crawler/store/frontier.py``), in as
 few round trips as the rules allow.
 
-New rows go in one multi-row ``INSERT ... ON CONFLICT (fp) DO NOTHING`` per chunk,
-deduplicated by ``fp`` in Python first (the server would refuse a row that conflicts with
-another row of the same statement only for ``DO UPDATE``, but sending it is wasted bytes).
+New rows go in one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (fp) DO NOTHING``
+per batch, deduplicated by ``fp`` in Python first (sending a duplicate is wasted bytes).
 ``seq`` comes from the table's sequence, so insertion order is shared by every node. ``take``
 is one ``UPDATE ... WHERE fp IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``: two
 connections taking from the same host get disjoint rows, never the same one.
@@ -19,13 +18,42 @@ from crawler.messages import Follow, Job, NewRequest
 from crawler.store.postgres.connection import Connection
 from crawler.store.schema import to_json
 
-_CHUNK = 1000  # rows per multi-row INSERT (parameters stay far below the 65535 limit)
+# New rows go in as one array per column (``unnest``): one statement text whatever the batch
+# size, so psycopg parses and the server plans it once. A multi-row VALUES list with a
+# placeholder per value was measured 4x slower here, nearly all of it in psycopg splitting the
+# ever-different query text.
+_REQUEST_COLUMNS = {
+    "fp": "bigint", "url": "text", "host": "text", "method": "text", "headers": "text",
+    "body": "bytea", "callback": "text", "meta": "text", "depth": "bigint", "priority": "bigint",
+    "redirect_urls": "text", "discovered_at": "float8", "updated_at": "float8",
+}  # fmt: skip
+_FOLLOW_COLUMNS = {
+    "fp": "bigint", "url": "text", "host": "text", "depth": "bigint",
+    "discovered_at": "float8", "updated_at": "float8",
+}  # fmt: skip
 
-_REQUEST_COLUMNS = (
-    "fp, url, host, method, headers, body, callback, meta, depth, priority, redirect_urls,"
-    " discovered_at, updated_at"
+
+def _insert_sql(columns: dict[str, str]) -> str:
+    arrays = ", ".join(f"%b::{kind}[]" for kind in columns.values())  # %b: binary, no escaping
+    # ORDER BY ordinality: seq (the default) follows the batch's order.
+    return (
+        f"INSERT INTO frontier ({', '.join(columns)})"
+        f" SELECT {', '.join(columns)} FROM unnest({arrays})"
+        f" WITH ORDINALITY AS batch({', '.join(columns)}, n) ORDER BY n"
+        " ON CONFLICT (fp) DO NOTHING"
+    )
+
+
+_INSERT_SQL = {id(c): _insert_sql(c) for c in (_REQUEST_COLUMNS, _FOLLOW_COLUMNS)}
+# Links found on pages, the bulk of every batch (a hundred per page, most already known): three
+# values vary per row, so they travel as three strings split on the server, which costs the
+# client a join instead of a per-element array encoding (half the engine's CPU, measured).
+_INSERT_FOLLOWS = (
+    "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at)"
+    " SELECT f::bigint, u, h, %s, %s, %s FROM unnest(string_to_array(%s, ','),"
+    " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'))"
+    " WITH ORDINALITY AS batch(f, u, h, n) ORDER BY n ON CONFLICT (fp) DO NOTHING"
 )
-_FOLLOW_COLUMNS = "fp, url, host, depth, discovered_at, updated_at"
 _TAKE = (
     "UPDATE frontier SET state = 'in_flight', updated_at = %s WHERE fp IN ("
     " SELECT fp FROM frontier WHERE state = 'queued' AND host = %s AND not_before <= %s"
@@ -49,22 +77,13 @@ _REQUEUE_AGAIN = (
 )
 
 
-def insert_new(conn: Any, columns: str, rows: Sequence[tuple[Any, ...]]) -> int:
+def insert_new(conn: Any, columns: dict[str, str], rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert ``rows`` (first value: ``fp``) whose ``fp`` is new; how many were."""
     if not rows:
         return 0
-    width = len(rows[0])
-    one = "(" + ", ".join(["%s"] * width) + ")"
-    new = 0
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
-        cur = conn.execute(
-            f"INSERT INTO frontier ({columns}) VALUES {', '.join([one] * len(chunk))}"
-            " ON CONFLICT (fp) DO NOTHING",
-            [value for row in chunk for value in row],
-        )
-        new += max(cur.rowcount, 0)
-    return new
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    cur = conn.execute(_INSERT_SQL[id(columns)], arrays)
+    return int(max(cur.rowcount, 0))
 
 
 def _unique(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -119,7 +138,15 @@ class FrontierMixin(Connection):
         self, conn: Any, follows: Iterable[Follow], depth: int, now: float
     ) -> int:
         rows = _unique((fp, url, host, depth, now, now) for fp, url, host in follows)
-        return insert_new(conn, _FOLLOW_COLUMNS, rows)
+        if not rows:
+            return 0
+        _fps, urls, hosts, *_ = zip(*rows, strict=True)
+        url_text, host_text = "\n".join(urls), "\n".join(hosts)
+        if url_text.count("\n") != len(rows) - 1 or host_text.count("\n") != len(rows) - 1:
+            return insert_new(conn, _FOLLOW_COLUMNS, rows)  # a newline inside a value
+        fp_text = ",".join(map(str, _fps))
+        cur = conn.execute(_INSERT_FOLLOWS, (depth, now, now, fp_text, url_text, host_text))
+        return int(max(cur.rowcount, 0))
 
     def hosts_with_work(self, now: float) -> list[str]:
         with self._read("read the queue of"):

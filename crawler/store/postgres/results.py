@@ -191,15 +191,13 @@ class ResultsMixin(FrontierMixin):
                     cur.execute("DELETE FROM items WHERE page_url = ANY(%s)", (list(replaced),))
                     items = self._insert_items(cur, replaced)
                 if link_rows:
-                    for start in range(0, len(link_rows), 1000):
-                        chunk = list(link_rows)[start : start + 1000]
-                        cur.execute(
-                            "INSERT INTO links (from_url, to_url) VALUES "
-                            + ", ".join(["(%s, %s)"] * len(chunk))
-                            + " ON CONFLICT DO NOTHING",
-                            [v for pair in chunk for v in pair],
-                        )
-                        links += max(cur.rowcount, 0)
+                    sources, targets = zip(*link_rows, strict=True)
+                    cur.execute(
+                        "INSERT INTO links (from_url, to_url)"
+                        " SELECT * FROM unnest(%b::text[], %b::text[]) ON CONFLICT DO NOTHING",
+                        (list(sources), list(targets)),
+                    )
+                    links += max(cur.rowcount, 0)
                 if error_rows:
                     cur.executemany(
                         "INSERT INTO errors (url, kind, message, traceback, run_id, at)"
