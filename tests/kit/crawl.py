@@ -93,7 +93,7 @@ sys.exit(result.exit_code)
 def spawn_crawl(
     folder: Path,
     spider: tuple[str, str],
-    db: Path,
+    db: Path | str,
     start_urls: str,
     settings: dict[str, Any],
 ) -> subprocess.Popen[bytes]:

@@ -9,6 +9,7 @@ memory from what each call changed, as in SQLite (``recount`` re-reads them).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,8 +18,8 @@ from typing import Any, Self
 
 import psycopg
 
-from crawler.errors import StorageError
-from crawler.store.postgres.schema import create, item_columns
+from crawler.errors import LockedError, StorageError
+from crawler.store.postgres.schema import RUN_LOCK, create, item_columns
 from crawler.store.schema import STATES
 
 
@@ -47,7 +48,11 @@ class Connection:
         self._closed = False
         try:
             self.conn: psycopg.Connection[Any] = psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, int(busy_timeout))
+                url,
+                autocommit=True,
+                connect_timeout=max(1, int(busy_timeout)),
+                # Who holds the run lock, for the message a second run prints.
+                application_name=f"crawler pid {os.getpid()}",
             )
         except psycopg.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
@@ -62,6 +67,28 @@ class Connection:
         except BaseException:
             self.conn.close()
             raise
+
+    def _take_run_lock(self) -> None:
+        """The database's run lock (a session advisory lock), or :class:`LockedError`."""
+        with self._read("lock"):
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()
+            if row is not None and row[0]:
+                return
+            holder = self.conn.execute(
+                "SELECT a.application_name, extract(epoch FROM a.backend_start)"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objid = %s"
+                " AND a.datname = current_database()",
+                (RUN_LOCK & 0xFFFFFFFF,),
+            ).fetchone()
+        pid = since = None
+        if holder is not None:
+            name, started = holder
+            if isinstance(name, str) and name.startswith("crawler pid "):
+                pid = int(name.rsplit(" ", 1)[1])
+            since = float(started) if started is not None else None
+        self.close()  # a store that cannot own the run is of no use to its caller
+        raise LockedError(self.path, pid, since)
 
     def _error(self, exc: psycopg.Error, doing: str) -> StorageError:
         if isinstance(exc, psycopg.errors.LockNotAvailable):

@@ -206,6 +206,14 @@ class FrontierMixin(Connection):
         ]  # fmt: skip
 
     def reset_in_flight(self) -> int:
+        """Take the database's run lock, then requeue what a crashed run left in flight.
+
+        Until host leases let several nodes share a run (issue 10), one run at a time owns a
+        PostgreSQL crawl database, as with SQLite's ``flock``: here a session-level advisory
+        lock, which the server releases when this connection ends, however it ends (a kill -9
+        included). A second run raises :class:`LockedError` (exit 75) instead of requeueing
+        the first run's in-flight URLs under it."""
+        self._take_run_lock()
         with self._tx("reset") as conn:
             n = conn.execute(
                 "UPDATE frontier SET state = 'queued' WHERE state = 'in_flight'"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 SCHEMA_LOCK = 0x63726177  # pg_advisory_xact_lock key while the schema is created ("craw")
+RUN_LOCK = 0x72756E6C  # pg_try_advisory_lock key a run holds for its whole life ("runl")
 
 TABLES = (
     "CREATE SEQUENCE IF NOT EXISTS frontier_seq",
