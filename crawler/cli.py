@@ -159,7 +159,9 @@ def cli() -> None:
 
 @cli.command(epilog=_settings_epilog())
 @click.argument("target", metavar="NAME_OR_FILE")
-@click.option("--db", "db_path", envvar="CRAWLER_DB", help=_DB_HELP)
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option("-a", "spider_args", multiple=True, metavar="NAME=VALUE", help="spider argument")
 @click.option("-s", "set_args", multiple=True, metavar="NAME=VALUE", help="setting (see below)")
 @click.option("--workers", type=click.IntRange(min=0), help="worker processes (0: one per CPU)")
@@ -252,7 +254,9 @@ def _read_history(name: str | None, db_path: str | None) -> list[dict[str, Any]]
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", envvar="CRAWLER_DB", help=_DB_HELP)
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 def runs(name: str | None, db_path: str | None) -> None:
     """List the runs of spider NAME (or every run in --db), newest first.
 
@@ -268,7 +272,9 @@ def runs(name: str | None, db_path: str | None) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", envvar="CRAWLER_DB", help=_DB_HELP)
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option("--run", "run_id", type=int, metavar="ID", help="this run [the latest]")
 def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
     """Show one run of spider NAME in detail: the latest, or --run ID.
@@ -291,7 +297,9 @@ def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", envvar="CRAWLER_DB", help=_DB_HELP)
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
 )
