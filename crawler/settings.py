@@ -182,6 +182,9 @@ class Settings:
     recrawl_after: float | None = _setting(None, "opt_duration", "revisit pages older than this")
     max_error_rate: float | None = _setting(None, "opt_float", "exit 1 above this error share")
     min_items: int = _setting(0, "int", "exit 1 when fewer items were scraped (0: off)")
+    db_retry: float = _setting(
+        60.0, "duration", "keep reconnecting to a lost database server this long, then exit 3"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

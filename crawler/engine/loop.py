@@ -198,7 +198,12 @@ class _Engine:
             for index in range(self.n):
                 self.workers.append(self._start_worker(index))
             # Opened after the fork on purpose: the workers never hold a database handle.
-            store = open_store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
+            store = open_store(
+                self.db_path,
+                fresh=self.fresh,
+                busy_timeout=self.busy_timeout,
+                db_retry=self.settings.db_retry,
+            )
             store.reset_in_flight()
             run_id = store.begin_run(name, self.settings.as_dict())
             self.store = store

@@ -212,16 +212,24 @@ def database_file(target: str | os.PathLike[str]) -> Path:
 
 
 def open_store(
-    target: str | os.PathLike[str], *, fresh: bool = False, busy_timeout: float = 30.0
+    target: str | os.PathLike[str],
+    *,
+    fresh: bool = False,
+    busy_timeout: float = 30.0,
+    db_retry: float = 0.0,
 ) -> CrawlStore:
     """Open (creating it if needed) the crawl database ``target`` names.
 
     ``fresh`` empties the crawl (runs stay); ``busy_timeout`` is how long to wait for
-    another writer. Raises :class:`StorageError` when it cannot be used."""
+    another writer; ``db_retry`` how long a server backend keeps reconnecting after losing
+    its connection (a file has no connection to lose). Raises :class:`StorageError` when it
+    cannot be used."""
     if is_database_url(target):
         from crawler.store.postgres import Store as PostgresStore
 
-        return PostgresStore(os.fspath(target), fresh=fresh, busy_timeout=busy_timeout)
+        return PostgresStore(
+            os.fspath(target), fresh=fresh, busy_timeout=busy_timeout, db_retry=db_retry
+        )
     path = database_file(target)
     from crawler.store.sqlite import Store  # the backend, only once one is asked for
 

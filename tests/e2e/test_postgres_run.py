@@ -3,8 +3,9 @@
 Until host leases let several nodes share a run, a second ``crawler run`` on the same
 PostgreSQL database is refused with exit 75 (like a second run on a SQLite file), and the
 lock goes with the holder's connection, so a kill -9 of the holder frees it for the run that
-resumes the crawl. A ``pg_ctl restart -m immediate`` mid-crawl ends the run with exit 3 and a
-new run finishes: nothing acknowledged is lost, nothing stored twice.
+resumes the crawl. After a ``pg_ctl restart -m immediate`` mid-crawl the run reconnects
+(within ``db_retry``) and finishes; with ``db_retry=0`` it exits 3 and a new run finishes:
+nothing acknowledged is lost, nothing stored twice.
 """
 
 from __future__ import annotations
@@ -112,25 +113,45 @@ def test_second_run_is_refused_then_kill_9_frees_the_lock_and_a_new_run_resumes(
     assert rows(db, "SELECT count(*) FROM runs WHERE exit_code = 0") == [(1,)]
 
 
-def run_cli(folder: Path, db: str, start: str) -> subprocess.Popen[bytes]:
+def run_cli(folder: Path, db: str, start: str, *args: str) -> subprocess.Popen[bytes]:
     """``python -m crawler run chain.py --db URL`` in its own session, as cron would."""
     spider = folder / "chain.py"
     spider.write_text(SPIDER + f"    custom_settings = {SETTINGS!r}\n")
     return subprocess.Popen(
         [sys.executable, "-m", "crawler", "run", str(spider), "--db", db, "-q",
-         "-a", f"start_urls={start}"],
+         "-a", f"start_urls={start}", *args],
         cwd=folder, env=subprocess_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
 
 @pytest.mark.timeout(120)
-def test_pg_ctl_restart_immediate_mid_crawl_exits_3_and_a_new_run_finishes(
+def test_pg_ctl_restart_immediate_mid_crawl_the_run_reconnects_and_finishes(
     site: Site, tmp_path: Path, postgres: PostgresServer
 ) -> None:
     db = postgres.database()
     start = chain_site(site, delay=0.05)
-    proc = run_cli(tmp_path, db, start)
+    proc = run_cli(tmp_path, db, start, "-s", "db_retry=60")
+    try:
+        wait_for_pages(proc, db, 5)
+        postgres.restart()
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 0, err
+    assert "reconnecting" in err  # the warning says what happened (no password in it)
+    assert_crawled_once(db, N + 1)
+    assert rows(db, "SELECT count(*), min(exit_code) FROM runs") == [(1, 0)]
+
+
+@pytest.mark.timeout(120)
+def test_pg_ctl_restart_immediate_with_db_retry_0_exits_3_and_a_new_run_finishes(
+    site: Site, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    db = postgres.database()
+    start = chain_site(site, delay=0.05)
+    proc = run_cli(tmp_path, db, start, "-s", "db_retry=0")
     try:
         wait_for_pages(proc, db, 5)
         postgres.restart()

@@ -16,17 +16,48 @@ psycopg's pipelined ``executemany`` for the per-outcome writes. Parts, one respo
     results.py      record() of pages, items, links, errors
     runs.py         runs rows and stored robots.txt policies
 
+A connection the server drops (a restart, a network cut) is opened again with backoff for at
+most ``db_retry`` seconds and the call repeated (every write is keyed, so repeating one is
+safe); past that the call raises ``StorageError`` and the run exits 3.
+
 Importing this package imports psycopg: :func:`crawler.store.open_store` imports it only for
 a ``postgresql://`` target.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from crawler.store.postgres.results import ResultsMixin
 from crawler.store.postgres.runs import RunsMixin
 
 __all__ = ["Store"]
 
+# The CrawlStore methods, each one transaction: repeated after a reconnect when the server
+# went away under them (for at most the ``db_retry`` seconds the store was opened with).
+_RETRIED = (
+    "reset_in_flight", "begin_run", "end_run", "run_url_errors", "robots_policies",
+    "put_robots", "add", "schedule_recrawl", "has_queued", "hosts_with_work",
+    "next_not_before", "queued_url", "take", "requeue", "give_up", "record",
+)  # fmt: skip
+
 
 class Store(ResultsMixin, RunsMixin):
     """The crawl database at a ``postgresql://`` URL. Not thread-safe: one owner calls it."""
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> Any:
+        # An iterator argument would be used up by the first attempt: keep its values.
+        args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        kwargs = {k: list(v) if isinstance(v, Iterator) else v for k, v in kwargs.items()}
+        return self._retrying(lambda: method(self, *args, **kwargs))
+
+    return call
+
+
+for _name in _RETRIED:
+    setattr(Store, _name, _retried(getattr(Store, _name)))

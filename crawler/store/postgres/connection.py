@@ -9,18 +9,22 @@ memory from what each call changed, as in SQLite (``recount`` re-reads them).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import psycopg
 
 from crawler.errors import LockedError, StorageError
 from crawler.store.postgres.schema import RUN_LOCK, create, item_columns
 from crawler.store.schema import STATES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def without_password(url: str) -> str:
@@ -39,26 +43,18 @@ class Connection:
         *,
         fresh: bool = False,
         busy_timeout: float = 30.0,
+        db_retry: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
         self.path = without_password(url)  # what a message or repr may name
         self.busy_timeout = busy_timeout
+        self.db_retry = db_retry
         self._clock = clock
         self._closed = False
+        self._run_locked = False
+        self.conn = self._connect()
         try:
-            self.conn: psycopg.Connection[Any] = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=max(1, int(busy_timeout)),
-                # Who holds the run lock, for the message a second run prints.
-                application_name=f"crawler pid {os.getpid()}",
-            )
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
-        try:
-            # Wait for another writer's row locks at most busy_timeout, like SQLite's busy wait.
-            self.conn.execute(f"SET lock_timeout = {int(busy_timeout * 1000)}")
             with self._tx("create the schema in") as conn:
                 create(conn, fresh=fresh)
             self._item_columns = item_columns(self.conn)
@@ -68,11 +64,63 @@ class Connection:
             self.conn.close()
             raise
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn: psycopg.Connection[Any] = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, int(self.busy_timeout)),
+                # Who holds the run lock, for the message a second run prints.
+                application_name=f"crawler pid {os.getpid()}",
+            )
+            # Wait for another writer's row locks at most busy_timeout, like SQLite's busy wait.
+            conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+        return conn
+
+    def _reconnect(self, error: StorageError) -> None:
+        """After a lost connection: connect again, with backoff, for at most ``db_retry``
+        seconds (then ``error`` is raised), and take the run lock again if we held it.
+
+        What the lost transaction wrote is either committed or not; the caller repeats the
+        whole call, which is safe because every write is keyed (see ``crawler.store.api``)."""
+        deadline = time.monotonic() + self.db_retry
+        pause = 0.1
+        while True:
+            if time.monotonic() + pause > deadline:
+                raise error
+            log.warning("lost the database %s (%s); reconnecting", self.path, error)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            try:
+                conn = self._connect()
+            except StorageError:
+                continue
+            self.conn.close()
+            self.conn = conn
+            if self._run_locked:
+                self._run_locked = False
+                self._take_run_lock()
+            self.recount()
+            return
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call()``, again after a reconnect when the connection broke under it."""
+        while True:
+            try:
+                return call()
+            except StorageError as exc:
+                if self._closed or not (self.conn.broken or self.conn.closed):
+                    raise
+                self._reconnect(exc)
+
     def _take_run_lock(self) -> None:
         """The database's run lock (a session advisory lock), or :class:`LockedError`."""
         with self._read("lock"):
             row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()
             if row is not None and row[0]:
+                self._run_locked = True
                 return
             holder = self.conn.execute(
                 "SELECT a.application_name, extract(epoch FROM a.backend_start)"
