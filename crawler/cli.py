@@ -73,14 +73,18 @@ class _Group(click.Group):
 DATA_DIR = Path("data")
 
 
+# --db (or CRAWLER_DB): a SQLite file, or a postgresql:// URL (crawler.store.open_store).
+_DB_HELP = "SQLite file or postgresql:// URL (env CRAWLER_DB) [data/NAME.db]"
+
+
 def default_db(name: str) -> Path:
     """Where a spider's database lives unless ``--db`` says otherwise: ``data/NAME.db``."""
     return DATA_DIR / f"{name}.db"
 
 
-def _history_db(name: str | None, db_path: str | None) -> Path:
+def _history_db(name: str | None, db_path: str | None) -> str | Path:
     if db_path:
-        return Path(db_path)
+        return db_path  # a str: a postgresql:// URL must keep its //
     if not name:
         raise click.UsageError("give a spider NAME or --db PATH")
     return default_db(name)
@@ -157,7 +161,9 @@ def cli() -> None:
 
 @cli.command(epilog=_settings_epilog())
 @click.argument("target", metavar="NAME_OR_FILE")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option("-a", "spider_args", multiple=True, metavar="NAME=VALUE", help="spider argument")
 @click.option("-s", "set_args", multiple=True, metavar="NAME=VALUE", help="setting (see below)")
 @click.option("--workers", type=click.IntRange(min=0), help="worker processes (0: one per CPU)")
@@ -250,7 +256,9 @@ def _read_history(name: str | None, db_path: str | None) -> list[dict[str, Any]]
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 def runs(name: str | None, db_path: str | None) -> None:
     """List the runs of spider NAME (or every run in --db), newest first.
 
@@ -266,7 +274,9 @@ def runs(name: str | None, db_path: str | None) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option("--run", "run_id", type=int, metavar="ID", help="this run [the latest]")
 def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
     """Show one run of spider NAME in detail: the latest, or --run ID.
@@ -289,7 +299,9 @@ def stats(name: str | None, db_path: str | None, run_id: int | None) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--db", "db_path", type=click.Path(dir_okay=False), help="SQLite file [data/NAME.db]")
+@click.option(
+    "--db", "db_path", type=click.Path(dir_okay=False), envvar="CRAWLER_DB", help=_DB_HELP
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
 )

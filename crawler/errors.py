@@ -163,8 +163,8 @@ class LockedError(CrawlerError, RuntimeError):
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, path: Path, holder_pid: int | None, since: float | None) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, holder_pid: int | None, since: float | None) -> None:
+        self.path = path  # a str: a postgresql:// database (its lock lives in the server)
         self.holder_pid = holder_pid
         self.since = since
         who = f"pid {holder_pid}" if holder_pid is not None else "another process"

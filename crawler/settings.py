@@ -344,6 +344,10 @@ class Settings:
     # Real sites (issue 11): docs/sessions.md.
     cookies: bool = _setting(True, "bool", "keep a cookie jar per spider, saved between runs")
 
+    db_retry: float = _setting(
+        60.0, "duration", "keep reconnecting to a lost database server this long, then exit 3"
+    )
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

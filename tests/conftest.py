@@ -11,10 +11,12 @@ level), so that configuration is undone after each test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.kit.postgres import PostgresServer
 from tests.kit.project import restore_logging
 from tests.kit.servers import ConcurrencyServer, MisbehavingServer
 from tests.kit.site import Site
@@ -46,3 +48,28 @@ def concurrency_server() -> Iterator[ConcurrencyServer]:
     with ConcurrencyServer(lifetime=60.0) as srv:
         yield srv
     assert srv.errors == [], f"server threads failed: {srv.errors!r}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (tests/kit/postgres.py); ``postgres.database()``
+    gives each test its own database."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def crawl_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Path | str]:
+    """The backend-neutral crawl tests run on both: ``crawl_db("name")`` is a SQLite file
+    under tmp_path, or a fresh PostgreSQL database's URL (one per name)."""
+    made: dict[str, Path | str] = {}
+
+    def make(name: str) -> Path | str:
+        if name not in made:
+            if request.param == "postgres":
+                made[name] = request.getfixturevalue("postgres").database()
+            else:
+                made[name] = tmp_path / f"{name}.db"
+        return made[name]
+
+    return make

@@ -48,7 +48,7 @@ def bench_settings(
     return Settings().replace(**values)
 
 
-def verify_crawl(db_path: Path, site: SiteInfo, run_id: Any = None) -> dict[str, Any]:
+def verify_crawl(db_path: Path | str, site: SiteInfo, run_id: Any = None) -> dict[str, Any]:
     """Compare the ``pages`` and ``items`` rows with the site: what is missing or extra."""
     stored = stored_pages(db_path, run_id)
     rows, items = stored.pages, stored.items
@@ -79,7 +79,7 @@ def run_bench(
     out: Callable[[str], object] = print,
     *,
     seed: int = 1,
-    db_path: Path | None = None,
+    db_path: Path | str | None = None,  # a str: a postgresql:// URL
     max_runtime: float = 600.0,
 ) -> dict[str, Any]:
     """Crawl a generated site of ``pages`` pages over ``hosts`` loopback hosts; report.
@@ -103,7 +103,8 @@ def run_bench(
         generated = time.perf_counter() - started
         if db_path is None:
             db_path = Path("data/bench.db") if keep_db else tmp / "bench.db"
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(db_path, Path):
+            db_path.parent.mkdir(parents=True, exist_ok=True)
         with SiteServer(site, server) as srv:
             assert srv.pid is not None
             out(
@@ -149,7 +150,9 @@ def run_bench(
             "exit_code": getattr(result, "exit_code", None),
             "finish_reason": getattr(result, "finish_reason", None),
             "run_id": getattr(result, "run_id", None),
-            "db": str(db_path) if keep_db or db_path.parent != tmp else None,
+            "db": str(db_path)
+            if keep_db or not isinstance(db_path, Path) or db_path.parent != tmp
+            else None,
         }
         verdict = (
             "all fetched once"

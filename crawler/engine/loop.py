@@ -64,7 +64,7 @@ from crawler.errors import (
 from crawler.messages import SITEMAP_CALLBACK, NewRequest, Outcome
 from crawler.settings import Settings
 from crawler.spider import Spider
-from crawler.store import CrawlStore, database_file, open_store
+from crawler.store import CrawlStore, database_file, is_database_url, open_store
 from crawler.worker.process import STOP, default_threads
 
 __all__ = ["RunResult", "crawl"]
@@ -110,9 +110,8 @@ def crawl(
     """
     # What --db names is checked first: a URL the store cannot serve fails before the run
     # lock makes a file next to it.
-    engine = _Engine(
-        spider_cls, settings, database_file(db_path), dict(spider_kwargs or {}), fresh, on_progress
-    )
+    target = str(db_path) if is_database_url(db_path) else database_file(db_path)
+    engine = _Engine(spider_cls, settings, target, dict(spider_kwargs or {}), fresh, on_progress)
     engine.busy_timeout = busy_timeout
     return engine.run()
 
@@ -127,7 +126,7 @@ class _Engine:
         self,
         spider_cls: type[Spider],
         settings: Settings,
-        db_path: Path,
+        db_path: Path | str,  # a str: a postgresql:// URL
         spider_kwargs: dict[str, str],
         fresh: bool,
         on_progress: Callable[[dict[str, Any]], None] | None,
@@ -186,6 +185,9 @@ class _Engine:
         # The run lock first, before any worker or the Store exists: a second run (and its
         # --fresh) never touches a database in use. Forked workers close their copy of the
         # lock's descriptor (crawler.engine.runlock), so the lock goes with this process.
+        # A postgresql:// server has no file to lock: the database is shared by design.
+        if not isinstance(self.db_path, Path):
+            return self._run_locked(spider, name)
         lock = RunLock(self.db_path)
         lock.acquire()
         try:
@@ -204,7 +206,12 @@ class _Engine:
             for index in range(self.n):
                 self.workers.append(self._start_worker(index))
             # Opened after the fork on purpose: the workers never hold a database handle.
-            store = open_store(self.db_path, fresh=self.fresh, busy_timeout=self.busy_timeout)
+            store = open_store(
+                self.db_path,
+                fresh=self.fresh,
+                busy_timeout=self.busy_timeout,
+                db_retry=self.settings.db_retry,
+            )
             store.reset_in_flight()
             run_id = store.begin_run(name, _storable(self.settings))
             self.store = store

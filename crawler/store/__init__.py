@@ -2,8 +2,9 @@
 
 The engine talks to a :class:`CrawlStore` (``api.py``: what it may call, and what each call
 guarantees) and gets one only from :func:`open_store`, which picks the backend from the
-``--db`` target. SQLite is the backend today (``sqlite.py``, over ``schema.py``,
-``connection.py``, ``frontier.py``, ``results.py``, ``runs.py``); the read-only paths of the
+``--db`` target. SQLite is the embedded default (``sqlite.py``, over ``schema.py``,
+``connection.py``, ``frontier.py``, ``results.py``, ``runs.py``); PostgreSQL is
+``postgres/`` (a ``postgresql://`` target, the same tables and columns); the read-only paths of the
 command line live here too: ``history.py`` (``crawler runs``/``stats``), ``export.py``
 (``crawler export``) and ``verify.py`` (``crawler bench``'s check of a crawl).
 
@@ -13,7 +14,7 @@ imports it before it forks its workers.
 
 from __future__ import annotations
 
-from crawler.store.api import BatchStats, CrawlStore, database_file, open_store
+from crawler.store.api import BatchStats, CrawlStore, database_file, is_database_url, open_store
 from crawler.store.schema import ROBOTS_COLUMNS
 from crawler.store.sqlite import Store
 
@@ -23,5 +24,6 @@ __all__ = [
     "CrawlStore",
     "Store",
     "database_file",
+    "is_database_url",
     "open_store",
 ]

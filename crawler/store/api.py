@@ -4,7 +4,7 @@
 How this works: the engine (``crawler.engine``) is the only caller, and it calls exactly the
 methods below, from one thread of one process (its loop). :func:`open_store` picks the backend
 from the ``--db`` target: a file path is SQLite (:class:`crawler.store.sqlite.Store`); a
-``postgresql://`` URL names the server backend, which is not installed yet (issue 10). Backends
+``postgresql://`` URL is PostgreSQL (:class:`crawler.store.postgres.Store`, issue 10). Backends
 are imported inside :func:`open_store`, so importing this module costs nothing a worker
 process would carry, and a backend's driver is needed only by the runs that use it.
 
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from crawler.errors import StorageError
 from crawler.messages import Job, NewRequest, Outcome
 
-__all__ = ["BatchStats", "CrawlStore", "database_file", "open_store"]
+__all__ = ["BatchStats", "CrawlStore", "database_file", "is_database_url", "open_store"]
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _POSTGRESQL = ("postgresql", "postgres")
@@ -230,33 +230,49 @@ class CrawlStore(Protocol):
         ...
 
 
+def is_database_url(target: str | os.PathLike[str]) -> bool:
+    """Whether a ``--db`` target is a ``postgresql://`` URL (a server, no file of ours)."""
+    match = _URL.match(os.fspath(target))
+    return match is not None and match.group(1).lower() in _POSTGRESQL
+
+
 def database_file(target: str | os.PathLike[str]) -> Path:
     """The file a ``--db`` target names, for what lives next to it (the run lock).
 
-    Raises :class:`StorageError` for a database URL: ``postgresql://`` until that backend
-    is installed, any other scheme always. Checked before anything is created."""
+    Raises :class:`StorageError` for a database URL (a ``postgresql://`` URL names no file:
+    ask :func:`is_database_url` first), any other scheme always. Checked before anything
+    is created."""
     text = os.fspath(target)
     match = _URL.match(text)
     if match is None:
         return Path(text)
     scheme = match.group(1).lower()
     if scheme in _POSTGRESQL:
-        raise StorageError(
-            f"PostgreSQL support is not installed yet: cannot open {_without_password(text)}"
-            " (give a file path for SQLite)"
-        )
+        raise StorageError(f"{_without_password(text)} is a database server, not a file")
     raise StorageError(
         f"unknown database URL scheme {scheme!r}: give a file path (SQLite) or a postgresql:// URL"
     )
 
 
 def open_store(
-    target: str | os.PathLike[str], *, fresh: bool = False, busy_timeout: float = 30.0
+    target: str | os.PathLike[str],
+    *,
+    fresh: bool = False,
+    busy_timeout: float = 30.0,
+    db_retry: float = 0.0,
 ) -> CrawlStore:
     """Open (creating it if needed) the crawl database ``target`` names.
 
     ``fresh`` empties the crawl (runs stay); ``busy_timeout`` is how long to wait for
-    another writer. Raises :class:`StorageError` when it cannot be used."""
+    another writer; ``db_retry`` how long a server backend keeps reconnecting after losing
+    its connection (a file has no connection to lose). Raises :class:`StorageError` when it
+    cannot be used."""
+    if is_database_url(target):
+        from crawler.store.postgres import Store as PostgresStore
+
+        return PostgresStore(
+            os.fspath(target), fresh=fresh, busy_timeout=busy_timeout, db_retry=db_retry
+        )
     path = database_file(target)
     from crawler.store.sqlite import Store  # the backend, only once one is asked for
 

@@ -31,6 +31,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from crawler.store.api import is_database_url
 from crawler.store.connection import connect_read_only, database
 
 if TYPE_CHECKING:
@@ -153,6 +154,16 @@ def export_table(
         raise ExportError(f"unknown format {fmt!r} (use jsonl or csv)")
     if blobs not in ("base64", "skip"):
         raise ExportError(f"unknown blobs mode {blobs!r} (use base64 or skip)")
+    if is_database_url(db_path):
+        from crawler.store.postgres.read import table_rows
+
+        names, pg_rows = table_rows(os.fspath(db_path), table, skip_blobs=blobs == "skip")
+        try:
+            if out is not None:
+                return _atomic_write(Path(out), fmt, names, pg_rows, blobs)
+            return _write(stream or sys.stdout, fmt, names, pg_rows, blobs)
+        finally:
+            pg_rows.close()
     path = Path(db_path)
     db = _connect(path)
     rows: Generator[tuple[Any, ...], None, None] | None = None

@@ -22,6 +22,7 @@ from typing import Any
 
 from crawler.errors import HistoryError, NotACrawlDatabase
 from crawler.progress import format_duration
+from crawler.store.api import is_database_url
 from crawler.store.connection import connect_read_only, database
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
 
 def read_runs(db_path: str | os.PathLike[str], spider: str | None = None) -> list[dict[str, Any]]:
     """The runs in ``db_path`` (of ``spider`` only, if given), oldest first, JSON decoded."""
+    if is_database_url(db_path):
+        from crawler.store.postgres.read import read_runs as read_postgres_runs
+
+        return read_postgres_runs(os.fspath(db_path), spider)
     path = Path(db_path)
     if not path.is_file():
         raise HistoryError(f"no database at {path}")

@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawler.store.api import is_database_url
 from crawler.store.connection import connect_read_only
 
 __all__ = ["StoredPages", "stored_pages"]
@@ -26,6 +27,11 @@ class StoredPages:
 
 def stored_pages(db_path: str | os.PathLike[str], run_id: int | None = None) -> StoredPages:
     """The pages and items stored by run ``run_id`` (None: by every run) in ``db_path``."""
+    if is_database_url(db_path):
+        from crawler.store.postgres.read import stored_pages as postgres_pages
+
+        pages, n = postgres_pages(os.fspath(db_path), run_id)
+        return StoredPages(tuple(pages), n)
     conn = connect_read_only(Path(db_path))
     try:
         where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def run_chain(*args: str) -> Result:
     return invoke("run", "chain", *args)
 
 
-def runs(db: Path) -> list[tuple[int, str]]:
+def runs(db: Path | str) -> list[tuple[int, str]]:
     return rows(db, "SELECT exit_code, finish_reason FROM runs ORDER BY id")
 
 
@@ -103,7 +104,14 @@ def summary(result: Result) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_0_finished_and_1_below_min_items(project: Path, site: Site) -> None:
+def test_0_finished_and_1_below_min_items(
+    project: Path,
+    site: Site,
+    crawl_db: Callable[[str], Path | str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = crawl_db("chain")
+    monkeypatch.setenv("CRAWLER_DB", str(db))  # --db's environment variable, on both backends
     start = chain(site, 3)
     result = run_chain("-a", f"start_urls={start}", "-s", "min_items=3")
     assert result.exit_code == 0, result.output
@@ -112,7 +120,8 @@ def test_0_finished_and_1_below_min_items(project: Path, site: Site) -> None:
     result = run_chain("-a", f"start_urls={start}", "-s", "min_items=3")
     assert result.exit_code == 1, result.output
     assert "below min_items (0 < 3) (exit 1)" in summary(result)
-    assert runs(project / "data" / "chain.db")[-1][0] == 1
+    assert runs(db)[-1][0] == 1
+    assert not (project / "data" / "chain.db").exists()
 
 
 @pytest.mark.timeout(60)
@@ -222,21 +231,22 @@ def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
 
 
 @pytest.mark.timeout(60)
-def test_4_max_runtime_then_resume(project: Path, site: Site) -> None:
+def test_4_max_runtime_then_resume(
+    project: Path, site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
+    db = crawl_db("chain")
     start = chain(site, 12, delay=0.25)  # about 3 s of pages one after another
-    result = run_chain("-a", f"start_urls={start}", "--max-runtime", "1s")
+    result = run_chain("-a", f"start_urls={start}", "--max-runtime", "1s", "--db", str(db))
     assert result.exit_code == 4, result.output
     assert "chain: max_runtime (exit 4)" in summary(result)
-    db = project / "data" / "chain.db"
-    with sqlite3.connect(db) as conn:
-        first = conn.execute("SELECT count(*) FROM pages").fetchone()[0]
+    first = rows(db, "SELECT count(*) FROM pages")[0][0]
     assert 0 < first < 12
-    result = run_chain("-a", f"start_urls={start}")
+    result = run_chain("-a", f"start_urls={start}", "--db", str(db))
     assert result.exit_code == 0, result.output
     # What the first run left (and the start URL again, when recrawl re-fetches it).
     fetched = int(summary(result).split(": ")[2].split()[0])
     assert fetched in (12 - first, 12 - first + 1), summary(result)
-    assert pages_stored(db) == 12
+    assert rows(db, "SELECT count(*) FROM pages") == [(12,)]
     assert [code for code, _ in runs(db)] == [4, 0]
 
 

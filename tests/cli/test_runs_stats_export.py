@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.postgres import PostgresServer
 from tests.kit.project import invoke, make_project, restore_logging, subprocess_env
 from tests.kit.site import Site
 
@@ -231,3 +233,37 @@ def test_public_names() -> None:
     for module in (crawler.store.history, crawler.engine.runlock, crawler.errors):
         for name in module.__all__:
             assert hasattr(module, name)
+
+
+# --- the same commands on PostgreSQL ----------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_runs_stats_export_on_postgresql(
+    tmp_path: Path, site: Site, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(make_project(tmp_path, {"news.py": SPIDER}))
+    url = postgres.database()
+    secret = url.replace("crawler@", "crawler:hunter2@")  # trust auth: any password works
+    a = site.add_host("127.0.0.2", {"/": '<title>Home</title><a href="/a">a</a>',
+                                    "/a": "<title>A</title>"})  # fmt: skip
+    result = invoke("run", "news", "-a", f"start_urls=http://{a}/", "--db", secret)
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert not (tmp_path / "data").exists()  # nothing on disk: the crawl is in the server
+    monkeypatch.setenv("CRAWLER_DB", url)
+    listed = invoke("runs")
+    assert listed.exit_code == 0, listed.output
+    assert "news" in listed.stdout and len(listed.stdout.splitlines()) == 2  # header + 1 run
+    shown = invoke("stats", "news")
+    assert shown.exit_code == 0 and "exit 0" in shown.stdout.replace("exit code 0", "exit 0")
+    exported = invoke("export", "news")
+    assert exported.exit_code == 0, exported.output
+    items = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert sorted(i["title"] for i in items) == ["A", "Home"]
+    assert json.loads(items[0]["tags"]) == ["a", "b"] and isinstance(items[0]["n"], int)
+    pages = invoke("export", "--table", "pages", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(pages.stdout)))
+    assert len(rows) == 2 and all(base64.b64decode(r["body"]) for r in rows)
+    missing = invoke("export", "--table", "nope")
+    assert missing.exit_code == 1 and "no table 'nope'" in missing.stderr

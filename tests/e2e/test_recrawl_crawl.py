@@ -1,7 +1,9 @@
-"""Incremental recrawl in real crawls: conditional requests, unchanged pages, recrawl_after."""
+"""Incremental recrawl in real crawls: conditional requests, unchanged pages, recrawl_after
+(on both backends: ``crawl_db``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,10 @@ def run_requests(site: Site, since: int) -> list[tuple[str, dict[str, str]]]:
 
 @pytest.mark.timeout(60)
 def test_second_run_on_an_unchanged_site_sends_only_conditional_requests(
-    site: Site, tmp_path: Path
+    site: Site, crawl_db: Callable[[str], Path | str]
 ) -> None:
     start, titles = build(site, validators=True)
-    db = tmp_path / "c.db"
+    db = crawl_db("c")
     kwargs = {"start_urls": start}
     first = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs=kwargs)
     assert first.exit_code == 0 and first.stats["pages"] == N + 1
@@ -83,9 +85,11 @@ def test_second_run_on_an_unchanged_site_sends_only_conditional_requests(
 
 
 @pytest.mark.timeout(60)
-def test_body_hash_unchanged_and_changed_page_reparsed(site: Site, tmp_path: Path) -> None:
+def test_body_hash_unchanged_and_changed_page_reparsed(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     start, titles = build(site, validators=False)
-    db = tmp_path / "h.db"
+    db = crawl_db("h")
     kwargs = {"start_urls": start}
     first = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs=kwargs)
     assert first.exit_code == 0
@@ -109,9 +113,9 @@ def test_body_hash_unchanged_and_changed_page_reparsed(site: Site, tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
-def test_what_a_new_run_fetches(site: Site, tmp_path: Path) -> None:
+def test_what_a_new_run_fetches(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     start, _ = build(site, validators=True)
-    db = tmp_path / "w.db"
+    db = crawl_db("w")
     kwargs = {"start_urls": start}
     # Interrupted: max_pages leaves work queued.
     first = crawl(TitleSpider, settings=FAST.replace(max_pages=3), db_path=db, spider_kwargs=kwargs)
@@ -145,9 +149,11 @@ def test_what_a_new_run_fetches(site: Site, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_parse_unchanged_runs_the_callback_again(site: Site, tmp_path: Path) -> None:
+def test_parse_unchanged_runs_the_callback_again(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     start, _ = build(site, validators=True)
-    db = tmp_path / "p.db"
+    db = crawl_db("p")
     kwargs = {"start_urls": start}
     crawl(ParseUnchanged, settings=FAST, db_path=db, spider_kwargs=kwargs)
     mark = len(site.requests)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def paths_of(site: Site, host: str) -> list[str]:
 
 @pytest.mark.timeout(60)
 def test_robots_obeyed_fetched_first_once_and_cached_across_runs(
-    site: Site, tmp_path: Path
+    site: Site, crawl_db: Callable[[str], Path | str]
 ) -> None:
     b_routes: dict[str, Any] = {
         # A 4xx means "no rules" (RFC 9309), even 403 with a body that disallows everything.
@@ -42,7 +43,7 @@ def test_robots_obeyed_fetched_first_once_and_cached_across_runs(
         "/private/x": page("secret", []),
     }
     a = site.add_host("127.0.0.2", a_routes)
-    db = tmp_path / "r.db"
+    db = crawl_db("r")  # on both backends
     kwargs = {"start_urls": f"http://{a}/", "allowed_domains": "127.0.0.2 127.0.0.3"}
     settings = FAST.replace(per_host=2)
 

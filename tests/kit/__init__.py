@@ -21,6 +21,11 @@ Which helper for what:
 - The command line: ``project.make_project`` (a user's spiders/ folder), ``project.invoke``
   (``crawler ARGS`` in process), ``project.subprocess_env`` (for ``python -m crawler``),
   ``project.REPO`` (the repository root).
+- A real PostgreSQL: the session fixture ``postgres``, a ``postgres.PostgresServer`` (Debian's
+  ``initdb`` + ``pg_ctl`` into a temp dir, as the ``postgres`` user when run as root);
+  ``postgres.database()`` gives a test its own database URL, ``postgres.restart()`` is
+  ``pg_ctl restart -m immediate``. ``crawl_db("name")`` (a fixture parametrized over both
+  backends) is a SQLite file or such a URL, for the backend-neutral crawl tests.
 - Other processes: ``processes.child_pids`` (a crawl's workers), ``processes.python_output``
   (a value computed in a fresh interpreter).
 

@@ -1,8 +1,9 @@
 """Helpers for tests that run a crawl and read its database.
 
 ``page(title, links)`` builds an HTML page; ``TitleSpider`` yields one item per page (its URL
-and title) and follows every link; ``rows(db, sql, ...)`` reads the crawl's SQLite file, and
-``rows_so_far`` does the same while a crawl in another process may not have created it yet.
+and title) and follows every link; ``rows(db, sql, ...)`` reads the crawl's SQLite file (or
+its ``postgresql://`` database), and ``rows_so_far`` does the same while a crawl in another
+process may not have created it yet.
 ``assert_crawled_once(db, total)`` is the end state of a crawl that lost nothing: every page
 stored once, one item each, nothing left in the frontier. ``spawn_crawl`` runs ``crawl()`` in
 a ``python -c`` child in its own session, for the tests that kill or signal a whole crawl.
@@ -42,7 +43,13 @@ class TitleSpider(Spider):
         yield from response.links()
 
 
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+def rows(db: Path | str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """SQL (``?`` placeholders) on a crawl's SQLite file or its ``postgresql://`` database."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            return pg.execute(sql.replace("?", "%s"), params).fetchall()
     # A crawl may still be writing (or another writer holding the lock): wait up to 10 s.
     with sqlite3.connect(db, timeout=10) as conn:
         return conn.execute(sql, params).fetchall()
@@ -59,7 +66,7 @@ def rows_so_far(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return []  # the schema is not there yet
 
 
-def assert_crawled_once(db: Path, total: int) -> None:
+def assert_crawled_once(db: Path | str, total: int) -> None:
     """``total`` pages stored exactly once, one item for each, every frontier row done."""
     assert rows(db, "SELECT count(*), count(DISTINCT url) FROM pages") == [(total, total)]
     assert rows(db, "SELECT count(*), count(DISTINCT page_url) FROM items") == [(total, total)]
@@ -86,7 +93,7 @@ sys.exit(result.exit_code)
 def spawn_crawl(
     folder: Path,
     spider: tuple[str, str],
-    db: Path,
+    db: Path | str,
     start_urls: str,
     settings: dict[str, Any],
 ) -> subprocess.Popen[bytes]:

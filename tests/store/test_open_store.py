@@ -1,5 +1,6 @@
 """The storage seam: ``CrawlStore`` is what the engine calls, ``open_store`` picks the backend,
-and the SQLite schema sqlite-utils creates is the one earlier files have (real files only)."""
+both backends implement it (a real PostgreSQL from tests/kit/postgres.py), and the SQLite
+schema sqlite-utils creates is the one earlier files have (real files only)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import crawler
 from crawler.cli import cli
 from crawler.engine import crawl
 from crawler.errors import StorageError
+from crawler.messages import NewRequest
 from crawler.robots import RobotsPolicy
 from crawler.settings import Settings
 from crawler.store import ROBOTS_COLUMNS, CrawlStore, Store, open_store
+from crawler.store.postgres import Store as PgStore
 from crawler.store.schema import SCHEMA_VERSION
 from crawler.store.sqlite import Store as SQLiteStore
 from tests.kit.crawl import TitleSpider
+from tests.kit.postgres import PostgresServer
 
 ENGINE = Path(crawler.__file__).parent / "engine"
 
@@ -71,20 +75,57 @@ def test_open_store_with_a_path_is_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://crawler:s3cret@dbhost/crawl", "postgres://crawler:s3cret@dbhost/crawl"]
+    "url",
+    [
+        "postgresql://crawler:s3cret@127.0.0.1:9/crawl",
+        "postgres://crawler:s3cret@127.0.0.1:9/crawl",
+    ],
 )
-def test_a_postgresql_url_is_a_clear_error_and_creates_nothing(
+def test_an_unreachable_postgresql_url_is_a_clear_error_and_creates_nothing(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StorageError, match="PostgreSQL support is not installed yet") as info:
-        open_store(url)
+    with pytest.raises(StorageError, match="cannot open database") as info:
+        open_store(url, busy_timeout=2)
     assert "s3cret" not in str(info.value)  # a password never reaches a log
-    assert "crawler@dbhost/crawl" in str(info.value)
-    # The engine asks before it takes the run lock (a file next to the database).
-    with pytest.raises(StorageError, match="PostgreSQL support is not installed yet"):
-        crawl(TitleSpider, settings=Settings(), db_path=url)
+    assert "crawler@127.0.0.1:9/crawl" in str(info.value)
+    # The engine takes no run lock for a server: no file appears next to anything.
+    with pytest.raises(StorageError, match="cannot open database"):
+        crawl(TitleSpider, settings=Settings(), db_path=url, busy_timeout=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_open_store_with_a_postgresql_url_is_postgres(postgres: PostgresServer) -> None:
+    store = open_store(postgres.database())
+    try:
+        assert isinstance(store, PgStore)
+        assert store.counts() == {"queued": 0, "in_flight": 0, "done": 0, "failed": 0}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", sorted(_protocol_methods()))
+def test_postgres_store_implements_each_method_with_the_same_signature(name: str) -> None:
+    want = inspect.signature(getattr(CrawlStore, name))
+    got = inspect.signature(getattr(PgStore, name))
+    assert list(got.parameters.items()) == list(want.parameters.items()), name
+
+
+def test_two_connections_taking_from_one_host_get_disjoint_rows(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.database()
+    with PgStore(url) as a, PgStore(url) as b:
+        a.add(
+            NewRequest(fp=i, url=f"http://h.test/{i}", host="h.test", priority=i % 3)
+            for i in range(1, 41)
+        )
+        taken = [a.take("h.test", 7, 1e12), b.take("h.test", 7, 1e12)]
+        while any(taken[-2:]):
+            taken += [a.take("h.test", 7, 1e12), b.take("h.test", 7, 1e12)]
+        fps = [job.fp for jobs in taken for job in jobs]
+        assert sorted(fps) == list(range(1, 41))  # each row handed out exactly once
+        assert [j.fp for j in taken[0]] == [2, 5, 8, 11, 14, 17, 20]  # priority, then age
 
 
 def test_another_url_scheme_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +135,7 @@ def test_another_url_scheme_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_run_with_a_postgresql_url_could_not_start(
+def test_cli_run_with_an_unreachable_postgresql_url_could_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -103,9 +144,12 @@ def test_cli_run_with_a_postgresql_url_could_not_start(
         "from crawler import Spider\n\nclass One(Spider):\n    name = 'one'\n"
         "    start_urls = ['http://127.0.0.1:9/']\n"
     )
-    result = CliRunner().invoke(cli, ["run", str(spider), "--db", "postgresql://h/crawl"])
+    result = CliRunner().invoke(
+        cli, ["run", str(spider), "--db", "postgresql://u:pw@127.0.0.1:9/crawl"]
+    )
     assert result.exit_code == 3, result.output
-    assert "PostgreSQL support is not installed yet" in result.stderr
+    assert "cannot open database postgresql://u@127.0.0.1:9/crawl" in result.stderr
+    assert "pw" not in result.stderr.replace("postgresql", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.py"]
 
 
@@ -174,7 +218,10 @@ def test_an_old_file_is_migrated_to_the_schema_a_new_file_gets(tmp_path: Path) -
         conn.close()
 
 
-def test_robots_rows_round_trip_and_replace(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_robots_rows_round_trip_and_replace(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     policy = RobotsPolicy(
         kind="rules",
         status=200,
@@ -185,7 +232,12 @@ def test_robots_rows_round_trip_and_replace(tmp_path: Path) -> None:
         text="User-agent: *\nDisallow: /x\n",
     )
     row = {name: getattr(policy, name) for name in ROBOTS_COLUMNS}
-    with Store(tmp_path / "r.db") as s:
+    target = (
+        request.getfixturevalue("postgres").database()
+        if backend == "postgres"
+        else tmp_path / "r.db"
+    )
+    with open_store(target) as s:  # type: ignore[attr-defined]
         s.put_robots("a.test", row)
         s.put_robots("b.test", {**row, "fetched_at": 10.0})
         s.put_robots("a.test", {**row, "status": 404, "kind": "allow_all", "text": ""})

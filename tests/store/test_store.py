@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -21,6 +22,7 @@ import crawler.store as storage
 from crawler.errors import StorageError
 from crawler.messages import Failure, Follow, NewRequest, Outcome, Page
 from crawler.store import Store
+from crawler.store.postgres import Store as PgStore
 from crawler.urls import canonicalize_url, fingerprint, url_host
 
 NOW = 1_000_000.0
@@ -65,17 +67,43 @@ def done(job_url: str, **kw: object) -> Outcome:
     return Outcome(fp=r.fp, url=r.url, host=r.host, state="done", **values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data" / "crawl.db", clock=lambda: NOW)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same tests on both backends: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres").database()
+        s: Any = PgStore(url, clock=lambda: NOW)
+    else:
+        s = Store(tmp_path / "data" / "crawl.db", clock=lambda: NOW)
     yield s
     s.close()
 
 
-def count(store: Store, table: str, where: str = "1", *params: object) -> int:
-    return int(
-        store.conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]
-    )
+def _sql(store: Store, sql: str) -> str:
+    if isinstance(store, PgStore):
+        return sql.replace("?", "%s").replace("ORDER BY rowid", "ORDER BY ctid")
+    return sql
+
+
+def q(store: Store, sql: str, params: tuple[object, ...] = ()) -> Any:
+    """A cursor over ``sql`` on either backend (``?`` placeholders)."""
+    return store.conn.execute(_sql(store, sql), params)
+
+
+def dict_rows(store: Store, sql: str) -> list[dict[str, Any]]:
+    cur = q(store, sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def reopen(store: Store) -> Any:
+    if isinstance(store, PgStore):
+        return PgStore(store.url)
+    return Store(store.path)
+
+
+def count(store: Store, table: str, where: str = "1 = 1", *params: object) -> int:
+    return int(q(store, f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0])
 
 
 def test_schema_is_plain_and_readable_by_sqlite_utils(tmp_path: Path) -> None:
@@ -112,8 +140,8 @@ def test_add_dedups_and_counts(store: Store) -> None:
     assert store.add_follows([], depth=1) == 0
     assert store.counts() == {"queued": 4, "in_flight": 0, "done": 0, "failed": 0}
     assert store.recount() == store.counts()
-    row = store.conn.execute(
-        "SELECT depth, callback, priority, state FROM frontier WHERE url = 'http://a.com/3'"
+    row = q(
+        store, "SELECT depth, callback, priority, state FROM frontier WHERE url = 'http://a.com/3'"
     ).fetchone()
     assert row == (2, None, 0, "queued")
 
@@ -203,11 +231,12 @@ def test_record_batch_pages_items_links_errors_follows(store: Store) -> None:
     assert store.recount() == store.counts()
     assert count(store, "frontier", "depth = 1 AND callback IS NULL") == 2
     assert count(store, "frontier", "callback = 'parse_r' AND priority = 2") == 1
-    item_rows = list(store.db.query("SELECT * FROM items ORDER BY rowid"))
+    item_rows = dict_rows(store, "SELECT * FROM items ORDER BY rowid")
     assert item_rows[0]["title"] == "Home" and item_rows[0]["page_url"] == job.url
     assert json.loads(item_rows[1]["tags"]) == ["x", "y"] and item_rows[1]["price"] == 2.5
     assert item_rows[1]["run_id"] == run_id
-    fr = store.conn.execute(
+    fr = q(
+        store,
         "SELECT state, attempts, etag, last_modified, content_hash, fetched_at FROM frontier"
         " WHERE fp = ?",
         (job.fp,),
@@ -229,8 +258,8 @@ def test_record_batch_pages_items_links_errors_follows(store: Store) -> None:
     stats = store.record([changed], run_id=run_id, store_links=True)
     assert (stats.items, stats.new_requests, stats.links) == (1, 0, 0)
     assert count(store, "pages") == 1
-    assert store.conn.execute("SELECT body FROM pages").fetchone()[0] == b"new"
-    assert [r["title"] for r in store.db.query("SELECT title FROM items")] == ["Only"]
+    assert q(store, "SELECT body FROM pages").fetchone()[0] == b"new"
+    assert [r["title"] for r in dict_rows(store, "SELECT title FROM items")] == ["Only"]
     assert count(store, "links") == 2
 
 
@@ -267,7 +296,7 @@ def test_record_failed_retry_and_store_body_off(store: Store) -> None:
         store_body=False,
     )
     assert store.counts() == {"queued": 0, "in_flight": 0, "done": 1, "failed": 1}
-    assert store.conn.execute("SELECT body, size FROM pages").fetchone() == (None, 6)
+    assert q(store, "SELECT body, size FROM pages").fetchone() == (None, 6)
     assert count(store, "errors", "kind = 'connect'") == 1
 
 
@@ -284,10 +313,10 @@ def test_not_modified_keeps_page_and_items(store: Store) -> None:
     store.record(
         [Outcome(fp=job.fp, url=job.url, host="a.com", state="done", page=not_modified)], run_id=2
     )
-    row = store.conn.execute("SELECT status, body, etag, fetched_at, run_id FROM pages").fetchone()
+    row = q(store, "SELECT status, body, etag, fetched_at, run_id FROM pages").fetchone()
     assert row == (200, b"v1", '"e1"', NOW + 10, 2)
     assert count(store, "items") == 1
-    assert store.conn.execute("SELECT etag, content_hash FROM frontier").fetchone() == (
+    assert q(store, "SELECT etag, content_hash FROM frontier").fetchone() == (
         '"e1"',
         "h-v1",
     )
@@ -310,9 +339,9 @@ def test_schedule_recrawl_due_pages(store: Store) -> None:
         run_id=1,
         recrawl_after=50,
     )
-    assert store.conn.execute(
-        "SELECT next_due FROM frontier WHERE fp = ?", (old.fp,)
-    ).fetchone() == (NOW - 50,)
+    assert q(store, "SELECT next_due FROM frontier WHERE fp = ?", (old.fp,)).fetchone() == (
+        NOW - 50,
+    )
     assert store.schedule_recrawl(NOW, None) == 0
     assert store.schedule_recrawl(NOW, 50.0) == 1
     assert store.counts() == {"queued": 2, "in_flight": 0, "done": 1, "failed": 0}
@@ -335,7 +364,7 @@ def test_items_columns_appear_and_reserved_names(store: Store) -> None:
         ],
         run_id=1,
     )
-    rows = list(store.db.query("SELECT * FROM items ORDER BY rowid"))
+    rows = dict_rows(store, "SELECT * FROM items ORDER BY rowid")
     assert rows[0]["_page_url"] == "mine" and rows[0]["page_url"] == job.url
     assert rows[0]["Title"] == "x" and rows[1]["Title"] == "y"  # SQLite names ignore case
     assert json.loads(rows[0]["nested"]) == {"a": [1]}
@@ -343,7 +372,7 @@ def test_items_columns_appear_and_reserved_names(store: Store) -> None:
     assert 'quo"te' in rows[1]
     # A new Store sees the columns created by the old one.
     store.close()
-    with Store(store.path) as again:
+    with reopen(store) as again:
         assert "new col" in again._item_columns
 
 
@@ -576,6 +605,7 @@ def test_public_api() -> None:
         "ROBOTS_COLUMNS",
         "Store",
         "database_file",
+        "is_database_url",
         "open_store",
     }
     for name in storage.__all__:

@@ -1,0 +1,100 @@
+"""The read-only paths of the command line on PostgreSQL: ``crawler runs``/``stats`` read the
+``runs`` table and ``crawler export`` streams a table, through one read-only connection
+(``default_transaction_read_only``), so reading never changes the database.
+
+A server-side (named) cursor streams an export in chunks instead of loading the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import psycopg
+
+from crawler.errors import ExportError, HistoryError, NotACrawlDatabase
+from crawler.store.postgres.connection import without_password
+
+
+def _connect(url: str, error: type[Exception]) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, options="-c default_transaction_read_only=on")
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"cannot open {without_password(url)}: {without_password(first)}") from None
+
+
+def _tables(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        " ORDER BY table_name"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def read_runs(url: str, spider: str | None = None) -> list[dict[str, Any]]:
+    """The runs in the database at ``url`` (of ``spider`` only), oldest first, stats decoded."""
+    with _connect(url, HistoryError) as conn:
+        if "runs" not in _tables(conn):
+            raise NotACrawlDatabase(f"{without_password(url)} has no runs table")
+        where, args = ("WHERE spider = %s", [spider]) if spider is not None else ("", [])
+        cur = conn.execute(f"SELECT * FROM runs {where} ORDER BY id", args)
+        names = [d.name for d in cur.description or ()]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    for row in rows:
+        try:
+            row["stats"] = json.loads(row.get("stats") or "{}")
+        except ValueError:
+            row["stats"] = {}
+    return rows
+
+
+def table_rows(
+    url: str, table: str, *, skip_blobs: bool
+) -> tuple[list[str], Generator[tuple[Any, ...], None, None]]:
+    """The columns of ``table`` and a generator of its rows; closing it closes the connection."""
+    conn = _connect(url, ExportError)
+    try:
+        tables = _tables(conn)
+        if table not in tables:
+            known = ", ".join(tables) or "none"
+            raise ExportError(f"no table {table!r} in {without_password(url)} (tables: {known})")
+        columns = [
+            str(name)
+            for name, kind in conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = %s"
+                " ORDER BY ordinal_position",
+                (table,),
+            )
+            if not (skip_blobs and kind == "bytea")
+        ]
+    except BaseException:
+        conn.close()
+        raise
+
+    def rows() -> Generator[tuple[Any, ...], None, None]:
+        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        try:
+            with conn.cursor(name="export") as cur:
+                cur.execute(f'SELECT {quoted} FROM "{table}" ORDER BY ctid')
+                for row in cur:
+                    yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+        except psycopg.Error as exc:
+            raise ExportError(
+                f"reading {table!r} from {without_password(url)} failed: {exc}"
+            ) from None
+        finally:
+            conn.close()
+
+    return columns, rows()
+
+
+def stored_pages(url: str, run_id: int | None) -> tuple[list[tuple[str, int | None]], int]:
+    """``(url, status)`` of the pages run ``run_id`` (None: every run) stored, and its items."""
+    with _connect(url, HistoryError) as conn:
+        where, args = ("WHERE run_id = %s", [run_id]) if run_id is not None else ("", [])
+        pages = conn.execute(f"SELECT url, status FROM pages {where}", args).fetchall()
+        items = conn.execute(f"SELECT count(*) FROM items {where}", args).fetchone()
+    return [(str(u), s) for u, s in pages], int(items[0]) if items else 0

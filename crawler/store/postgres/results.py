@@ -1,0 +1,253 @@
+"""``record()`` on PostgreSQL: the SQLite rules (``crawler/store/results.py``), batched.
+
+A batch is one transaction. The frontier rows of the whole batch are read in one query; the
+writes of each kind (page upserts, item deletes and inserts, links, errors, state changes)
+go out as one pipelined ``executemany`` each, and the batch's requests and follows as
+multi-row inserts deduplicated by ``fp``. Everything is idempotent by key, as in SQLite: a
+page upserts by ``url``, a page's items are replaced, a link is a unique pair.
+
+``items`` grows a column per item key, typed from its first value (BIGINT, DOUBLE PRECISION,
+BYTEA or TEXT). PostgreSQL types are strict where SQLite's are not, so a later value that does
+not fit its column widens the column to TEXT instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from crawler.messages import Follow, NewRequest, Outcome
+from crawler.store.api import BatchStats
+from crawler.store.postgres.frontier import FrontierMixin
+from crawler.store.schema import STATES
+
+_RESERVED_ITEM_COLUMNS = {"page_url", "run_id", "ctid", "oid", "xmin", "xmax", "cmin", "cmax",
+                          "tableoid"}  # fmt: skip
+
+_UPSERT_PAGE = (
+    "INSERT INTO pages (url, status, headers, content_type, size, body, content_hash, etag,"
+    " last_modified, location, depth, fetched_at, elapsed_ms, run_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (url) DO UPDATE SET status = excluded.status, headers = excluded.headers,"
+    " content_type = excluded.content_type, size = excluded.size, body = excluded.body,"
+    " content_hash = excluded.content_hash, etag = excluded.etag,"
+    " last_modified = excluded.last_modified, location = excluded.location,"
+    " depth = excluded.depth, fetched_at = excluded.fetched_at,"
+    " elapsed_ms = excluded.elapsed_ms, run_id = excluded.run_id"
+)
+_TOUCH_PAGE = (
+    "UPDATE pages SET fetched_at = %s, elapsed_ms = %s, run_id = %s,"
+    " etag = coalesce(%s, etag), last_modified = coalesce(%s, last_modified) WHERE url = %s"
+)
+_DONE = (
+    "UPDATE frontier SET state = 'done', attempts = attempts + 1,"
+    " updated_at = %s, not_before = 0, fetched_at = %s, next_due = %s,"
+    " etag = CASE WHEN %s THEN coalesce(%s, etag) ELSE %s END,"
+    " last_modified = CASE WHEN %s THEN coalesce(%s, last_modified) ELSE %s END,"
+    " content_hash = coalesce(%s, content_hash) WHERE fp = %s"
+)
+_FAILED = (
+    "UPDATE frontier SET state = 'failed', attempts = attempts + 1, updated_at = %s WHERE fp = %s"
+)
+_RETRY = (
+    "UPDATE frontier SET state = 'queued', attempts = attempts + 1, updated_at = %s,"
+    " not_before = %s WHERE fp = %s"
+)
+_SQL_TYPES = {bool: "bigint", int: "bigint", float: "double precision", bytes: "bytea"}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_type(value: Any) -> str:
+    return _SQL_TYPES.get(type(value), "text")
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if kind == "bigint":
+        return isinstance(value, int)
+    if kind == "double precision":
+        return isinstance(value, int | float)
+    if kind == "bytea":
+        return isinstance(value, bytes)
+    return True  # text: anything, as text
+
+
+def _item_value(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = int(value)
+    if kind == "text":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float):
+            return str(value)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+class ResultsMixin(FrontierMixin):
+    """``record()``: a batch of outcomes into pages, items, links, errors and the frontier."""
+
+    def record(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        run_id: int | None,
+        store_body: bool = True,
+        store_links: bool = False,
+        recrawl_after: float | None = None,
+    ) -> BatchStats:
+        now = self._clock()
+        pages = items = errors = links = done = failed = retried = size = 0
+        delta = dict.fromkeys(STATES, 0)
+        upserts: list[tuple[Any, ...]] = []
+        touches: list[tuple[Any, ...]] = []
+        replaced: dict[str, list[dict[str, Any]]] = {}
+        link_rows: dict[tuple[str, str], None] = {}
+        error_rows: list[tuple[Any, ...]] = []
+        done_rows: list[tuple[Any, ...]] = []
+        failed_rows: list[tuple[Any, ...]] = []
+        retry_rows: list[tuple[Any, ...]] = []
+        requests: list[NewRequest] = []
+        follows: dict[int, list[Follow]] = {}
+        with self._tx("record results in") as conn:
+            known = {
+                fp: (state, depth)
+                for fp, state, depth in conn.execute(
+                    "SELECT fp, state, depth FROM frontier WHERE fp = ANY(%s)",
+                    ([o.fp for o in outcomes],),
+                )
+            }
+            for o in outcomes:
+                row = known.get(o.fp)
+                depth = row[1] if row else (o.page.depth if o.page else 0)
+                page = o.page
+                unchanged = bool(o.stats.get("unchanged"))
+                if page is not None:
+                    pages += 1
+                    size += page.size
+                    if page.status == 304:
+                        unchanged = True
+                    full = (
+                        page.url, page.status, page.headers, page.content_type, page.size,
+                        page.body if store_body else None, page.content_hash, page.etag,
+                        page.last_modified, page.location, page.depth, page.fetched_at,
+                        page.elapsed_ms, run_id,
+                    )  # fmt: skip
+                    if unchanged:
+                        touches.append(
+                            (page.fetched_at, page.elapsed_ms, run_id, page.etag,
+                             page.last_modified, page.url, full)
+                        )  # fmt: skip
+                    else:
+                        upserts.append(full)
+                page_url = page.url if page is not None else o.url
+                if not unchanged and (page is not None or o.items):
+                    replaced[page_url] = [(dict(item) | {"\0run": run_id}) for item in o.items]
+                if store_links and o.links:
+                    for to in o.links:
+                        link_rows[(page_url, to)] = None
+                for f in o.failures:
+                    error_rows.append((f.url, f.kind, f.message, f.traceback, run_id, now))
+                errors += len(o.failures)
+                new_state = "queued" if o.state == "retry" else o.state
+                if row is not None:
+                    delta[row[0]] -= 1
+                    delta[new_state] += 1
+                if o.state == "done":
+                    done += 1
+                    fetched = page.fetched_at if page is not None else now
+                    etag = page.etag if page else None
+                    modified = page.last_modified if page else None
+                    done_rows.append(
+                        (now, fetched, None if recrawl_after is None else fetched + recrawl_after,
+                         unchanged, etag, etag, unchanged, modified, modified,
+                         page.content_hash if page else None, o.fp)
+                    )  # fmt: skip
+                elif o.state == "failed":
+                    failed += 1
+                    failed_rows.append((now, o.fp))
+                else:
+                    retried += 1
+                    retry_rows.append((now, o.retry_at or 0.0, o.fp))
+                requests.extend(o.requests)
+                if o.follows:
+                    follows.setdefault(depth + 1, []).extend(o.follows)
+            with conn.cursor() as cur:
+                for touch in touches:
+                    if not cur.execute(_TOUCH_PAGE, touch[:6]).rowcount:
+                        upserts.append(touch[6])  # nothing stored to confirm: store it
+                if upserts:
+                    cur.executemany(_UPSERT_PAGE, list({u[0]: u for u in upserts}.values()))
+                if replaced:
+                    cur.execute("DELETE FROM items WHERE page_url = ANY(%s)", (list(replaced),))
+                    items = self._insert_items(cur, replaced)
+                if link_rows:
+                    sources, targets = zip(*link_rows, strict=True)
+                    cur.execute(
+                        "INSERT INTO links (from_url, to_url)"
+                        " SELECT * FROM unnest(%b::text[], %b::text[]) ON CONFLICT DO NOTHING",
+                        (list(sources), list(targets)),
+                    )
+                    links += max(cur.rowcount, 0)
+                if error_rows:
+                    cur.executemany(
+                        "INSERT INTO errors (url, kind, message, traceback, run_id, at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        error_rows,
+                    )
+                for sql, rows in ((_DONE, done_rows), (_FAILED, failed_rows), (_RETRY, retry_rows)):
+                    if rows:
+                        cur.executemany(sql, rows)
+            new = self._add_in_tx(conn, requests) if requests else 0
+            for follow_depth, batch in follows.items():
+                new += self._add_follows_in_tx(conn, batch, follow_depth, now)
+        for state, d in delta.items():
+            self._counts[state] += d
+        self._counts["queued"] += new
+        return BatchStats(
+            pages=pages, items=items, errors=errors, links=links, new_requests=new,
+            done=done, failed=failed, retried=retried, bytes=size,
+        )  # fmt: skip
+
+    def _insert_items(self, cur: Any, replaced: dict[str, list[dict[str, Any]]]) -> int:
+        known = self._item_columns
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for page_url, page_items in replaced.items():
+            for item in page_items:
+                run_id = item.pop("\0run")
+                values: dict[str, Any] = {"page_url": page_url, "run_id": run_id}
+                for key, value in item.items():
+                    name = str(key) or "_"
+                    if name.lower() in _RESERVED_ITEM_COLUMNS:
+                        name = "_" + name
+                    column = known.get(name.lower())
+                    if column is None:
+                        kind = _sql_type(value)
+                        cur.execute(f"ALTER TABLE items ADD COLUMN {_quote(name)} {kind}")
+                        column = known[name.lower()] = (name, kind)
+                    elif not _fits(column[1], value):
+                        cur.execute(
+                            f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"
+                            f" USING {_quote(column[0])}::text"
+                        )
+                        column = known[name.lower()] = (column[0], "text")
+                    values[column[0]] = _item_value(column[1], value)
+                by_columns.setdefault(tuple(values), []).append(list(values.values()))
+        n = 0
+        for names, rows in by_columns.items():
+            cur.executemany(
+                f"INSERT INTO items ({', '.join(map(_quote, names))})"
+                f" VALUES ({', '.join(['%s'] * len(names))})",
+                rows,
+            )
+            n += len(rows)
+        return n
