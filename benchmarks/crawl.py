@@ -388,6 +388,12 @@ def memory_scale(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
                 f"{tool:7} peak RSS {ms[0].label} {ms[0].peak_rss_mb:.0f} MB -> {ms[-1].label} "
                 f"{ms[-1].peak_rss_mb:.0f} MB: {growth:+.0%}"
             )
+        if len(ms) >= 2 and all(m.discovered for m in ms):
+            per_url = [1e6 * m.cpu_s / m.discovered for m in ms]
+            print(
+                f"{tool:7} CPU per discovered URL {ms[0].label} {per_url[0]:.1f} us -> "
+                f"{ms[-1].label} {per_url[-1]:.1f} us: {per_url[-1] / per_url[0] - 1:+.0%}"
+            )
     return results
 
 
