@@ -4,6 +4,12 @@ A benchmark, not a test (CI does not run it). See ``benchmarks/README-crawl.md``
 
     python benchmarks/crawl.py                   # 5,000 pages over 4 hosts, 3 interleaved rounds
     python benchmarks/crawl.py --memory-scale    # peak RSS at ~100k vs ~1M discovered URLs
+    python benchmarks/crawl.py --site /usr/share/doc/python3.11/html   # a real site (nginx)
+    python benchmarks/crawl.py --site DIR --site DIR2                  # two sites, one crawl
+
+With ``--site DIR`` (repeatable) each directory is one host served by nginx on its own
+loopback address; both crawlers start at its ``index.html`` and follow every same-host link,
+and the figures are pages found, pages/s, CPU ms per page (all processes) and peak RSS.
 
 Each crawl runs as its own subprocess: wall time and page counts come from the child, CPU
 seconds (user + system of the whole process tree) from ``os.wait4`` on it, and the peak RSS
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +64,48 @@ class Measurement:
     @property
     def pages_per_s(self) -> float:
         return self.pages / self.crawl_s if self.crawl_s else 0.0
+
+    @property
+    def cpu_ms_per_page(self) -> float:
+        return 1000 * self.cpu_s / self.pages if self.pages else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DocSite(SiteInfo):
+    """Real HTML directories, one per host (``root/h<i>`` is a symlink to the i-th one).
+
+    Start at each host's ``index.html``; every file under the directories is a servable URL,
+    so "pages found" is the distinct fetched URLs that the server has (a 404 is not a page).
+    """
+
+    def url(self, page: int) -> str:  # only the start pages are numbered
+        return f"{self.origins[page]}/index.html"
+
+    @property
+    def start_urls(self) -> tuple[str, ...]:
+        return tuple(self.url(h) for h in range(self.hosts))
+
+    def urls(self) -> Iterator[str]:
+        for i, origin in enumerate(self.origins):
+            top = self.host_dir(i).resolve()
+            for path in top.rglob("*"):
+                if path.is_file():
+                    yield f"{origin}/{path.relative_to(top).as_posix()}"
+
+
+def doc_site(dirs: list[Path], tmp: Path, workers: int) -> DocSite:
+    """Serve ``dirs`` as they are: symlinks under a temporary root, one host each."""
+    root = tmp / "docsite"
+    root.mkdir()
+    html = []
+    for i, d in enumerate(dirs):
+        if not (d / "index.html").is_file():
+            raise SystemExit(f"--site {d}: no index.html there")
+        (root / f"h{i}").symlink_to(d.resolve(), target_is_directory=True)
+        html += list(d.resolve().rglob("*.html"))
+    origins = pick_origins(len(dirs), balance_over=workers)
+    size = sum(p.stat().st_size for p in html)
+    return DocSite(root, origins, max(len(html), len(dirs)), 0, size, 0)
 
 
 def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, int, str]:
@@ -100,6 +149,8 @@ def _last_json(text: str) -> dict[str, Any]:
 
 
 def _enough(pages: int, site: SiteInfo, discovery: int) -> bool:
+    if isinstance(site, DocSite):  # what a real site holds is found by crawling it
+        return pages > 0
     # In discovery mode a few unserved URLs are fetched before the real pages fill the queue,
     # and they count toward the page limit (Scrapy fetches more of them early on), so most of
     # the real pages is enough there.
@@ -152,6 +203,8 @@ def run_scrapy(
     feed = tmp / f"scrapy-{label}.jsonl"
     cmd = [sys.executable, str(SCRAPY_SCRIPT), "--per-host", str(args.per_host)]
     cmd += ["--feed", str(feed), "--discovery", str(discovery), *site.start_urls]
+    if isinstance(site, DocSite):
+        cmd.insert(2, "--same-host")
     wall, cpu, rss, text, code, split = _measure(cmd, args.timeout)
     summary = _last_json(text)
     urls: set[str] = set()
@@ -166,7 +219,7 @@ def run_scrapy(
     expected = discovery or site.pages
     # Scrapy requests its start URLs with dont_filter, so they are not in its duplicate filter
     # and pages linking back to them fetch them again: a few items more than pages is normal.
-    ok = code == 0 and pages == expected
+    ok = code == 0 and (pages > 0 if isinstance(site, DocSite) else pages == expected)
     return Measurement(
         tool="scrapy",
         label=label,
@@ -212,15 +265,17 @@ def child_ours(spec_json: str) -> None:
 
 def _row(m: Measurement) -> str:
     flag = "" if m.ok else f"  !! {m.note}"
+    cores = m.cpu_s / m.wall_s if m.wall_s else 0.0
     return (
         f"{m.tool:7} {m.label:>9} {m.pages:>7} {m.items:>7} {m.discovered:>9} {m.crawl_s:>8.2f} "
-        f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.peak_rss_mb:>8.0f}  {m.rss_split}{flag}"
+        f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.cpu_ms_per_page:>7.2f} {cores:>5.2f} "
+        f"{m.peak_rss_mb:>8.0f}  {m.rss_split}{flag}"
     )
 
 
 HEADER = (
     f"{'tool':7} {'run':>9} {'pages':>7} {'items':>7} {'discovered':>9} {'crawl s':>8} "
-    f"{'pages/s':>8} {'CPU s':>7} {'RSS MB':>8}  split"
+    f"{'pages/s':>8} {'CPU s':>7} {'ms/page':>7} {'cores':>5} {'RSS MB':>8}  split"
 )
 
 
@@ -244,16 +299,33 @@ def _origins(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def throughput(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
+    workers = args.workers or os.cpu_count() or 1
+    site: SiteInfo
+    if args.site:
+        site = doc_site(args.site, tmp, workers)
+        site_backend = "nginx" if args.server == "auto" else args.server
+        return _compare(args, tmp, site, site_backend, f"site: {', '.join(map(str, args.site))}")
     site = generate_site(tmp / "site", args.pages, args.hosts, args.seed, origins=_origins(args))
+    return _compare(
+        args,
+        tmp,
+        site,
+        args.server,
+        f"site: {site.pages} pages, {site.total_bytes / site.pages / 1024:.0f} KB and "
+        f"{site.total_links / site.pages:.0f} links a page on {site.hosts} hosts",
+    )
+
+
+def _compare(
+    args: argparse.Namespace, tmp: Path, site: SiteInfo, backend: str, what: str
+) -> list[Measurement]:
     workers = args.workers or os.cpu_count() or 1
     print(
-        f"site: {site.pages} pages, {site.total_bytes / site.pages / 1024:.0f} KB and "
-        f"{site.total_links / site.pages:.0f} links a page on {site.hosts} hosts; "
-        f"per_host {args.per_host}, our workers {workers} "
+        f"{what}; per_host {args.per_host}, our workers {workers} "
         f"(hosts per worker: {worker_split(site.origins, workers)})"
     )
     results: list[Measurement] = []
-    with _server(site, args.server) as server:
+    with _server(site, backend) as server:
         print(f"server: {server.backend}\n\n{HEADER}")
         for r in range(args.rounds):
             order = ("ours", "scrapy") if r % 2 == 0 else ("scrapy", "ours")
@@ -269,8 +341,10 @@ def throughput(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
     if ours and scrapy:
         print("\nmedians          ours     scrapy   ours/scrapy")
         for attr, name in (
+            ("pages", "pages found"),
             ("pages_per_s", "pages/s"),
             ("cpu_s", "CPU s"),
+            ("cpu_ms_per_page", "CPU ms/page"),
             ("peak_rss_mb", "RSS MB"),
         ):
             a, b = _median(ours, attr), _median(scrapy, attr)
@@ -314,6 +388,12 @@ def memory_scale(args: argparse.Namespace, tmp: Path) -> list[Measurement]:
                 f"{tool:7} peak RSS {ms[0].label} {ms[0].peak_rss_mb:.0f} MB -> {ms[-1].label} "
                 f"{ms[-1].peak_rss_mb:.0f} MB: {growth:+.0%}"
             )
+        if len(ms) >= 2 and all(m.discovered for m in ms):
+            per_url = [1e6 * m.cpu_s / m.discovered for m in ms]
+            print(
+                f"{tool:7} CPU per discovered URL {ms[0].label} {per_url[0]:.1f} us -> "
+                f"{ms[-1].label} {per_url[-1]:.1f} us: {per_url[-1] / per_url[0] - 1:+.0%}"
+            )
     return results
 
 
@@ -341,6 +421,12 @@ def main() -> None:
         "--random-split",
         action="store_true",
         help="random ports, however the hosts then fall on our workers (default: an even split)",
+    )
+    parser.add_argument(
+        "--site",
+        type=Path,
+        action="append",
+        help="crawl this directory of real HTML (one host each; repeat for more hosts)",
     )
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--child-ours", help=argparse.SUPPRESS)

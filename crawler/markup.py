@@ -15,6 +15,7 @@ import codecs
 import functools
 import re
 import threading
+from collections.abc import Iterable
 from urllib.parse import urljoin, urlsplit
 
 import lxml.etree
@@ -184,6 +185,24 @@ class LinkJoiner:
         if "/." in rest.partition("?")[0]:
             return urljoin(self.base, href)
         return self.origin + path + rest
+
+    def join_all(self, hrefs: Iterable[str]) -> list[str]:
+        """Each distinct absolute http(s) URL of ``hrefs``, in order of first appearance.
+
+        A page repeats its hrefs, mostly with different fragments (python3-doc: 311 links a
+        page, 39 distinct URLs), so each distinct href without its fragment is joined once.
+        ``join`` drops the fragment anyway, so that is the same answer.
+        """
+        join = self.join
+        seen: dict[str, None] = {}
+        for href in dict.fromkeys([h.partition("#")[0] for h in hrefs]):
+            try:
+                url = join(href)
+            except ValueError:  # e.g. an unbalanced IPv6 bracket
+                continue
+            if url is not None:
+                seen[url] = None
+        return list(seen)
 
     def join(self, href: str) -> str | None:
         """The absolute http(s) URL without fragment, or ``None`` to skip the link."""

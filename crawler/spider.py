@@ -353,16 +353,7 @@ class Response:
         root = self._tree()
         if root is None or _parser_kind(root) is not None:
             return []
-        join = self._joiner().join
-        seen: dict[str, None] = {}
-        for href in LINK_XPATH(root):
-            try:
-                url = join(href)
-            except ValueError:  # e.g. an unbalanced IPv6 bracket
-                continue
-            if url is not None:
-                seen[url] = None
-        return list(seen)
+        return self._joiner().join_all(LINK_XPATH(root))
 
     def form(
         self,

@@ -3,8 +3,12 @@
 Each round asks the Store for hosts with ready work, keeps those whose politeness clock allows
 a start (fewest busy first), and takes at most their free slots (``per_host`` minus in flight;
 one at a time under a delay), capped per worker (twice its threads) and by what is left of the
-``max_pages`` budget. A host belongs to one worker (``owner_of``), so the per-host limit holds
-across processes by construction and no fetch thread ever waits on a pool slot. With robots
+``max_pages`` budget. A host's ``per_host`` slots are split across the workers
+(:func:`slot_shares`: shares summing to ``per_host``), so a one-site crawl parses on every
+core; the parent's clock counts the host's requests across all workers, so the per-host limit
+and the delay stay global, and a worker never holds more of a host than its share, so its
+pool for that host never opens more connections than that and no fetch thread waits on a
+pool slot. With robots
 on, a host without known rules gets only its robots.txt Job, and Jobs its rules refuse become
 ``robots`` errors without being sent.
 
@@ -32,12 +36,26 @@ if TYPE_CHECKING:
     from crawler.robots import RobotsPolicy
     from crawler.store import CrawlStore
 
-__all__ = ["Dispatcher", "obey_robots", "owner_of"]
+__all__ = ["Dispatcher", "obey_robots", "owner_of", "slot_shares"]
 
 
 def owner_of(host: str, workers: int) -> int:
-    """The worker index that owns ``host``: a stable hash, never the salted ``hash()``."""
+    """The worker index that owns ``host``: a stable hash, never the salted ``hash()``.
+
+    The owner gets the first of the host's slots (and its robots.txt Job); see
+    :func:`slot_shares`."""
     return zlib.crc32(host.encode()) % workers
+
+
+def slot_shares(host: str, workers: int, per_host: int) -> tuple[int, ...]:
+    """How many of ``host``'s ``per_host`` slots each worker holds; they sum to ``per_host``.
+
+    Even shares, the remainder going to the workers from ``owner_of(host)`` on, so with fewer
+    slots than workers different hosts still land on different workers.
+    """
+    base, extra = divmod(per_host, workers)
+    first = owner_of(host, workers)
+    return tuple(base + ((k - first) % workers < extra) for k in range(workers))
 
 
 class Dispatcher:
@@ -61,6 +79,8 @@ class Dispatcher:
         # Set by the engine when cookies or a login are in play: adds each Job's Cookie
         # header, and puts back (second argument) the Jobs that must wait for a login.
         self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
+        self._held: dict[tuple[str, int], int] = {}  # (host, worker) -> its Jobs in flight
+        self._shares: dict[str, tuple[int, ...]] = {}
 
     def __repr__(self) -> str:
         return f"<Dispatcher {len(self.in_flight)} in flight>"
@@ -68,9 +88,12 @@ class Dispatcher:
     def finished(self, fp: int, now: float, ok: bool, sample: Sample | None = None) -> None:
         """``fp`` is answered: forget it and free its host's slot (nothing if not in flight);
         ``sample`` (what the answer says about the host's load) goes to its autothrottle."""
+        worker = self.in_flight.worker_of(fp)
         host = self.in_flight.finish(fp)
         level = self._levels.pop(fp, None)
         if host is not None:
+            if worker is not None:
+                self._release(host, worker)
             starts = self._starts.get(host)
             if starts is not None:
                 starts.pop(fp, None)
@@ -85,6 +108,7 @@ class Dispatcher:
         for fp, host in held.items():
             self._levels.pop(fp, None)
             self._starts.get(host, {}).pop(fp, None)
+            self._release(host, worker)
             self.politeness.finished(host, now, ok=False)
         return list(held)
 
@@ -92,7 +116,35 @@ class Dispatcher:
         """Forget everything in flight; the fingerprints, for the caller to requeue."""
         self._levels.clear()
         self._starts.clear()
+        self._held.clear()
         return self.in_flight.take_all()
+
+    def _release(self, host: str, worker: int) -> None:
+        key = (host, worker)
+        left = self._held.get(key, 0) - 1
+        if left > 0:
+            self._held[key] = left
+        else:
+            self._held.pop(key, None)
+
+    def _rooms(self, host: str) -> list[tuple[int, WorkerHandle]]:
+        """Each live worker's room for ``host`` now (its share left, its cap), most room first."""
+        n = len(self.workers)
+        shares = self._shares.get(host)
+        if shares is None or len(shares) != n:
+            if len(self._shares) > 100_000:
+                self._shares.clear()
+            shares = self._shares[host] = slot_shares(host, n, self.politeness.policy.per_host)
+        held = self._held
+        rooms = []
+        for k, handle in enumerate(self.workers):
+            if not handle.alive or not shares[k]:
+                continue
+            room = min(shares[k] - held.get((host, k), 0), self.worker_cap - handle.busy)
+            if room > 0:
+                rooms.append((room, handle))
+        rooms.sort(key=lambda r: (-r[0], r[1].busy))
+        return rooms
 
     def dispatch(
         self, store: CrawlStore, robots: RobotsGate | None, now: float, budget: float = math.inf
@@ -104,12 +156,12 @@ class Dispatcher:
         outgoing: dict[int, list[Job]] = {}
         denied: list[Outcome] = []
         politeness = self.politeness
-        n = len(self.workers)
         for host in politeness.ready(hosts, now):
-            handle = self.workers[owner_of(host, n)]
-            if not handle.alive:
+            rooms = self._rooms(host)
+            if not rooms:
                 continue
-            room = min(politeness.free_slots(host, now), self.worker_cap - handle.busy)
+            handle = rooms[0][1]
+            room = min(politeness.free_slots(host, now), sum(r for r, _ in rooms))
             if budget < room:
                 room = int(budget)
             if room <= 0:
@@ -128,10 +180,16 @@ class Dispatcher:
                 jobs = obey_robots(policy, jobs, denied)
             if self.prepare is not None and jobs:
                 jobs = self.prepare(jobs, store.requeue)  # Cookie headers (crawler.engine.sessions)
-            for job in jobs:
-                self._start(handle, host, job, now)
+            given = 0
+            for share, worker in rooms:  # most room first: the host spreads over the workers
+                part = jobs[given : given + share]
+                if not part:
+                    break
+                for job in part:
+                    self._start(worker, host, job, now)
+                outgoing.setdefault(worker.index, []).extend(part)
+                given += len(part)
             if jobs:
-                outgoing.setdefault(handle.index, []).extend(jobs)
                 budget -= len(jobs)
                 if budget <= 0:
                     break
@@ -146,6 +204,8 @@ class Dispatcher:
         self._levels[job.fp] = self.politeness.in_flight(host)
         self._starts.setdefault(host, {})[job.fp] = now
         self.in_flight.start(job.fp, handle.index, host)
+        key = (host, handle.index)
+        self._held[key] = self._held.get(key, 0) + 1
 
     def _robots_gate(
         self,

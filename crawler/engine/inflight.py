@@ -46,6 +46,10 @@ class InFlight:
             held = self._by_worker[worker] = {}
         held[fp] = host
 
+    def worker_of(self, fp: int) -> int | None:
+        """The worker holding ``fp``, or None if it is not in flight."""
+        return self._worker_of.get(fp)
+
     def finish(self, fp: int) -> str | None:
         """``fp`` is answered: forget it; its host, or None if it was not in flight."""
         worker = self._worker_of.pop(fp, None)

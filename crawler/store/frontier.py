@@ -1,7 +1,9 @@
 """Frontier operations: queue requests and links, hand out work, put it back, give up, recrawl.
 
-The ``frontier`` table is the crawl's memory: one row per request fingerprint (``fp``, the
-primary key, so ``INSERT OR IGNORE`` is the deduplication and no Python set of URLs exists).
+The ``frontier`` table is the crawl's memory: one row per request fingerprint (``fp``, in the
+unique index ``frontier_fp``, so ``INSERT OR IGNORE`` is the deduplication and no Python set of
+URLs exists). The table's key is an integer ``id`` that grows with each insert, so a new row
+is appended rather than written to a random page of the table (see ``crawler.store.schema``).
 ``state`` is short text: ``queued``, ``in_flight``, ``done`` or ``failed``. ``seq`` records
 insertion order. Two partial indexes keep the scheduling queries independent of how many rows
 are done: ``frontier_queue (host, priority DESC, seq, not_before) WHERE state = 'queued'``

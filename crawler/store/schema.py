@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 4  # 2: the robots table; 3: item history; 4: host_state
+SCHEMA_VERSION = 5  # 2: robots; 3: item history; 4: host_state; 5: frontier keyed by an integer id
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -61,15 +61,20 @@ class Table:
 TABLES: dict[str, Table] = {
     "frontier": Table(
         {
+            "id": int,
             "fp": int, "url": str, "host": str, "method": str, "headers": str, "body": bytes,
             "callback": str, "meta": str, "depth": int, "priority": int, "seq": int,
             "state": str, "attempts": int, "not_before": float, "redirect_urls": str,
             "discovered_at": float, "updated_at": float, "etag": str, "last_modified": str,
             "content_hash": str, "fetched_at": float, "next_due": float,
         },
-        pk="fp",
+        # An integer key that grows with each insert, and the fingerprint in its own unique
+        # index (frontier_fp): a new row is appended to the table's B-tree, and only the small
+        # index takes a random insert. Keyed by the random fp, every insert touched a random
+        # page of the whole table, which outgrew the cache past a few million rows.
+        pk="id",
         not_null=frozenset(
-            {"url", "host", "method", "depth", "priority", "seq", "state", "attempts",
+            {"fp", "url", "host", "method", "depth", "priority", "seq", "state", "attempts",
              "not_before"}
         ),
         defaults={"method": "GET", "depth": 0, "priority": 0, "seq": 0, "state": "queued",
@@ -138,6 +143,7 @@ TABLES: dict[str, Table] = {
     ),
 }  # fmt: skip
 
+_FRONTIER_FP = "CREATE UNIQUE INDEX IF NOT EXISTS frontier_fp ON frontier (fp)"
 # Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial
 # so that scheduling never walks the rows that are done (see crawler.store.frontier).
 _INDEXES = (
@@ -186,9 +192,34 @@ def migrate(db: Database) -> None:
                 continue  # SQLite cannot add NOT NULL without a default to a table with rows
             default = spec.defaults.get(column) if column in spec.not_null else None
             table.add_column(column, kind, not_null_default=default)
+    if db.table("frontier").pks == ["fp"]:
+        _rekey_frontier(db)
+    db.execute(_FRONTIER_FP)
     for sql in _INDEXES:
         db.execute(sql)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _rekey_frontier(db: Database) -> None:
+    """A frontier from before version 3 (keyed by ``fp``) copied into the integer-keyed table.
+
+    One pass over the rows in insertion order (``seq``); the old table and its indexes go.
+    """
+    spec = TABLES["frontier"]
+    db.execute("ALTER TABLE frontier RENAME TO frontier_before_v3")
+    # The renamed table's indexes keep their names; drop them so the new ones can be made.
+    for name in ("frontier_queue", "frontier_delayed", "frontier_in_flight"):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+    had = {column.name for column in db.table("frontier_before_v3").columns}
+    db.table("frontier").create(
+        dict(spec.columns), pk=spec.pk, not_null=spec.not_null, defaults=dict(spec.defaults)
+    )
+    columns = ", ".join(c for c in spec.columns if c in had)
+    db.execute(
+        f"INSERT INTO frontier ({columns}) SELECT {columns} FROM frontier_before_v3"
+        " ORDER BY seq, rowid"
+    )
+    db.execute("DROP TABLE frontier_before_v3")
 
 
 def create(db: Database, *, fresh: bool) -> None:

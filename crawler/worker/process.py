@@ -8,10 +8,12 @@ a queue shared with its siblings.
 
 Inside the process the main thread reads the job pipe into a local queue, ``threads`` fetch
 threads run :meth:`JobRunner.process` on each Job, and one sender thread batches finished
-Outcomes into as few pipe writes as possible. A worker owns every host whose
-``owner_of(host, N)`` is its index, and keeps one ``HTTPConnectionPool(maxsize=per_host,
-block=True)`` per owned host. The engine never has more than ``per_host`` Jobs of one host in
-flight, so a fetch thread never waits on a pool slot: the pool's blocking is a safety net.
+Outcomes into as few pipe writes as possible. A worker holds a share of every host's
+``per_host`` slots (``crawler.engine.dispatch.slot_shares``; the shares sum to ``per_host``)
+and keeps one ``HTTPConnectionPool(maxsize=per_host, block=True)`` per host it fetches from.
+The engine never has more than a worker's share of one host in flight on that worker (nor
+more than ``per_host`` across workers), so the pool fills lazily to at most the share and a
+fetch thread never waits on a pool slot: the pool's blocking is a safety net.
 
 This module is the process plumbing; :class:`~crawler.worker.runner.JobRunner` does the work for
 one Job, and ``crawler.worker.callbacks`` runs the spider on the per-link path.
