@@ -6,7 +6,9 @@ first of those runs compared with the version after the last. An item added then
 is ``new`` (as it is now); changed twice is one ``changed`` (first old value -> last new);
 added then removed is not listed; removed then back unchanged is not listed either.
 
-The database is opened read-only, as for ``crawler runs``.
+The database is opened read-only, as for ``crawler runs``: a SQLite file here, a
+``postgresql://`` URL through :func:`crawler.store.postgres.read.item_changes`, which reads the
+same rows; which runs count and how they net out is decided here, for both.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from crawler.errors import HistoryError
+from crawler.store.api import is_database_url
 from crawler.store.connection import connect_read_only
 from crawler.store.items import changed_fields
 
@@ -45,6 +48,15 @@ def read_changes(
     Each change: ``change`` (new, changed, removed), ``key``, ``run_id`` (the last run that
     changed it), ``page_url``, ``fields`` (changed: {field: [old, new]}) and ``item`` (the
     item now, or for a removed one its last version)."""
+    now = time.time() if now is None else now
+    if is_database_url(db_path):
+        from crawler.store.postgres.read import item_changes
+
+        return _net(
+            item_changes(
+                os.fspath(db_path), spider, lambda runs: _run_ids(runs, since_run, since, now)
+            )
+        )
     path = Path(db_path)
     if not path.is_file():
         raise HistoryError(f"no database at {path}")
@@ -53,7 +65,7 @@ def read_changes(
     except sqlite3.Error as exc:
         raise HistoryError(f"cannot open {path}: {exc}") from exc
     try:
-        return _read(conn, path, spider, since_run, since, time.time() if now is None else now)
+        return _read(conn, path, spider, since_run, since, now)
     except sqlite3.DatabaseError as exc:
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     finally:
@@ -78,12 +90,7 @@ def _read(
         (row[0], row[1])
         for row in conn.execute(f"SELECT id, started_at FROM runs WHERE {where} ORDER BY id", args)
     ]
-    if since_run is not None:
-        ids = [run for run, _ in runs if run > since_run]
-    elif since is not None:
-        ids = [run for run, started in runs if (started or 0) >= now - since]
-    else:
-        ids = [runs[-1][0]] if runs else []
+    ids = _run_ids(runs, since_run, since, now)
     if not ids:
         return []
     marks = ", ".join("?" * len(ids))
@@ -93,6 +100,20 @@ def _read(
         ids,
     ).fetchall()
     return _net(rows)
+
+
+def _run_ids(
+    runs: Sequence[tuple[int, float | None]],
+    since_run: int | None,
+    since: float | None,
+    now: float,
+) -> list[int]:
+    """Which of ``runs`` (``(id, started_at)``, oldest first) the feed covers."""
+    if since_run is not None:
+        return [run for run, _ in runs if run > since_run]
+    if since is not None:
+        return [run for run, started in runs if (started or 0) >= now - since]
+    return [runs[-1][0]] if runs else []
 
 
 def _net(rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -1,21 +1,26 @@
-"""``crawler changes``: its options and its errors, over real SQLite files."""
+"""``crawler changes``: its options and its errors, over real SQLite files and real PostgreSQL
+databases (``crawl_db``, ``postgres``)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from crawler.messages import Outcome
-from crawler.store import Store
+from crawler.store import open_store
+from tests.kit.postgres import PostgresServer
 from tests.kit.project import invoke, make_project
 from tests.kit.site import Site
 from tests.store.test_store import page, req
 
 
-def shop(db: Path) -> None:
-    with Store(db) as store:
+def shop(db: Path | str) -> None:
+    store = open_store(db)
+    try:
         for price in (10, 12):
             run_id = store.begin_run("shop")
             r = req("http://shop.test/a")
@@ -25,10 +30,12 @@ def shop(db: Path) -> None:
                         items=(item,), item_keys=("x",), callback="parse")  # fmt: skip
             store.record([o], run_id=run_id, track_items=True)
             store.end_run(run_id, exit_code=0, finish_reason="finished", stats={})
+    finally:
+        store.close()
 
 
-def test_formats_and_windows(tmp_path: Path) -> None:
-    db = tmp_path / "shop.db"
+def test_formats_and_windows(crawl_db: Callable[[str], Path | str]) -> None:
+    db = crawl_db("shop")
     shop(db)
     table = invoke("changes", "shop", "--db", str(db))
     assert table.exit_code == 0
@@ -83,3 +90,18 @@ def test_run_with_a_failing_gate_exits_1_and_names_the_field(
     assert "url filled" not in result.stderr
     bad = invoke("run", "titles", *args, "-s", "min_field_fill=title")
     assert bad.exit_code == 2 and "field=rate" in bad.stderr
+
+
+def test_postgres_without_history_or_server(postgres: PostgresServer) -> None:
+    empty = postgres.database()
+    no_runs = invoke("changes", "shop", "--db", empty)
+    assert no_runs.exit_code == 1 and "has no runs table" in no_runs.stderr
+    with psycopg.connect(empty, autocommit=True) as conn:
+        conn.execute("CREATE TABLE runs (id BIGINT PRIMARY KEY, spider TEXT, started_at FLOAT8)")
+    no_history = invoke("changes", "shop", "--db", empty)
+    assert no_history.exit_code == 1 and "no item history" in no_history.stderr
+    # A server that is not there: exit 1, and the password is not in the message.
+    gone = f"postgresql://crawler:hunter2@127.0.0.1:{postgres.port}/nosuchdb"
+    down = invoke("changes", "shop", "--db", gone)
+    assert down.exit_code == 1 and "cannot open" in down.stderr
+    assert "hunter2" not in down.stdout + down.stderr

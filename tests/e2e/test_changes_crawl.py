@@ -1,12 +1,14 @@
 """Issue 12's bar, end to end: three scheduled runs over a loopback shop whose products appear,
 change price and disappear (and one page that times out in run 3); ``crawler changes`` reports
 exactly the true changes. Then a run whose price selector breaks exits 1 naming ``price``, and
-``on_finish`` receives the run's summary as JSON."""
+``on_finish`` receives the run's summary as JSON. The first test runs on both backends
+(``crawl_db``)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,7 @@ def build(site: Site, state: dict[str, Any]) -> str:
     return f"http://{host}/"
 
 
-def changes(db: Path, *args: str) -> list[dict[str, Any]]:
+def changes(db: Path | str, *args: str) -> list[dict[str, Any]]:
     result = invoke("changes", "shop", "--db", str(db), "--format", "jsonl", *args)
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -96,11 +98,11 @@ def summary(feed: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 @pytest.mark.timeout(120)
 def test_three_scheduled_runs_report_exactly_the_true_changes_then_a_broken_selector_fails(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str]
 ) -> None:
     state: dict[str, Any] = {"run": 0}
     start = build(site, state)
-    db = tmp_path / "shop.db"
+    db = crawl_db("shop")
     kwargs = {"start_urls": start}
 
     first = crawl(Shop, settings=SETTINGS, db_path=db, spider_kwargs=kwargs)
@@ -151,7 +153,8 @@ def test_three_scheduled_runs_report_exactly_the_true_changes_then_a_broken_sele
         ("s7", 2, 3, 2, None),
         ("s8", 3, 3, 3, None),
     ]
-    assert rows(db, "SELECT key, json_extract(data, '$.price') FROM item_versions ORDER BY id") == [
+    versions = rows(db, "SELECT key, data FROM item_versions ORDER BY id")
+    assert [(key, json.loads(data)["price"]) for key, data in versions] == [
         ("s1", 10.0),
         ("s3", 30.0),
     ]

@@ -1,11 +1,13 @@
 """Cookies through whole crawls on loopback: one jar across hosts served by different worker
 processes, a request's own cookies and sessions, the jar saved and restored by the next run,
-and cookie values kept out of logs, ``runs.settings`` and error rows."""
+and cookie values kept out of logs, ``runs.settings`` and error rows. The tests that store a
+jar run on both backends (``crawl_db``)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,9 @@ def test_cookie_set_on_one_port_is_sent_to_another_in_another_worker(
     assert rows(db, "SELECT session, name, value FROM cookies") == [("", "sid", SECRET)]
 
 
-def test_jar_restored_by_next_run_expired_dropped(site: Site, tmp_path: Path) -> None:
+def test_jar_restored_by_next_run_expired_dropped(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     host = site.add_host(
         "127.0.0.2",
         {
@@ -88,7 +92,7 @@ def test_jar_restored_by_next_run_expired_dropped(site: Site, tmp_path: Path) ->
     class Second(First):
         start_urls = [f"http://{host}/use"]
 
-    db = tmp_path / "j.db"
+    db = crawl_db("j")
     assert crawl(First, settings=FAST, db_path=db).exit_code == 0
     assert sorted(r[0] for r in rows(db, "SELECT name FROM cookies")) == ["keep", "short"]
     time.sleep(1.2)  # "short" expires
@@ -96,7 +100,7 @@ def test_jar_restored_by_next_run_expired_dropped(site: Site, tmp_path: Path) ->
     assert _cookies_seen(site, "/use") == ["keep=1"]
 
 
-def test_sessions_keep_separate_jars(site: Site, tmp_path: Path) -> None:
+def test_sessions_keep_separate_jars(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     def login(path: str) -> Any:
         who = path.partition("=")[2]
         return 200, {"Set-Cookie": f"who={who}; Path=/"}, "<p>in</p>"
@@ -115,11 +119,12 @@ def test_sessions_keep_separate_jars(site: Site, tmp_path: Path) -> None:
             yield Request(f"http://{host}/page-{who}", session=who)
             yield Request(f"http://{host}/anon-{who}")
 
-    assert crawl(S, settings=FAST, db_path=tmp_path / "s.db").exit_code == 0
+    db = crawl_db("s")
+    assert crawl(S, settings=FAST, db_path=db).exit_code == 0
     assert _cookies_seen(site, "/page-buyer") == ["who=buyer"]
     assert _cookies_seen(site, "/page-seller") == ["who=seller"]
     assert _cookies_seen(site, "/anon-buyer") == [""]
-    assert sorted(rows(tmp_path / "s.db", "SELECT session, value FROM cookies")) == [
+    assert sorted(rows(db, "SELECT session, value FROM cookies")) == [
         ("buyer", "buyer"),
         ("seller", "seller"),
     ]
@@ -146,7 +151,7 @@ def test_cookies_off_sends_and_keeps_nothing(site: Site, tmp_path: Path) -> None
 
 
 def test_cookie_values_never_in_logs_settings_or_errors(
-    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    site: Site, crawl_db: Callable[[str], Path | str], caplog: pytest.LogCaptureFixture
 ) -> None:
     host = site.add_host(
         "127.0.0.2",
@@ -166,7 +171,7 @@ def test_cookie_values_never_in_logs_settings_or_errors(
             yield Request(response.urljoin("/boom"), cookies={"token": SECRET})
             yield Request(f"http://{host}/missing", cookies={"token": SECRET})
 
-    db = tmp_path / "x.db"
+    db = crawl_db("x")
     caplog.set_level(logging.DEBUG)
     crawl(S, settings=FAST, db_path=db)
     assert _cookies_seen(site, "/boom") == [f"sid={SECRET}; token={SECRET}"]

@@ -1,22 +1,26 @@
-"""The cookies table behind CrawlStore.cookies / put_cookies: a real SQLite file."""
+"""The cookies table behind CrawlStore.cookies / put_cookies, on both backends (``crawl_db``:
+a real SQLite file, a real PostgreSQL database)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from crawler.cookies import CookieJars
 from crawler.store import open_store
 
 
-def test_jar_round_trips_through_the_store_and_fresh_empties_it(tmp_path: Path) -> None:
+def test_jar_round_trips_through_the_store_and_fresh_empties_it(
+    crawl_db: Callable[[str], Path | str],
+) -> None:
     jars = CookieJars()
     jars.absorb(
         "https://www.example.com/",
         ["sid=abc; Domain=example.com; Path=/; Secure; HttpOnly; SameSite=Strict"],
     )
     jars.absorb("http://example.com/", ["who=b; Max-Age=3600"], session="buyer")
-    db = tmp_path / "c.db"
+    db = crawl_db("c")
     store = open_store(db)
     store.put_cookies(jars.rows())
     store.put_cookies(jars.rows())  # replaces, never duplicates

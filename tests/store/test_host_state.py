@@ -1,14 +1,16 @@
-"""host_state: what autothrottle learned per host survives the run, and --fresh, in SQLite."""
+"""host_state: what autothrottle learned per host survives the run, and --fresh, on both
+backends (``crawl_db``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from crawler.store import open_store
 
 
-def test_host_state_round_trips_and_outlives_fresh(tmp_path: Path) -> None:
-    db = tmp_path / "h.db"
+def test_host_state_round_trips_and_outlives_fresh(crawl_db: Callable[[str], Path | str]) -> None:
+    db = crawl_db("h")
     store = open_store(db)
     assert store.host_states() == {}
     store.put_host_states(

@@ -1,8 +1,9 @@
 """``Store``: the PostgreSQL backend of :class:`crawler.store.CrawlStore` (issue 10).
 
 How this works: the same tables and column names as the SQLite backend (pages, items, links,
-errors, runs, frontier, robots), so a user's SQL works on either, over one psycopg 3
-connection owned by the parent process. Each ``add``/``take``/``requeue`` call and each
+errors, runs, frontier, robots, tracked_items, item_versions, item_changes, host_state,
+cookies), so a user's SQL works on either, over one psycopg 3 connection owned by the parent
+process. Each ``add``/``take``/``requeue`` call and each
 ``record`` batch is one transaction, as in SQLite, so a kill -9 loses at most the batch being
 written; the round trips are what costs here, so the hot paths send a batch as few
 statements: one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` per batch
@@ -14,7 +15,9 @@ psycopg's pipelined ``executemany`` for the per-outcome writes. Parts, one respo
     connection.py   connecting, transactions, StorageError (no password in it), counts
     frontier.py     add, take, requeue, give_up, recrawl, ...
     results.py      record() of pages, items, links, errors
-    runs.py         runs rows and stored robots.txt policies
+    items.py        the item history record() keeps for a spider with item_key
+    runs.py         runs, robots.txt policies, autothrottle's host state, cookies
+    read.py         the command line's read-only paths (runs, export, changes)
 
 A connection the server drops (a restart, a network cut) is opened again with backoff for at
 most ``db_retry`` seconds and the call repeated (every write is keyed, so repeating one is
@@ -41,6 +44,8 @@ _RETRIED = (
     "reset_in_flight", "begin_run", "end_run", "run_url_errors", "robots_policies",
     "put_robots", "add", "schedule_recrawl", "has_queued", "hosts_with_work",
     "next_not_before", "queued_url", "take", "requeue", "give_up", "record",
+    "host_states", "put_host_states", "cookies", "put_cookies", "item_change_counts",
+    "run_item_count", "recent_stats",
 )  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """The read-only paths of the command line on PostgreSQL: ``crawler runs``/``stats`` read the
-``runs`` table and ``crawler export`` streams a table, through one read-only connection
-(``default_transaction_read_only``), so reading never changes the database.
+``runs`` table, ``crawler changes`` the item history and ``crawler export`` streams a table,
+through one read-only connection (``default_transaction_read_only``), so reading never
+changes the database.
 
 A server-side (named) cursor streams an export in chunks instead of loading the table.
 """
@@ -8,7 +9,7 @@ A server-side (named) cursor streams an export in chunks instead of loading the 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import psycopg
@@ -48,6 +49,43 @@ def read_runs(url: str, spider: str | None = None) -> list[dict[str, Any]]:
         except ValueError:
             row["stats"] = {}
     return rows
+
+
+def item_changes(
+    url: str,
+    spider: str | None,
+    pick: Callable[[Sequence[tuple[int, float | None]]], list[int]],
+) -> list[tuple[Any, ...]]:
+    """The ``item_changes`` rows (key, run_id, change, page_url, old, new; by key, run, id) of
+    the runs ``pick`` chooses among ``spider``'s (every run's if None): ``(id, started_at)``,
+    oldest first. The reading of ``crawler.store.changes.read_changes``, which nets them."""
+    with _connect(url, HistoryError) as conn:
+        try:
+            tables = _tables(conn)
+            if "runs" not in tables:
+                raise HistoryError(
+                    f"{without_password(url)} has no runs table (not a crawl database?)"
+                )
+            if "item_changes" not in tables:
+                raise HistoryError(
+                    f"{without_password(url)} has no item history"
+                    " (does the spider declare item_key?)"
+                )
+            where, args = ("WHERE spider = %s", [spider]) if spider is not None else ("", [])
+            runs = conn.execute(f"SELECT id, started_at FROM runs {where} ORDER BY id", args)
+            ids = pick([(int(run), started) for run, started in runs.fetchall()])
+            if not ids:
+                return []
+            return conn.execute(
+                "SELECT key, run_id, change, page_url, old, new FROM item_changes"
+                " WHERE run_id = ANY(%s) ORDER BY key, run_id, id",
+                (ids,),
+            ).fetchall()
+        except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HistoryError(
+                f"cannot read {without_password(url)}: {without_password(first)}"
+            ) from None
 
 
 def table_rows(

@@ -19,7 +19,9 @@ from typing import Any
 
 from crawler.messages import Follow, NewRequest, Outcome
 from crawler.store.api import BatchStats
+from crawler.store.items import GONE_STATUSES
 from crawler.store.postgres.frontier import FrontierMixin
+from crawler.store.postgres.items import ItemsMixin
 from crawler.store.schema import STATES
 
 _RESERVED_ITEM_COLUMNS = {"page_url", "run_id", "ctid", "oid", "xmin", "xmax", "cmin", "cmax",
@@ -93,7 +95,7 @@ def _item_value(kind: str, value: Any) -> Any:
     return value
 
 
-class ResultsMixin(FrontierMixin):
+class ResultsMixin(FrontierMixin, ItemsMixin):
     """``record()``: a batch of outcomes into pages, items, links, errors and the frontier."""
 
     def record(
@@ -104,6 +106,7 @@ class ResultsMixin(FrontierMixin):
         store_body: bool = True,
         store_links: bool = False,
         recrawl_after: float | None = None,
+        track_items: bool = False,
     ) -> BatchStats:
         now = self._clock()
         pages = items = errors = links = done = failed = retried = size = 0
@@ -118,6 +121,8 @@ class ResultsMixin(FrontierMixin):
         retry_rows: list[tuple[Any, ...]] = []
         requests: list[NewRequest] = []
         follows: dict[int, list[Follow]] = {}
+        # Pages for the item history, in the batch's order: (outcome, page_url, unchanged).
+        tracked: list[tuple[Outcome, str, bool]] = []
         with self._tx("record results in") as conn:
             known = {
                 fp: (state, depth)
@@ -152,6 +157,12 @@ class ResultsMixin(FrontierMixin):
                 page_url = page.url if page is not None else o.url
                 if not unchanged and (page is not None or o.items):
                     replaced[page_url] = [(dict(item) | {"\0run": run_id}) for item in o.items]
+                if (
+                    track_items
+                    and page is not None
+                    and (unchanged or o.callback is not None or page.status in GONE_STATUSES)
+                ):
+                    tracked.append((o, page_url, unchanged))
                 if store_links and o.links:
                     for to in o.links:
                         link_rows[(page_url, to)] = None
@@ -207,6 +218,12 @@ class ResultsMixin(FrontierMixin):
                 for sql, rows in ((_DONE, done_rows), (_FAILED, failed_rows), (_RETRY, retry_rows)):
                     if rows:
                         cur.executemany(sql, rows)
+                for o, page_url, unchanged in tracked:
+                    if unchanged:
+                        self._confirm_items(cur, page_url, run_id)
+                    else:
+                        complete = o.state == "done" and not o.failures
+                        self._track(cur, page_url, run_id, o.items, o.item_keys, complete=complete)
             new = self._add_in_tx(conn, requests) if requests else 0
             for follow_depth, batch in follows.items():
                 new += self._add_follows_in_tx(conn, batch, follow_depth, now)
