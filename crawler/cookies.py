@@ -25,7 +25,14 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["COOKIES_META", "LOGIN_META", "SESSION_META", "CookieJars", "PublicSuffixPolicy"]
+__all__ = [
+    "COOKIES_META",
+    "LOGIN_META",
+    "LOGIN_PRIORITY",
+    "SESSION_META",
+    "CookieJars",
+    "PublicSuffixPolicy",
+]
 
 # Where a Request's ``session`` and ``cookies`` travel in the frontier row's meta (they must
 # survive a redirect hop and a restart, which meta already does).
@@ -33,6 +40,9 @@ SESSION_META = "_session"
 COOKIES_META = "_cookies"
 # Marks the requests of a login (Spider.login() and what their callbacks yield).
 LOGIN_META = "_login"
+# ...and go first in their host's queue: while a login runs, other Jobs taken from the queue
+# are put back, so a login request behind them would never be taken.
+LOGIN_PRIORITY = 1 << 30
 
 _psl: Any = None
 

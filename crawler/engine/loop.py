@@ -304,10 +304,12 @@ class _Engine:
             self.dispatcher.prepare = self.sessions.prepare
         if self.sessions.needs_login(now):
             # The start requests wait for the login to end (crawler.engine.sessions).
-            self.store.add(self.sessions.login_requests(self._start_request))
+            logins = self.sessions.login_requests(self._start_request)
             self._flush_bad()
-            self.start_deferred = spider
-            return
+            if logins:
+                self.store.add(logins)
+                self.start_deferred = spider
+                return
         self._seed_start(spider, now)
 
     def _seed_start(self, spider: Spider, now: float) -> None:

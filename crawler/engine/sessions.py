@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from crawler.cookies import COOKIES_META, LOGIN_META, SESSION_META, CookieJars
+from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META, CookieJars
 from crawler.messages import Job, NewRequest, Outcome
 from crawler.spider import Spider
 from crawler.worker.callbacks import fresh_fingerprint
@@ -80,7 +80,13 @@ class Sessions:
             meta = dict(request.meta or {})
             meta[LOGIN_META] = True
             # Never a duplicate of the login page an earlier run (or login) fetched.
-            request = replace(request, meta=meta, fp=fresh_fingerprint(), dont_filter=True)
+            request = replace(
+                request,
+                meta=meta,
+                fp=fresh_fingerprint(),
+                dont_filter=True,
+                priority=max(request.priority, LOGIN_PRIORITY),
+            )
             out.append(request)
             self.login_pending.add(request.fp)
         return out

@@ -18,7 +18,7 @@ import threading
 import traceback
 from typing import Any
 
-from crawler.cookies import COOKIES_META, LOGIN_META, SESSION_META
+from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META
 from crawler.messages import Failure, Follow, Job, NewRequest, Outcome, Page
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider, iter_results
@@ -230,7 +230,13 @@ def _in_login(request: NewRequest, login_meta: dict[str, Any]) -> NewRequest:
     if SESSION_META in login_meta:
         meta.setdefault(SESSION_META, login_meta[SESSION_META])
     # Never a duplicate: the same login page was fetched by an earlier run (or login).
-    return dataclasses.replace(request, meta=meta, fp=fresh_fingerprint(), dont_filter=True)
+    return dataclasses.replace(
+        request,
+        meta=meta,
+        fp=fresh_fingerprint(),
+        dont_filter=True,
+        priority=max(request.priority, LOGIN_PRIORITY),
+    )
 
 
 def _collect(

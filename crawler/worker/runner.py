@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from crawler.cookies import LOGIN_META
+from crawler.cookies import LOGIN_META, LOGIN_PRIORITY
 from crawler.http import HTTPError, ProxyConfig, ProxyError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
@@ -384,6 +384,7 @@ class JobRunner:
             # which needs the canonical target (admitted.fp is for a plain GET).
             fp=fresh_fingerprint() if in_login else fingerprint(admitted.url, hop.method, body_out),
             dont_filter=in_login,
+            priority=LOGIN_PRIORITY if in_login else 0,
             url=admitted.url,
             host=admitted.host,
             method=hop.method,

@@ -39,6 +39,10 @@ class LoginSite(ThreadingHTTPServer):
         self.sessions: set[str] = set()
         self.hits: Counter[tuple[str, str]] = Counter()
         self.lock = threading.Lock()
+        self.pages = 2
+        self.first_session_uses: int | None = None  # the first session ends after this many
+        self.uses: Counter[str] = Counter()
+        self.first_sid: str | None = None
 
     @property
     def base(self) -> str:
@@ -80,11 +84,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send(200, form, {"Set-Cookie": f"pre={pre}; Path=/; HttpOnly"})
             return
-        if cookies.get("sid") not in site.sessions:
+        sid = cookies.get("sid", "")
+        with site.lock:
+            site.uses[sid] += 1
+            limit = site.first_session_uses
+            if sid == site.first_sid and limit is not None and site.uses[sid] > limit:
+                site.sessions.discard(sid)
+        if sid not in site.sessions:
             self._send(302, "", {"Location": "/login"})
             return
         if self.path == "/account":
-            self._send(200, '<h1>account</h1><a href="/page/1">1</a><a href="/page/2">2</a>')
+            links = "".join(f'<a href="/page/{n}">{n}</a>' for n in range(1, site.pages + 1))
+            self._send(200, f"<h1>account</h1>{links}")
         elif self.path.startswith("/page/"):
             self._send(200, f"<h1>page {self.path[6:]}</h1>")
         else:
@@ -105,6 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         sid = secrets.token_hex(8)
         with site.lock:
             site.sessions.add(sid)
+            site.first_sid = site.first_sid or sid
         self._send(302, "", {"Location": "/account", "Set-Cookie": f"sid={sid}; Path=/"})
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -199,3 +211,25 @@ def test_a_login_that_never_works_fails_its_pages(login_site: LoginSite, tmp_pat
     kinds = rows(db, "SELECT kind FROM errors WHERE url LIKE '%/account'")
     assert kinds == [("session",)]
     assert result.exit_code == 0
+
+
+def test_session_ending_mid_crawl_logs_in_again_ahead_of_the_queue(
+    login_site: LoginSite, tmp_path: Path
+) -> None:
+    # 40 pages queued on the one host when the session dies: the new login must jump the
+    # queue (the Jobs taken while it runs are put back), then every page is crawled.
+    login_site.pages = 40
+    login_site.first_session_uses = 6
+    db = tmp_path / "mid.db"
+    result = crawl(make_spider(login_site.base), settings=SETTINGS, db_path=db)
+    assert result.exit_code == 0, result
+    assert login_site.hits[("POST", "/login")] == 2
+    # (The "account" item may be gone: the new login's own hop to /account stored that page
+    # again, and a page's items are replaced with it.)
+    assert [t for t in titles(db) if t.startswith("page")] == sorted(
+        f"page {n}" for n in range(1, 41)
+    )
+    assert rows(db, "SELECT count(*) FROM errors") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM pages WHERE status = 302 AND url LIKE '%/page/%'") == [
+        (0,)
+    ]
