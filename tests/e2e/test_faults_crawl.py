@@ -26,7 +26,7 @@ from crawler.spider import Response, Spider
 from crawler.urls import fingerprint, url_host
 from crawler.worker.runner import JobRunner
 from tests.kit.crawl import page, rows
-from tests.kit.servers import MisbehavingServer
+from tests.kit.servers import MisbehavingServer, gzip_bomb, nested_bomb
 from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
@@ -143,6 +143,10 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def bad() -> Iterator[MisbehavingServer]:
+    # Building the bombs takes about a second of CPU (a CRC over 1 GiB); built inside the
+    # first request it could outlast the crawl's 1 s timeout on a busy machine, and the page
+    # would count as a timeout instead of too_large.
+    gzip_bomb(), nested_bomb()
     with MisbehavingServer(ADDRESSES, lifetime=180) as server:
         yield server
 
