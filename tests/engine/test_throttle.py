@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState
 
 
@@ -113,3 +114,17 @@ def test_no_raise_while_a_slow_answer_is_on_its_way_or_the_limit_is_not_in_use()
     assert idle.limit == 2
     busy = feed(policy, feed(policy, state, 10.0, 0.02, status=200, level=2), 11.0, 0.02, level=2)
     assert busy.limit == 3
+
+
+def test_a_learned_gap_spaces_the_next_runs_first_requests() -> None:
+    # What a run learned on a host that answered 503 (a halved limit and a gap between starts)
+    # is where the next run starts, before that host has answered anything.
+    row = {"concurrency": 2, "baseline": 0.2, "gap": 1.5}
+    p = Politeness(PolitenessPolicy(per_host=8), autothrottle=True, learned={"slow.test": row})
+    assert p.free_slots("slow.test", 0.0) == 1  # paced: one start at a time
+    p.started("slow.test", 0.0)
+    assert p.clock("slow.test").next_start(0.0) == 1.5
+    assert p.learned(9.0)["slow.test"]["gap"] == 1.5  # kept for the run after, too
+    off = Politeness(PolitenessPolicy(per_host=8), autothrottle=False, learned={"slow.test": row})
+    off.started("slow.test", 0.0)
+    assert off.clock("slow.test").next_start(0.0) == 0.0
