@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crawler.cookies import LOGIN_META, LOGIN_PRIORITY
-from crawler.http import HTTPError, ProxyConfig, Retry, Timeout, connection_from_url
+from crawler.http import HTTPError, ProxyConfig, ProxyError, Retry, Timeout, connection_from_url
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
     ROBOTS_CALLBACK,
@@ -343,6 +343,10 @@ class JobRunner:
     def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
         now = self.clock()
         kind = "timeout" if isinstance(exc, BodyDeadline) else fetch.error_kind(exc)
+        if isinstance(exc, ProxyError) or isinstance(getattr(exc, "reason", None), ProxyError):
+            # The proxy failed, not the site: its own kind, so that the site's autothrottle
+            # (which cuts on "connect") is not slowed down by a dead proxy.
+            kind = "proxy"
         message = str(exc) or type(exc).__name__
         if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
             decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)

@@ -77,8 +77,8 @@ def test_cookie_values_and_proxy_credentials_reach_no_log_settings_or_error_row(
     assert boom and boom[0]["cookie"] == f"sid={COOKIE}; token={COOKIE}"
     errors = rows(db, "SELECT url, kind, message, traceback FROM errors")
     kinds = sorted(kind for _, kind, _, _ in errors)
-    assert "callback" in kinds and "connect" in kinds, errors
-    [(message,)] = rows(db, "SELECT message FROM errors WHERE kind = 'connect'")
+    assert "callback" in kinds and "proxy" in kinds, errors
+    [(message,)] = rows(db, "SELECT message FROM errors WHERE kind = 'proxy'")
     assert f"127.0.0.1:{dead.port}" in message  # it names the proxy, without credentials
     stored = repr(rows(db, "SELECT settings, stats FROM runs"))
     assert "***@127.0.0.1" in stored

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from crawler.engine.politeness import Politeness, PolitenessPolicy
-from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState
+from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState, sample_of
+from crawler.messages import Outcome
 
 
 def feed(policy: ThrottlePolicy, state: ThrottleState, now: float, latency: float, **kw: object):
@@ -128,3 +129,16 @@ def test_a_learned_gap_spaces_the_next_runs_first_requests() -> None:
     off = Politeness(PolitenessPolicy(per_host=8), autothrottle=False, learned={"slow.test": row})
     off.started("slow.test", 0.0)
     assert off.clock("slow.test").next_start(0.0) == 0.0
+
+
+def test_a_proxy_failure_says_nothing_about_the_host() -> None:
+    # A dead proxy must not slow the site behind it; a refused connection to the site does.
+    policy = ThrottlePolicy(max_limit=8)
+    state = ThrottleState(limit=4, baseline=0.05)
+    proxy = Outcome(1, "http://a.test/", "a.test", "retry", retry_at=1.0, retry_error="proxy")
+    sample = sample_of(proxy, 10.0)
+    assert sample is not None and not sample.overload
+    assert policy.update(state, sample, 10.0) == state
+    site = Outcome(1, "http://a.test/", "a.test", "retry", retry_at=1.0, retry_error="connect")
+    cut = sample_of(site, 10.0)
+    assert cut is not None and policy.update(state, cut, 10.0).limit == 2

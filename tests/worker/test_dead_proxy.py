@@ -132,7 +132,7 @@ def test_every_proxy_dead_is_a_bounded_proxy_failure_without_credentials(
         url = origin.url("/ok")
         with runner(proxies, retries=1) as worker:
             out = worker.process(job(url))
-            assert out.state == "retry" and out.retry_error == "connect", out
+            assert out.state == "retry" and out.retry_error == "proxy", out
             with runner(proxies, retries=0) as last:
                 out = last.process(job(url))
         tries = a.connections + b.connections + c.connections
@@ -140,7 +140,7 @@ def test_every_proxy_dead_is_a_bounded_proxy_failure_without_credentials(
     assert tries == 2 * (1 + MAX_ROTATIONS)
     assert out.state == "failed"
     [failure] = out.failures
-    assert failure.kind == "connect"
+    assert failure.kind == "proxy"
     assert "dropped the connection" in failure.message
     assert SECRET not in repr(out)
 
@@ -156,7 +156,7 @@ def test_a_request_through_its_own_dead_proxy_is_not_rotated(origin: Misbehaving
                 meta={"proxy": f"http://127.0.0.1:{dead.port}"},
             )
             out = worker.process(own)
-        assert out.state == "failed" and out.failures[0].kind == "connect", out
+        assert out.state == "failed" and out.failures[0].kind == "proxy", out
         assert (dead.connections, live.seen) == (1, [])
         assert SECRET not in repr(out)
 
