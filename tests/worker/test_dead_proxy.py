@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from crawler.http import MaxRetryError, ProtocolError, ProxyError
 from crawler.http.connection import StaleConnectionError
@@ -24,6 +27,7 @@ from crawler.worker.proxies import FAILS_TO_COOL, MAX_ROTATIONS, ProxyRotation, 
 from crawler.worker.runner import JobRunner
 from tests.kit.proxies import http_proxy
 from tests.kit.servers import MisbehavingServer
+from tests.kit.site import Site
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -195,3 +199,29 @@ def test_proxy_failed(exc: BaseException, proxy: str, url: str, blamed: bool) ->
     if found is not None:
         assert isinstance(found, ProxyError)
         assert "pw" not in str(found)
+
+
+def test_an_https_site_behind_a_dead_proxy_goes_through_the_next_ones_tunnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dead proxy breaks the CONNECT exchange; the live one tunnels, and TLS is checked
+    # against the site's name (the proxy resolves it: resolve pins do not apply through an
+    # HTTP proxy, so the site is "localhost" here), not the proxy's.
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    with Site() as site, DroppingProxy() as dead, http_proxy() as live:
+        host = site.add_host("127.0.0.1", {"/": "<p>secure</p>"}, tls=server_ctx)
+        port = host.rpartition(":")[2]
+        url = f"https://localhost:{port}/"
+        proxies = ordered(dead.url(), live.url(), url_host(url))
+        with runner(proxies) as worker:
+            out = worker.process(job(url))
+        assert out.state == "done" and out.page is not None, out.failures
+        assert out.page.status == 200
+        assert dead.connections == 1
+        assert [(s.method, s.target) for s in live.seen] == [("CONNECT", f"localhost:{port}")]
+        assert site.hits == {(host, "/"): 1}
