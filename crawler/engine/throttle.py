@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Sample", "ThrottlePolicy", "ThrottleState", "sample_of"]
 
-# Transport errors that say "the host is overloaded", not "this URL is bad".
+# Transport errors that say "the host is overloaded", not "this URL is bad". A "proxy" failure
+# (the proxy, not the host, failed) says nothing about the host.
 OVERLOAD_KINDS = frozenset({"timeout", "reset", "connect"})
 OVERLOAD_STATUSES = frozenset({429, 503})
 

@@ -85,7 +85,12 @@ class ProxyConfig:
             raise ValueError(f"bad proxy URL {redact_proxy_url(url)!r}") from None
         scheme = (parsed.scheme or "http").lower()
         if scheme == "https":
-            raise ValueError("https:// proxies (TLS to the proxy) are not supported yet")
+            # TLS to the proxy, and for https sites TLS inside that TLS, is not built: say so
+            # when the setting is read rather than failing every request of the crawl.
+            raise ValueError(
+                "https:// proxies (TLS to the proxy) are not supported; an http:// proxy"
+                " also carries https:// sites (through a CONNECT tunnel, TLS end to end)"
+            )
         if scheme not in PROXY_SCHEMES:
             raise ValueError(
                 f"unsupported proxy scheme {scheme!r} (use one of {sorted(PROXY_SCHEMES)})"

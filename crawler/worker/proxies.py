@@ -6,9 +6,10 @@ The rules, all pure (time is an argument) so they are tested without sleeping:
   name, so every worker agrees and a host's requests (and its keep-alive connections) stay
   on one proxy. Politeness is untouched: the engine keys it by the *target* host, and a
   proxy never changes which host a request counts against.
-- A proxy that fails ``FAILS_TO_COOL`` times in a row (it refused us, the tunnel failed, the
-  SOCKS handshake failed: :class:`crawler.http.ProxyError`) is cooled down for
-  ``COOL_DOWN`` seconds; a host whose proxy is cooling goes to the next live one in order.
+- A proxy that fails ``FAILS_TO_COOL`` times in a row (:func:`proxy_failed`: it refused us,
+  the tunnel failed, the SOCKS handshake failed, or it accepted a forwarded request and closed
+  or reset the connection without an answer) is cooled down for ``COOL_DOWN`` seconds; a host
+  whose proxy is cooling goes to the next live one in order.
 - One request tries at most ``MAX_ROTATIONS`` further proxies after a proxy failure, then is
   left to the usual retry rules. A 429 or 503 is the *target's* answer, not the proxy's: it
   is retried under Retry-After like any other and never rotates, so there is no loop of
@@ -20,13 +21,43 @@ from __future__ import annotations
 import threading
 import zlib
 
-from crawler.http import ProxyConfig, redact_proxy_url
+from crawler.http import MaxRetryError, ProtocolError, ProxyConfig, ProxyError, redact_proxy_url
+from crawler.http.connection import StaleConnectionError
 
-__all__ = ["COOL_DOWN", "FAILS_TO_COOL", "MAX_ROTATIONS", "ProxyRotation"]
+__all__ = ["COOL_DOWN", "FAILS_TO_COOL", "MAX_ROTATIONS", "ProxyRotation", "proxy_failed"]
 
 FAILS_TO_COOL = 3
 COOL_DOWN = 60.0
 MAX_ROTATIONS = 2
+
+
+def proxy_failed(exc: BaseException, proxy: str, url: str) -> ProxyError | None:
+    """The proxy's own failure behind ``exc`` (raised fetching ``url`` through ``proxy``), as a
+    :class:`ProxyError`, or ``None`` when the target is to blame (or cannot be told apart).
+
+    A :class:`ProxyError` is one already: the proxy could not be reached, refused the tunnel or
+    failed the SOCKS handshake. Through an HTTP proxy to an ``http://`` target the proxy is
+    also the peer that answers every request: a proxy that accepted the connection and then
+    closed or reset it without a single byte of answer is dead or broken, since a working one
+    answers 502 or 504 when the target fails (those are statuses, left to the retry rules).
+    Behind a ``CONNECT`` tunnel or a SOCKS stream the bytes are the target's, so a close there
+    is the target's. A proxy that accepts and never answers ends in a read timeout, which is
+    not told apart from a slow target: the usual retry rules handle it.
+    """
+    cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    if isinstance(cause, ProxyError):
+        return cause
+    if not isinstance(cause, ProtocolError) or url[:5].lower() != "http:":
+        return None
+    dropped = isinstance(cause, StaleConnectionError) or isinstance(cause.__cause__, OSError)
+    if not dropped:
+        return None
+    config = ProxyConfig.from_url(proxy)
+    if config.scheme != "http":
+        return None
+    error = ProxyError(f"proxy {config.url} dropped the connection without an answer ({cause})")
+    error.__cause__ = cause
+    return error
 
 
 class ProxyRotation:

@@ -43,7 +43,7 @@ from crawler.worker.body import BodyDeadline, past_deadline, read_body
 from crawler.worker.callbacks import CallbackRunner, fresh_fingerprint
 from crawler.worker.conditional import conditional_headers, is_unchanged
 from crawler.worker.outcomes import done, failed, make_page, retry
-from crawler.worker.proxies import MAX_ROTATIONS, ProxyRotation
+from crawler.worker.proxies import MAX_ROTATIONS, ProxyRotation, proxy_failed
 from crawler.worker.reserved import robots_outcome, sitemap_outcome
 
 __all__ = ["JobRunner", "is_textual"]
@@ -150,9 +150,10 @@ class JobRunner:
     def _open(self, job: Job, limit: int) -> Any:
         """Send ``job`` and return the streamed response; a failing proxy is rotated out.
 
-        Only a :class:`ProxyError` (the proxy itself failed) moves the request to another
-        proxy, at most ``MAX_ROTATIONS`` times; every other error, and every status (429
-        included), is the target's and goes to the usual retry rules.
+        Only a failure of the proxy itself (:func:`proxy_failed`) moves the request to another
+        proxy, at most ``MAX_ROTATIONS`` times and never to one it already tried; every other
+        error, and every status (429 included), is the target's and goes to the usual retry
+        rules.
         """
         tried: tuple[str, ...] = ()
         while True:
@@ -172,13 +173,18 @@ class JobRunner:
                     max_decoded_size=limit + 1,
                 )
             except HTTPError as exc:
-                if proxy is None or not _is_proxy_error(exc):
+                failure = None if proxy is None else proxy_failed(exc, proxy, job.url)
+                if proxy is None or failure is None:
                     raise
                 self.proxies.failed(proxy, self.clock())
                 tried += (proxy,)
                 own = job.meta.get("proxy") if job.meta else None
                 if own or len(tried) > MAX_ROTATIONS or len(tried) >= len(self.proxies.proxies):
-                    raise
+                    if failure is exc or failure is getattr(exc, "reason", None):
+                        raise
+                    # A dropped connection is reported as the proxy's failure (the errors
+                    # row names the proxy, never its credentials), then the retry rules.
+                    raise failure from exc
                 continue
             if proxy is not None:
                 self.proxies.succeeded(proxy)
@@ -337,6 +343,10 @@ class JobRunner:
     def _fetch_error(self, job: Job, exc: BaseException) -> Outcome:
         now = self.clock()
         kind = "timeout" if isinstance(exc, BodyDeadline) else fetch.error_kind(exc)
+        if isinstance(exc, ProxyError) or isinstance(getattr(exc, "reason", None), ProxyError):
+            # The proxy failed, not the site: its own kind, so that the site's autothrottle
+            # (which cuts on "connect") is not slowed down by a dead proxy.
+            kind = "proxy"
         message = str(exc) or type(exc).__name__
         if fetch.is_retryable_error(exc) and not isinstance(exc, BodyDeadline):
             decision = fetch.decide_retry(job.attempt, self.settings.retries, now, self.rand)
@@ -408,8 +418,3 @@ class JobRunner:
         if isinstance(target, Refused):  # TOO_LONG: admit() was given no offsite filter
             return "target URL longer than max_url_length"
         return None
-
-
-def _is_proxy_error(exc: BaseException) -> bool:
-    """Did the proxy fail (as opposed to the target), directly or as the retry's reason?"""
-    return isinstance(exc, ProxyError) or isinstance(getattr(exc, "reason", None), ProxyError)

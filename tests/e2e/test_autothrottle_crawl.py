@@ -28,21 +28,22 @@ class LinkSpider(Spider):
         yield from response.links()
 
 
-def _site(server: LoadServer, pages: int) -> None:
-    """Per host an index page linking to ``pages`` leaves on that host."""
-    paths = [f"/p{i}" for i in range(pages)]
+def _site(server: LoadServer, pages: int, prefix: str = "p") -> None:
+    """Per host an index page linking to ``pages`` leaves on that host (new paths per prefix)."""
+    paths = [f"/{prefix}{i}" for i in range(pages)]
     server.pages = {p: b"<html><body>leaf</body></html>" for p in paths}
     for a in (SLOW, FAST):
         anchors = "".join(f'<a href="{server.url(p, a)}">x</a>' for p in paths)
-        server.pages[f"/index-{a}"] = f"<html><body>{anchors}</body></html>".encode()
+        server.pages[f"/index-{prefix}-{a}"] = f"<html><body>{anchors}</body></html>".encode()
 
 
-def _run(server: LoadServer, db: Path) -> Any:
+def _run(server: LoadServer, db: Path, prefix: str = "p") -> Any:
+    starts = " ".join(server.url(f"/index-{prefix}-{a}", a) for a in (SLOW, FAST))
     return crawl(
         LinkSpider,
         settings=Settings(workers=2, per_host=8, timeout=10, robots=False, retries=0),
         db_path=db,
-        spider_kwargs={"start_urls": " ".join(server.url(f"/index-{a}", a) for a in (SLOW, FAST))},
+        spider_kwargs={"start_urls": starts},
     )
 
 
@@ -69,3 +70,30 @@ def test_a_host_that_slows_past_three_at_once_is_held_at_three_or_four(tmp_path:
     assert state[f"{SLOW}:{port}"] in (3, 4), state
     assert state[f"{FAST}:{port}"] >= 6, state
     assert f"{SLOW}:{port}" in stats  # the per-host line crawler stats shows
+
+
+@pytest.mark.timeout(150)
+def test_the_next_run_starts_from_what_the_first_learned(tmp_path: Path) -> None:
+    db = tmp_path / "throttle.db"
+    with LoadServer((SLOW, FAST), slow_hosts=(SLOW,), base_latency=0.02, lifetime=150) as server:
+        _site(server, 50, "p")
+        assert _run(server, db, "p").exit_code == 0
+        first = {a: list(server.levels[a]) for a in (SLOW, FAST)}
+        with sqlite3.connect(db) as conn:
+            learned = dict(conn.execute("SELECT host, concurrency FROM host_state").fetchall())
+        server.levels.clear()
+        server.max_active.clear()
+        _site(server, 50, "q")  # new pages on the same hosts (same ports: same host keys)
+        assert _run(server, db, "q").exit_code == 0
+        second = {a: list(server.levels[a]) for a in (SLOW, FAST)}
+    assert not server.errors
+    assert server.refused[SLOW] == 0, server.refused
+    port = server.port
+    slow_limit, fast_limit = learned[f"{SLOW}:{port}"], learned[f"{FAST}:{port}"]
+    assert slow_limit in (3, 4) and fast_limit >= 5, learned
+    # The first run warmed up from 1 in flight; the second starts at what was learned: its
+    # first leaves (after the lone index page) already run that many at once.
+    assert max(first[FAST][1:4]) <= 2, first
+    assert max(second[FAST][1:8]) >= fast_limit - 1, second
+    assert max(second[SLOW][1:6]) >= 3, second
+    assert max(second[SLOW][1:]) <= 4, second  # and the slow host is not pushed past it

@@ -6,6 +6,7 @@ jar run on both backends (``crawl_db``)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from crawler.engine import crawl
 from crawler.engine.dispatch import owner_of
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider
+from crawler.urls import url_host
 from tests.kit.crawl import rows
 from tests.kit.site import Site
 
@@ -180,3 +182,93 @@ def test_cookie_values_never_in_logs_settings_or_errors(
     assert SECRET not in repr(errors)
     assert SECRET not in repr(rows(db, "SELECT settings, stats FROM runs"))
     assert SECRET not in caplog.text
+
+
+def _two_hosts(site: Site, names: tuple[str, str], routes: tuple[dict[str, Any], ...]) -> Any:
+    """Serve ``names`` on 127.0.0.2 and 127.0.0.3 (pinned with ``resolve``), with ports chosen
+    so that different workers of 2 own them: with ``per_host`` 1 a host's one slot stays with
+    its owner, so the two hosts are fetched and parsed in different processes."""
+    first = f"{names[0]}:{site.add_host('127.0.0.2', routes[0]).rpartition(':')[2]}"
+    for _ in range(20):
+        second = f"{names[1]}:{site.add_host('127.0.0.3', routes[1]).rpartition(':')[2]}"
+        if owner_of(url_host(f"http://{first}/"), 2) != owner_of(url_host(f"http://{second}/"), 2):
+            break
+    assert owner_of(url_host(f"http://{first}/"), 2) != owner_of(url_host(f"http://{second}/"), 2)
+    return first, second, {names[0]: "127.0.0.2", names[1]: "127.0.0.3"}
+
+
+class PidSpider(Spider):
+    """Follows every link and records which worker process parsed each page."""
+
+    name = "pids"
+    allowed_domains = ["example.test", "co.uk"]
+
+    def parse(self, response: Response) -> Any:
+        yield {"url": response.url, "pid": os.getpid()}
+        yield from response.links()
+
+
+ONE_SLOT = Settings(workers=2, per_host=1, timeout=5, retries=0, robots=False)
+
+
+def test_domain_cookie_of_www_reaches_shop_in_another_worker(site: Site, tmp_path: Path) -> None:
+    www_routes: dict[str, Any] = {}
+    www, shop, pins = _two_hosts(
+        site, ("www.example.test", "shop.example.test"), (www_routes, {"/cart": "<p>cart</p>"})
+    )
+    www_routes["/"] = (
+        200,
+        {"Set-Cookie": f"sid={SECRET}; Domain=example.test; Path=/; HttpOnly"},
+        f'<a href="http://{shop}/cart">cart</a><a href="/again">again</a>',
+    )
+    www_routes["/again"] = "<p>again</p>"
+    db = tmp_path / "site.db"
+    result = crawl(
+        PidSpider,
+        settings=ONE_SLOT.replace(resolve=pins),
+        db_path=db,
+        spider_kwargs={"start_urls": [f"http://{www}/"]},
+    )
+    assert result.exit_code == 0, result
+    assert [h["host"] for _, p, h, _ in site.requests if p == "/cart"] == [shop]
+    assert _cookies_seen(site, "/") == [""]
+    assert _cookies_seen(site, "/cart") == [f"sid={SECRET}"]
+    assert _cookies_seen(site, "/again") == [f"sid={SECRET}"]
+    pids = dict(rows(db, "SELECT url, pid FROM items"))
+    assert len(pids) == 3
+    # The two hosts were parsed by two different worker processes.
+    assert pids[f"http://{www}/"] != pids[f"http://{shop}/cart"]
+    [(domain,)] = rows(db, "SELECT domain FROM cookies")
+    assert domain.lstrip(".") == "example.test"
+
+
+def test_public_suffix_domain_cookie_is_refused_in_a_crawl(site: Site, tmp_path: Path) -> None:
+    www_routes: dict[str, Any] = {}
+    www, other, pins = _two_hosts(
+        site, ("www.shop.co.uk", "other.co.uk"), (www_routes, {"*": "<p>other</p>"})
+    )
+    www_routes["/"] = (
+        200,
+        {"Set-Cookie": "wide=1; Domain=.co.uk; Path=/"},
+        f'<a href="http://{other}/cart">other</a><a href="/next">next</a>',
+    )
+    www_routes["/next"] = (
+        200,
+        {"Set-Cookie": "mine=1; Domain=shop.co.uk; Path=/"},
+        f'<a href="http://{other}/cart?2">other</a><a href="/last">last</a>',
+    )
+    www_routes["/last"] = "<p>last</p>"
+    db = tmp_path / "psl.db"
+    result = crawl(
+        PidSpider,
+        settings=ONE_SLOT.replace(resolve=pins),
+        db_path=db,
+        spider_kwargs={"start_urls": [f"http://{www}/"]},
+    )
+    assert result.exit_code == 0, result
+    assert _cookies_seen(site, "/next") == [""]  # Domain=.co.uk was refused, not kept
+    assert _cookies_seen(site, "/last") == ["mine=1"]  # the registrable domain is fine
+    # Neither reached another site under the public suffix.
+    assert _cookies_seen(site, "/cart") == [""]
+    assert _cookies_seen(site, "/cart?2") == [""]
+    assert rows(db, "SELECT name FROM cookies") == [("mine",)]

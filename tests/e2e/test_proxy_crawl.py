@@ -19,7 +19,7 @@ from crawler.engine import crawl
 from crawler.settings import Settings
 from crawler.spider import Request, Response, Spider
 from crawler.urls import url_host
-from crawler.worker.proxies import ProxyRotation
+from crawler.worker.proxies import FAILS_TO_COOL, ProxyRotation
 from tests.kit.crawl import TitleSpider, page, rows
 from tests.kit.proxies import http_proxy, socks5_proxy
 from tests.kit.site import Site
@@ -101,6 +101,28 @@ def test_a_dead_proxy_is_rotated_out_and_no_page_is_lost(site: Site, tmp_path: P
     assert rows(db, "SELECT count(*) FROM pages WHERE status = 200") == [(6,)]
     assert rows(db, "SELECT count(*) FROM errors") == [(0,)]
     no_secret_in(db, "deadpw")
+
+
+def test_a_proxy_that_drops_connections_is_cooled_down_in_a_crawl(
+    site: Site, tmp_path: Path
+) -> None:
+    # A proxy that accepts each connection and closes it without an answer, in front of a
+    # host of 12 pages fetched by 2 workers: every page comes through the live proxy, and
+    # each worker stops trying the dead one after FAILS_TO_COOL failures in a row.
+    paths = [f"/p{i}" for i in range(11)]
+    host = site.add_host("127.0.0.2", {"/": page("home", paths), **{p: page(p, []) for p in paths}})
+    db = tmp_path / "crawl.db"
+    with http_proxy(fail=True) as dead, http_proxy() as live:
+        proxies = [dead.url(("ann", "droppw")), live.url()]
+        if ProxyRotation(tuple(proxies)).pick(url_host(f"http://{host}/"), 0.0) != proxies[0]:
+            proxies.reverse()
+        settings = FAST.replace(proxy=proxies, retries=0, workers=2, per_host=2)
+        run(settings, db, [f"http://{host}/"])
+        assert 1 <= dead.connections <= 2 * FAILS_TO_COOL
+        assert len(live.seen) >= 1
+    assert rows(db, "SELECT count(*) FROM pages WHERE status = 200") == [(12,)]
+    assert rows(db, "SELECT count(*) FROM errors") == [(0,)]
+    no_secret_in(db, "droppw")
 
 
 class OwnProxySpider(Spider):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState
+from crawler.engine.politeness import Politeness, PolitenessPolicy
+from crawler.engine.throttle import Sample, ThrottlePolicy, ThrottleState, sample_of
+from crawler.messages import Outcome
 
 
 def feed(policy: ThrottlePolicy, state: ThrottleState, now: float, latency: float, **kw: object):
@@ -113,3 +115,30 @@ def test_no_raise_while_a_slow_answer_is_on_its_way_or_the_limit_is_not_in_use()
     assert idle.limit == 2
     busy = feed(policy, feed(policy, state, 10.0, 0.02, status=200, level=2), 11.0, 0.02, level=2)
     assert busy.limit == 3
+
+
+def test_a_learned_gap_spaces_the_next_runs_first_requests() -> None:
+    # What a run learned on a host that answered 503 (a halved limit and a gap between starts)
+    # is where the next run starts, before that host has answered anything.
+    row = {"concurrency": 2, "baseline": 0.2, "gap": 1.5}
+    p = Politeness(PolitenessPolicy(per_host=8), autothrottle=True, learned={"slow.test": row})
+    assert p.free_slots("slow.test", 0.0) == 1  # paced: one start at a time
+    p.started("slow.test", 0.0)
+    assert p.clock("slow.test").next_start(0.0) == 1.5
+    assert p.learned(9.0)["slow.test"]["gap"] == 1.5  # kept for the run after, too
+    off = Politeness(PolitenessPolicy(per_host=8), autothrottle=False, learned={"slow.test": row})
+    off.started("slow.test", 0.0)
+    assert off.clock("slow.test").next_start(0.0) == 0.0
+
+
+def test_a_proxy_failure_says_nothing_about_the_host() -> None:
+    # A dead proxy must not slow the site behind it; a refused connection to the site does.
+    policy = ThrottlePolicy(max_limit=8)
+    state = ThrottleState(limit=4, baseline=0.05)
+    proxy = Outcome(1, "http://a.test/", "a.test", "retry", retry_at=1.0, retry_error="proxy")
+    sample = sample_of(proxy, 10.0)
+    assert sample is not None and not sample.overload
+    assert policy.update(state, sample, 10.0) == state
+    site = Outcome(1, "http://a.test/", "a.test", "retry", retry_at=1.0, retry_error="connect")
+    cut = sample_of(site, 10.0)
+    assert cut is not None and policy.update(state, cut, 10.0).limit == 2

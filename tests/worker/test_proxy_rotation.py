@@ -6,6 +6,7 @@ import pytest
 
 from crawler.errors import SettingsError
 from crawler.settings import Settings, resolve_settings
+from crawler.spider import Request
 from crawler.worker.proxies import COOL_DOWN, FAILS_TO_COOL, ProxyRotation
 
 A, B, C = "http://u:pw@127.0.0.1:1", "http://127.0.0.1:2", "socks5h://127.0.0.1:3"
@@ -66,3 +67,16 @@ def test_proxy_and_resolve_settings_convert_and_redact() -> None:
     with pytest.raises(SettingsError) as excinfo:
         resolve_settings(None, {"proxy": "gopher://u:topsecret@h"})
     assert "topsecret" not in str(excinfo.value)
+
+
+def test_an_https_proxy_url_is_refused_at_settings_time_with_a_clear_error() -> None:
+    # TLS to the proxy itself (and so TLS inside TLS for https targets) is not supported:
+    # the crawl refuses to start rather than failing on every request.
+    with pytest.raises(SettingsError) as excinfo:
+        resolve_settings(None, {"proxy": ["http://127.0.0.1:1", "https://u:topsecret@p:443"]})
+    message = str(excinfo.value)
+    assert "https:// proxies" in message and "not supported" in message
+    assert "topsecret" not in message
+    with pytest.raises(ValueError, match="https:// proxies") as excinfo2:
+        Request("https://example.test/", proxy="https://u:topsecret@p:443")
+    assert "topsecret" not in str(excinfo2.value)
