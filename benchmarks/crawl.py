@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -60,6 +61,7 @@ class Measurement:
     note: str = ""
     extra_fetches: int = 0  # responses beyond one per page (Scrapy: start pages again)
     rss_split: str = ""  # MB per process at the peak, the crawl's root process first
+    cpu_split: str = ""  # ours: CPU s of start-up + engine + workers
 
     @property
     def pages_per_s(self) -> float:
@@ -192,6 +194,9 @@ def run_ours(
         cpu_s=cpu,
         peak_rss_mb=rss,
         rss_split=split,
+        cpu_split="+".join(
+            f"{summary.get(k, 0.0):.2f}" for k in ("cpu_startup_s", "cpu_engine_s", "cpu_workers_s")
+        ),
         ok=ok,
         note="" if ok else f"exit {code} {summary.get('finish_reason')} {check}",
     )
@@ -246,6 +251,7 @@ def child_ours(spec_json: str) -> None:
     extra = {"max_pages": spec["discovery"]} if spec["discovery"] else {}
     settings = bench_settings(spec["workers"], spec["per_host"], **extra)
     spider = DiscoverySpider if spec["discovery"] else BenchSpider
+    startup = _cpu(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     result = crawl(
         spider,
@@ -259,8 +265,18 @@ def child_ours(spec_json: str) -> None:
         "crawl_seconds": seconds,
         "exit_code": result.exit_code,
         "finish_reason": result.finish_reason,
+        # CPU seconds by process kind: start-up (interpreter and imports, before crawl()),
+        # the engine during the crawl, and the worker processes it reaped.
+        "cpu_startup_s": startup,
+        "cpu_engine_s": _cpu(resource.RUSAGE_SELF) - startup,
+        "cpu_workers_s": _cpu(resource.RUSAGE_CHILDREN),
     }
     print(json.dumps(summary), flush=True)
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _row(m: Measurement) -> str:
@@ -269,13 +285,14 @@ def _row(m: Measurement) -> str:
     return (
         f"{m.tool:7} {m.label:>9} {m.pages:>7} {m.items:>7} {m.discovered:>9} {m.crawl_s:>8.2f} "
         f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.cpu_ms_per_page:>7.2f} {cores:>5.2f} "
-        f"{m.peak_rss_mb:>8.0f}  {m.rss_split}{flag}"
+        f"{m.peak_rss_mb:>8.0f}  {m.rss_split:14} {m.cpu_split}{flag}"
     )
 
 
 HEADER = (
     f"{'tool':7} {'run':>9} {'pages':>7} {'items':>7} {'discovered':>9} {'crawl s':>8} "
-    f"{'pages/s':>8} {'CPU s':>7} {'ms/page':>7} {'cores':>5} {'RSS MB':>8}  split"
+    f"{'pages/s':>8} {'CPU s':>7} {'ms/page':>7} {'cores':>5} {'RSS MB':>8}  {'RSS split':14} "
+    "CPU start+engine+workers"
 )
 
 
