@@ -17,6 +17,7 @@ import dataclasses
 import secrets
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META
@@ -40,6 +41,23 @@ _SENT_MAX = 8192
 # process: 4.5-6.1 ms of CPU a page; one at a time: 4.0-4.9) and kept one parse tree alive per
 # thread (a tree costs about 20 times its body). Scrapy runs its callbacks on one thread too.
 _ABSOLUTE = ("http://", "https://")
+# After a callback on a body this large, the freed parse tree is handed back to the kernel
+# (glibc's malloc_trim): freed, it stays resident in the heap otherwise, and a worker's RSS
+# sits at its largest page's tree for the rest of the crawl.
+_TRIM_AFTER = 256 << 10
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
 
 
 def fresh_fingerprint() -> int:
@@ -151,6 +169,8 @@ class CallbackRunner:
             del response  # the parse tree goes with it, before the next callback parses
             # Under the lock too: CPU work, and the sent-follows cache is then never shared.
             follows, new_requests, links, skipped = self.links(job, base, urls, requests)
+            if len(body) > _TRIM_AFTER:
+                _trim()
         keys: tuple[str, ...] = ()
         kept = tuple(items)
         if self.rules.active and kept:
