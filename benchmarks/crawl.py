@@ -65,6 +65,7 @@ class Measurement:
     rss_split: str = ""  # MB per process at the peak, the crawl's root process first
     cpu_split: str = ""  # ours: CPU s of start-up + engine + workers
     peak_pss_mb: float = 0.0  # the tree's peak proportional set size (shared pages once)
+    crawl_cpu_s: float = 0.0  # ours: CPU of the engine and workers inside crawl(), no start-up
 
     @property
     def pages_per_s(self) -> float:
@@ -114,7 +115,7 @@ def doc_site(dirs: list[Path], tmp: Path, workers: int) -> DocSite:
 
 
 class TreePSSSampler(threading.Thread):
-    """The peak summed ``Pss`` of a process tree, every 0.1 s from ``smaps_rollup``.
+    """The peak summed ``Pss`` of a process tree, sampled from ``smaps_rollup``.
 
     RSS summed over processes counts a page shared by the engine and its forked workers once
     per process (each worker starts with the engine's ~38 MB of imported modules resident and
@@ -122,7 +123,7 @@ class TreePSSSampler(threading.Thread):
     machine's memory once. Reported beside RSS, which stays the issue's yardstick.
     """
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
+    def __init__(self, root: int, interval: float) -> None:
         super().__init__(daemon=True)
         self.root, self.interval, self.peak = root, interval, 0
         self._stop_event = threading.Event()
@@ -153,7 +154,7 @@ def _measure(cmd: list[str], timeout: float) -> tuple[float, float, float, str, 
         proc = subprocess.Popen(cmd, stdout=out)
         sampler = TreeRSSSampler(proc.pid, interval=0.05)
         sampler.start()
-        pss = TreePSSSampler(proc.pid)
+        pss = TreePSSSampler(proc.pid, interval=0.2)
         pss.start()
         deadline = t0 + timeout
         status, usage = 0, None
@@ -234,6 +235,7 @@ def run_ours(
         peak_rss_mb=rss,
         peak_pss_mb=pss,
         rss_split=split,
+        crawl_cpu_s=summary.get("cpu_engine_s", 0.0) + summary.get("cpu_workers_s", 0.0),
         cpu_split="+".join(
             f"{summary.get(k, 0.0):.2f}" for k in ("cpu_startup_s", "cpu_engine_s", "cpu_workers_s")
         ),
@@ -323,17 +325,20 @@ def _cpu(who: int) -> float:
 def _row(m: Measurement) -> str:
     flag = "" if m.ok else f"  !! {m.note}"
     cores = m.cpu_s / m.wall_s if m.wall_s else 0.0
+    # The bar's "cores over the crawl": inside crawl() only, without interpreter start-up.
+    crawl_cores = f"{m.crawl_cpu_s / m.crawl_s:.2f}" if m.crawl_cpu_s and m.crawl_s else "-"
     return (
         f"{m.tool:7} {m.label:>9} {m.pages:>7} {m.items:>7} {m.discovered:>9} {m.crawl_s:>8.2f} "
         f"{m.pages_per_s:>8.0f} {m.cpu_s:>7.2f} {m.cpu_ms_per_page:>7.2f} {cores:>5.2f} "
-        f"{m.peak_rss_mb:>8.0f} {m.peak_pss_mb:>6.0f}  {m.rss_split:14} {m.cpu_split}{flag}"
+        f"{crawl_cores:>5} {m.peak_rss_mb:>8.0f} {m.peak_pss_mb:>6.0f}  {m.rss_split:14} "
+        f"{m.cpu_split}{flag}"
     )
 
 
 HEADER = (
     f"{'tool':7} {'run':>9} {'pages':>7} {'items':>7} {'discovered':>9} {'crawl s':>8} "
-    f"{'pages/s':>8} {'CPU s':>7} {'ms/page':>7} {'cores':>5} {'RSS MB':>8} {'PSS MB':>6}  "
-    f"{'RSS split':14} "
+    f"{'pages/s':>8} {'CPU s':>7} {'ms/page':>7} {'cores':>5} {'crawl':>5} {'RSS MB':>8} "
+    f"{'PSS MB':>6}  {'RSS split':14} "
     "CPU start+engine+workers"
 )
 
