@@ -22,9 +22,9 @@ import lxml.etree
 import lxml.html
 
 __all__ = [
-    "BASE_XPATH",
     "LINK_XPATH",
     "LinkJoiner",
+    "base_href",
     "decode_body",
     "make_parser",
     "markup_kind",
@@ -114,7 +114,6 @@ _LOOKS_HTML = re.compile(
 _LOOKS_MARKUP = re.compile(rb"^\s*<[!?a-zA-Z]")
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*:")
 LINK_XPATH = lxml.etree.XPath("//a/@href|//area/@href", smart_strings=False)
-BASE_XPATH = lxml.etree.XPath("(//base[@href])[1]/@href", smart_strings=False)
 _parsers = threading.local()  # lxml parsers must not be shared between threads
 
 
@@ -143,6 +142,20 @@ def make_parser(kind: str) -> lxml.etree._FeedParser:
             )
         setattr(_parsers, kind, p)
     return p
+
+
+def base_href(root: lxml.etree._Element) -> str | None:
+    """The ``href`` of the document's first ``<base href>``, as browsers take it.
+
+    ``iter("base")`` rather than an XPath: lxml answers at once when the tag name was never
+    parsed (it is missing from the parser's name dictionary), which is the common case; the
+    XPath ``(//base[@href])[1]`` walked the whole tree on every page (0.15 ms on python3-doc).
+    """
+    for element in root.iter("base"):
+        href = element.get("href")
+        if href is not None:
+            return str(href)
+    return None
 
 
 class LinkJoiner:

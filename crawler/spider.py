@@ -29,7 +29,7 @@ import parsel
 from crawler.cookies import SESSION_META
 from crawler.forms import form_request
 from crawler.http import HTTPHeaderDict, ProxyConfig
-from crawler.markup import BASE_XPATH, LINK_XPATH, LinkJoiner, decode_body, make_parser, markup_kind
+from crawler.markup import LINK_XPATH, LinkJoiner, base_href, decode_body, make_parser, markup_kind
 
 __all__ = ["Request", "Response", "Spider", "decode_body", "iter_results"]
 
@@ -337,10 +337,10 @@ class Response:
             base = self.url
             root = self._tree()
             if root is not None:
-                found = BASE_XPATH(root)
-                if found:
+                found = base_href(root)
+                if found is not None:
                     with contextlib.suppress(ValueError):
-                        base = urljoin(self.url, found[0].strip())
+                        base = urljoin(self.url, found.strip())
             self._base = LinkJoiner(base)
         return self._base
 

@@ -4,7 +4,8 @@ The output (checked by ``spider.iter_results``) becomes items, ``Follow`` tuples
 ``NewRequest``s. The per-link path is the hot one: a page can carry hundreds of links, each
 admitted against the response URL (``crawler.urls.admit``: canonical form, length, offsite
 filter, fingerprint; a refused link is skipped and counted, a repeat within the page only
-skipped) and pruned past ``max_depth`` here, in the worker, on every core.
+skipped) and pruned past ``max_depth`` here, in the worker, on every core; a link this
+worker has already sent to the parent is not sent again.
 :meth:`CallbackRunner.links` is written for that: local names, one ``admit`` call per link and
 nothing else it does not need. A callback that raises is a ``callback`` error with its
 traceback; the page row and what it yielded before raising are kept.
@@ -16,6 +17,7 @@ import dataclasses
 import secrets
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META
@@ -29,10 +31,33 @@ from crawler.worker.validate import ItemRules
 __all__ = ["CallbackRunner", "fresh_fingerprint", "new_request"]
 
 _HOST_CACHE_MAX = 100_000  # entries of the spider.allows() cache before it is cleared
-# A parse tree costs about 20 times its body (a 3.6 MB page of 100,000 links: ~65 MB), and a
-# worker runs several fetch threads. Bodies above this size are parsed one at a time per worker,
-# so a worker's memory is bounded by one large tree, not by one per thread.
-_LARGE_BODY = 1 << 20
+# Entries of the sent-follows cache before it is cleared: a site's navigation (the links every
+# page repeats) is a few hundred URLs; a crawl that only ever finds new URLs pays a dict miss
+# a link and at most this many entries (about 2 MB) of memory.
+_SENT_MAX = 8192
+# The spider runs one callback at a time per worker (the fetch threads still fetch side by
+# side). A worker is one of N processes for N cores, so a second parse in the same process
+# buys no CPU; it only made threads fight over the GIL and malloc (python3-doc, 4 threads in
+# process: 4.5-6.1 ms of CPU a page; one at a time: 4.0-4.9) and kept one parse tree alive per
+# thread (a tree costs about 20 times its body). Scrapy runs its callbacks on one thread too.
+_ABSOLUTE = ("http://", "https://")
+# After a callback on a body this large, the freed parse tree is handed back to the kernel
+# (glibc's malloc_trim): freed, it stays resident in the heap otherwise, and a worker's RSS
+# sits at its largest page's tree for the rest of the crawl.
+_TRIM_AFTER = 256 << 10
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
 
 
 def fresh_fingerprint() -> int:
@@ -80,11 +105,15 @@ class CallbackRunner:
         self.spider = spider
         self.settings = settings
         self._allowed: dict[str, bool] = {}
-        self._large = threading.Lock()
+        # Absolute link URL (as a callback yields it) -> its admission, for the links this
+        # worker has already sent to the parent as follows in this run (see links()).
+        self._sent: dict[str, Admitted] = {}
+        self._parsing = threading.Lock()
         self.rules = ItemRules(spider)
 
     def __repr__(self) -> str:
-        return f"<CallbackRunner {type(self.spider).__name__} {len(self._allowed)} hosts>"
+        name = type(self.spider).__name__
+        return f"<CallbackRunner {name} {len(self._allowed)} hosts {len(self._sent)} sent>"
 
     def allows(self, host: str) -> bool:
         """``spider.allows(host)``, asked once per host (the cache is cleared when large)."""
@@ -122,10 +151,7 @@ class CallbackRunner:
         items: list[dict[str, Any]] = []
         urls: list[str] = []
         requests: list[Request] = []
-        large = len(body) > _LARGE_BODY
-        if large:
-            self._large.acquire()
-        try:
+        with self._parsing:
             response = Response(
                 job.url, status, headers, body, request=request, depth=job.depth, meta=meta
             )
@@ -140,11 +166,11 @@ class CallbackRunner:
                     msg = f"{type(exc).__name__}: {exc}"
                     failures.append(Failure(job.url, "callback", msg, tb))
             base = response.url
-            del response  # the parse tree goes with it, before the next large body may parse
-        finally:
-            if large:
-                self._large.release()
-        follows, new_requests, links, skipped = self.links(job, base, urls, requests)
+            del response  # the parse tree goes with it, before the next callback parses
+            # Under the lock too: CPU work, and the sent-follows cache is then never shared.
+            follows, new_requests, links, skipped = self.links(job, base, urls, requests)
+            if len(body) > _TRIM_AFTER:
+                _trim()
         keys: tuple[str, ...] = ()
         kept = tuple(items)
         if self.rules.active and kept:
@@ -188,8 +214,16 @@ class CallbackRunner:
         follows: list[Follow] = []
         links: list[str] = []
         allows = self.allows
+        sent = self._sent
         duplicate = Refusal.DUPLICATE  # an Enum member is a slow global lookup in a hot loop
         for raw in urls:
+            known = sent.get(raw)
+            if known is not None:
+                fp = known[2]
+                if fp not in seen:
+                    seen.add(fp)
+                    links.append(known[0])
+                continue
             if len(raw) > max_len:  # skipped unparsed: a huge string is never worth parsing
                 skipped += 1
                 continue
@@ -199,6 +233,11 @@ class CallbackRunner:
                 links.append(url)
                 if not prune:
                     follows.append((fp, url, host))
+                    # Only an absolute string means the same URL on every page.
+                    if raw.startswith(_ABSOLUTE):
+                        if len(sent) >= _SENT_MAX:
+                            sent.clear()
+                        sent[raw] = admitted
             elif admitted.reason is not duplicate:
                 skipped += 1
         new_requests: list[NewRequest] = []

@@ -7,7 +7,8 @@ its own pair, so a worker killed in the middle of a write can corrupt only its o
 a queue shared with its siblings.
 
 Inside the process the main thread reads the job pipe into a local queue, ``threads`` fetch
-threads run :meth:`JobRunner.process` on each Job, and one sender thread batches finished
+threads run :meth:`JobRunner.process` on each Job (fetching side by side, running the spider's
+callbacks one at a time: ``crawler.worker.callbacks``), and one sender thread batches finished
 Outcomes into as few pipe writes as possible. A worker holds a share of every host's
 ``per_host`` slots (``crawler.engine.dispatch.slot_shares``; the shares sum to ``per_host``)
 and keeps one ``HTTPConnectionPool(maxsize=per_host, block=True)`` per host it fetches from.

@@ -256,6 +256,11 @@ def test_links_without_base() -> None:
     ]
 
 
+def test_links_take_the_first_base_with_an_href_wherever_it_is() -> None:
+    body = b"<p><base target='_top'><BASE HREF='/other/'><base href='/third/'><a href='x'>1</a>"
+    assert html(body).links() == ["http://site.example/other/x"]
+
+
 @pytest.mark.parametrize(
     "base",
     [

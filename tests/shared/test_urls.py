@@ -148,6 +148,25 @@ def test_fast_path_only_accepts_what_the_slow_path_keeps() -> None:
         assert canonicalize_url(slow) == slow
 
 
+def test_fast_path_agrees_with_the_slow_path_on_hosts_ports_and_escapes() -> None:
+    rng = random.Random(13)
+    host_chars = "ab0-_.A"
+    ports = ["", ":", ":80", ":443", ":8080", ":0", ":65536", ":007"]
+    tails = ["", "x", "%41", "%7e", "%7E", "%2f", "%2F", "%e9", "%zz", "a%", "/./b", "?", "?q=%3D"]
+    for _ in range(4000):
+        host = "".join(rng.choice(host_chars) for _ in range(rng.randrange(1, 9)))
+        url = f"{rng.choice(('http', 'https'))}://{host}{rng.choice(ports)}/"
+        url += "".join(rng.choice(tails) for _ in range(rng.randrange(3)))
+        try:
+            slow = frontier._canonicalize_slow(url)
+        except InvalidURL:
+            with pytest.raises(InvalidURL):
+                canonicalize_url(url)
+            continue
+        assert canonicalize_url(url) == slow, url
+        assert canonicalize_url(slow) == slow, url
+
+
 @pytest.mark.parametrize(
     ("url", "host"),
     [

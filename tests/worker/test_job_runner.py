@@ -74,6 +74,29 @@ def test_link_limits_skip_and_count(server: MisbehavingServer) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_a_link_already_sent_by_this_worker_is_not_sent_again(server: MisbehavingServer) -> None:
+    for w in make_worker(store_links=True):
+        first = w.process(job(server, "/links?n=50"))
+        assert len(first.follows) == 50
+        # Another page with five of the same links: nothing new to tell the parent, which
+        # would ignore them; the page's own links are still all there.
+        again = w.process(job(server, "/links?n=5"))
+        assert again.follows == () and again.skipped_urls == 0
+        assert again.links == tuple(server.url(f"/links/{i}") for i in range(5))
+        assert "50 sent" in repr(w.callbacks)
+
+
+@pytest.mark.timeout(30)
+def test_a_pruned_link_is_followed_from_a_shallower_page(server: MisbehavingServer) -> None:
+    for w in make_worker(max_depth=2):
+        assert w.process(job(server, "/links?n=5", depth=2)).follows == ()
+        out = w.process(job(server, "/links?n=5", depth=0))
+        assert [url for _fp, url, _host in out.follows] == [
+            server.url(f"/links/{i}") for i in range(5)
+        ]
+
+
+@pytest.mark.timeout(30)
 def test_gzip_bomb_is_cut_at_max_body_size(server: MisbehavingServer, worker: JobRunner) -> None:
     out = worker.process(job(server, "/gzip-bomb"))
     assert out.page is not None and out.page.size <= 1 << 20
