@@ -37,6 +37,11 @@ def without_password(url: str) -> str:
 class Connection:
     """The database at ``url`` and its one connection. Not thread-safe: one owner."""
 
+    # Set when this store joined a run as a node (cluster.py): take, requeue and record fence
+    # their rows by node and lease epoch.
+    node_id: int | None = None
+    joined_run: int | None = None
+
     def __init__(
         self,
         url: str,

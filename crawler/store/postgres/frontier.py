@@ -61,6 +61,17 @@ _TAKE = (
     " RETURNING fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
     " etag, last_modified, content_hash, priority, seq"
 )
+# A node takes only from a host it holds a live lease on (checked in the same statement), and
+# stamps each row with itself and the lease's epoch (fencing: cluster.py, results.py).
+_TAKE_LEASED = (
+    "UPDATE frontier SET state = 'in_flight', updated_at = %s, node = l.owner, epoch = l.epoch"
+    " FROM host_leases l WHERE l.run_id = %s AND l.host = %s AND l.owner = %s"
+    " AND l.expires_at > extract(epoch FROM clock_timestamp()) AND frontier.fp IN ("
+    " SELECT fp FROM frontier WHERE state = 'queued' AND host = %s AND not_before <= %s"
+    " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING fp, url, method, headers, frontier.body, callback, meta, depth, attempts,"
+    " redirect_urls, etag, last_modified, content_hash, priority, seq"
+)
 _QUEUED_HOSTS = """
 WITH RECURSIVE h(host) AS (
     SELECT (SELECT min(host) FROM frontier WHERE state = 'queued')
@@ -178,7 +189,11 @@ class FrontierMixin(Connection):
         if limit <= 0:
             return []
         with self._tx("take work from") as conn:
-            rows = conn.execute(_TAKE, (now, host, now, limit)).fetchall()
+            if self.node_id is None:
+                rows = conn.execute(_TAKE, (now, host, now, limit)).fetchall()
+            else:
+                args = (now, self.joined_run, host, self.node_id, host, now, limit)
+                rows = conn.execute(_TAKE_LEASED, args).fetchall()
         rows.sort(key=lambda row: (-row[13], row[14]))  # RETURNING has no order
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
@@ -224,10 +239,12 @@ class FrontierMixin(Connection):
 
     def requeue(self, fps: Iterable[int], *, count_attempt: bool = False) -> int:
         extra = ", attempts = attempts + 1" if count_attempt else ""
+        # A node puts back only its own rows: one a takeover requeued may be another's now.
+        mine = "" if self.node_id is None else f" AND node = {int(self.node_id)}"
         with self._tx("requeue in") as conn:
             n = conn.execute(
-                f"UPDATE frontier SET state = 'queued'{extra}"
-                " WHERE fp = ANY(%s) AND state = 'in_flight'",
+                f"UPDATE frontier SET state = 'queued', node = NULL, epoch = NULL{extra}"
+                f" WHERE fp = ANY(%s) AND state = 'in_flight'{mine}",
                 (list(fps),),
             ).rowcount
         self._counts["in_flight"] -= n
