@@ -38,6 +38,7 @@ log = logging.getLogger("crawler")
 
 CLAIM_EVERY = 0.2  # seconds between claims of free hosts while some wait
 MAX_CANDIDATES = 200  # hosts offered to one claim statement
+HEARTBEAT_MAX = 2.0  # seconds between heartbeats, at most
 
 
 def lease_grace(settings: Settings) -> float:
@@ -64,7 +65,9 @@ class Node:
         self.ttl = settings.lease_ttl
         self.grace = lease_grace(settings)
         self.stale_after = self.ttl + self.grace  # a node silent this long is dead
-        self.every = max(0.2, self.ttl / 3)
+        # Renewals (and the fair-share check) at least every 2 s: cheap (a few statements),
+        # and a node that joins a busy run gets its share soon.
+        self.every = max(0.2, min(self.ttl / 3, HEARTBEAT_MAX))
         self.clock = clock
         self.robots: RobotsGate | None = None
         self.run_id = 0
@@ -72,6 +75,8 @@ class Node:
         self.started_at = 0.0
         # host -> (epoch, local deadline on ``clock``)
         self.leases: dict[str, tuple[int, float]] = {}
+        # Held hosts beyond the fair share: nothing new starts; released once idle.
+        self.draining: set[str] = set()
         self.run_pages = 0  # the whole run's, as of the last heartbeat (this node's included)
         self.run_items = 0
         self.live_nodes = 1
@@ -118,6 +123,8 @@ class Node:
         if mono >= self._next_beat:
             self._next_beat = mono + self.every
             self._beat(counters, mono)
+        elif self.draining:
+            self._release_drained()
         s = self.settings
         if shutdown.reason is not None:
             return
@@ -153,24 +160,36 @@ class Node:
                 else:
                     log.warning("lost the lease of %s", host)
                     del self.leases[host]
+                    self.draining.discard(host)
         requeued = store.reap(self.grace)
         if requeued:
             log.warning("took over dead leases: %d URLs in flight back in the queue", requeued)
         self._shed()
 
     def _shed(self) -> None:
-        """Give back hosts with nothing in flight here that have no work, or beyond the fair
-        share (so a node that ran out of hosts gets some of the others')."""
+        """Give back hosts with nothing in flight here that have no work; drain the hosts
+        beyond the fair share (no new starts, released once idle), least busy first, so a
+        node that joined late or ran out of hosts gets some of the others'."""
         wanted = set(self._wanted)
-        idle = [h for h in self.leases if not self._in_flight(h)]
-        gone = [h for h in idle if h not in wanted]
-        extra = len(self.leases) - len(gone) - self._share() - 1
+        gone = [h for h in self.leases if h not in wanted and not self._in_flight(h)]
+        keep = [h for h in self.leases if h in wanted and h not in self.draining]
+        extra = len(keep) - self._share()
         if extra > 0:
-            gone += [h for h in idle if h in wanted][:extra]
-        if gone:
-            self.store.release(self._clocks(gone))
-            for host in gone:
+            keep.sort(key=self._in_flight)
+            self.draining.update(keep[:extra])
+        self._release(gone)
+        self._release_drained()
+
+    def _release_drained(self) -> None:
+        self._release([h for h in self.draining if not self._in_flight(h)])
+
+    def _release(self, hosts: list[str]) -> None:
+        hosts = [h for h in hosts if h in self.leases]
+        if hosts:
+            self.store.release(self._clocks(hosts))
+            for host in hosts:
                 del self.leases[host]
+                self.draining.discard(host)
 
     def _share(self) -> int:
         return max(1, math.ceil(len(self._wanted) / max(1, self.live_nodes)))
@@ -193,7 +212,8 @@ class Node:
             room = self._share() - len(leases)
             if room > 0:
                 self._claim(free, room, now)
-        return [h for h in hosts if h in leases and leases[h][1] > mono]
+        draining = self.draining
+        return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
 
     def _claim(self, free: list[str], room: int, now: float) -> None:
         if len(free) > MAX_CANDIDATES:

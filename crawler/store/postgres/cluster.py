@@ -225,8 +225,8 @@ class ClusterMixin(Connection):
                     (hosts,),
                 ).rowcount
             )
-        self._counts["in_flight"] -= n
-        self._counts["queued"] += n
+        if n:
+            self.recount()  # another node's rows: our own counts cannot say how many (rare)
         return n
 
     def robots_of(self, hosts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
