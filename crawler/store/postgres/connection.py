@@ -34,6 +34,11 @@ def without_password(url: str) -> str:
     return _without_password(url)
 
 
+class Conflict(StorageError):
+    """The server rolled our transaction back to break a deadlock with another node's: the
+    whole call is repeated (every write is keyed, so repeating it is safe)."""
+
+
 class Connection:
     """The database at ``url`` and its one connection. Not thread-safe: one owner."""
 
@@ -111,10 +116,17 @@ class Connection:
             return
 
     def _retrying(self, call: Callable[[], T]) -> T:
-        """``call()``, again after a reconnect when the connection broke under it."""
+        """``call()``, again after a reconnect when the connection broke under it, and again
+        at once when the server chose it as a deadlock's victim (a few times)."""
+        victims = 0
         while True:
             try:
                 return call()
+            except Conflict:
+                victims += 1
+                if victims > 5:
+                    raise
+                log.info("deadlock with another node; repeating the transaction")
             except StorageError as exc:
                 if self._closed or not (self.conn.broken or self.conn.closed):
                     raise
@@ -149,6 +161,8 @@ class Connection:
                 f"database {self.path} is locked by another writer; waited"
                 f" {self.busy_timeout:g}s to {doing} it"
             )
+        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+            return Conflict(f"cannot {doing} database {self.path}: {_first_line(exc)}")
         return StorageError(f"cannot {doing} database {self.path}: {_first_line(exc)}")
 
     @contextmanager

@@ -35,11 +35,13 @@ _FOLLOW_COLUMNS = {
 
 def _insert_sql(columns: dict[str, str]) -> str:
     arrays = ", ".join(f"%b::{kind}[]" for kind in columns.values())  # %b: binary, no escaping
-    # ORDER BY ordinality: seq (the default) follows the batch's order.
+    # seq follows the batch's order (nextval runs after the inner sort); the rows go in by
+    # fp, so nodes inserting the same new links lock their keys in one order: no deadlock.
+    names = ", ".join(columns)
     return (
-        f"INSERT INTO frontier ({', '.join(columns)})"
-        f" SELECT {', '.join(columns)} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS batch({', '.join(columns)}, n) ORDER BY n"
+        f"INSERT INTO frontier ({names}, seq) SELECT {names}, s FROM ("
+        f" SELECT {names}, nextval('frontier_seq') AS s FROM unnest({arrays})"
+        f" WITH ORDINALITY AS batch({names}, n) ORDER BY n) AS b ORDER BY fp"
         " ON CONFLICT (fp) DO NOTHING"
     )
 
@@ -49,10 +51,12 @@ _INSERT_SQL = {id(c): _insert_sql(c) for c in (_REQUEST_COLUMNS, _FOLLOW_COLUMNS
 # values vary per row, so they travel as three strings split on the server, which costs the
 # client a join instead of a per-element array encoding (half the engine's CPU, measured).
 _INSERT_FOLLOWS = (
-    "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at)"
-    " SELECT f::bigint, u, h, %s, %s, %s FROM unnest(string_to_array(%s, ','),"
+    "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at, seq)"
+    " SELECT f, u, h, %s, %s, %s, s FROM (SELECT f::bigint AS f, u, h,"
+    " nextval('frontier_seq') AS s FROM unnest(string_to_array(%s, ','),"
     " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'))"
-    " WITH ORDINALITY AS batch(f, u, h, n) ORDER BY n ON CONFLICT (fp) DO NOTHING"
+    " WITH ORDINALITY AS batch(f, u, h, n) ORDER BY n) AS b ORDER BY f"
+    " ON CONFLICT (fp) DO NOTHING"
 )
 _TAKE = (
     "UPDATE frontier SET state = 'in_flight', updated_at = %s WHERE fp IN ("
