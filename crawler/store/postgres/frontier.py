@@ -52,10 +52,10 @@ _INSERT_SQL = {id(c): _insert_sql(c) for c in (_REQUEST_COLUMNS, _FOLLOW_COLUMNS
 # client a join instead of a per-element array encoding (half the engine's CPU, measured).
 _INSERT_FOLLOWS = (
     "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at, seq)"
-    " SELECT f, u, h, %s, %s, %s, s FROM (SELECT f::bigint AS f, u, h,"
+    " SELECT f, u, h, d, %s, %s, s FROM (SELECT f::bigint AS f, u, h, d::bigint AS d,"
     " nextval('frontier_seq') AS s FROM unnest(string_to_array(%s, ','),"
-    " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'))"
-    " WITH ORDINALITY AS batch(f, u, h, n) ORDER BY n) AS b ORDER BY f"
+    " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'), string_to_array(%s, ','))"
+    " WITH ORDINALITY AS batch(f, u, h, d, n) ORDER BY n) AS b ORDER BY f"
     " ON CONFLICT (fp) DO NOTHING"
 )
 _TAKE = (
@@ -145,22 +145,24 @@ class FrontierMixin(Connection):
     def add_follows(self, follows: Iterable[Follow], *, depth: int) -> int:
         now = self._clock()
         with self._tx("add links to") as conn:
-            new = self._add_follows_in_tx(conn, follows, depth, now)
+            new = self._add_follows_in_tx(conn, ((*f, depth) for f in follows), now)
         self._counts["queued"] += new
         return new
 
     def _add_follows_in_tx(
-        self, conn: Any, follows: Iterable[Follow], depth: int, now: float
+        self, conn: Any, follows: Iterable[tuple[int, str, str, int]], now: float
     ) -> int:
-        rows = _unique((fp, url, host, depth, now, now) for fp, url, host in follows)
+        """``(fp, url, host, depth)`` rows, every depth of a batch in one statement (rows
+        go in by fp: one lock order for every node)."""
+        rows = _unique((fp, url, host, depth, now, now) for fp, url, host, depth in follows)
         if not rows:
             return 0
-        _fps, urls, hosts, *_ = zip(*rows, strict=True)
+        _fps, urls, hosts, depths, *_ = zip(*rows, strict=True)
         url_text, host_text = "\n".join(urls), "\n".join(hosts)
         if url_text.count("\n") != len(rows) - 1 or host_text.count("\n") != len(rows) - 1:
             return insert_new(conn, _FOLLOW_COLUMNS, rows)  # a newline inside a value
-        fp_text = ",".join(map(str, _fps))
-        cur = conn.execute(_INSERT_FOLLOWS, (depth, now, now, fp_text, url_text, host_text))
+        fp_text, depth_text = ",".join(map(str, _fps)), ",".join(map(str, depths))
+        cur = conn.execute(_INSERT_FOLLOWS, (now, now, fp_text, url_text, host_text, depth_text))
         return int(max(cur.rowcount, 0))
 
     def hosts_with_work(self, now: float) -> list[str]:

@@ -201,6 +201,15 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 requests.extend(o.requests)
                 if o.follows:
                     follows.setdefault(depth + 1, []).extend(o.follows)
+            # New URLs first: another node's batch may be inserting the same new links (rows
+            # go in by fp, one lock order) while holding its own rows' updates; inserting
+            # before updating ours means no node waits on us while we wait on it (a
+            # deadlock, each costing the server's deadlock_timeout, measured at 1/s here).
+            new = self._add_in_tx(conn, requests) if requests else 0
+            if follows:
+                new += self._add_follows_in_tx(
+                    conn, [(*f, d) for d, batch in follows.items() for f in batch], now
+                )
             with conn.cursor() as cur:
                 for touch in touches:
                     if not cur.execute(_TOUCH_PAGE, touch[:6]).rowcount:
@@ -233,9 +242,6 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                     else:
                         complete = o.state == "done" and not o.failures
                         self._track(cur, page_url, run_id, o.items, o.item_keys, complete=complete)
-            new = self._add_in_tx(conn, requests) if requests else 0
-            for follow_depth, batch in follows.items():
-                new += self._add_follows_in_tx(conn, batch, follow_depth, now)
         for state, d in delta.items():
             self._counts[state] += d
         self._counts["queued"] += new
