@@ -34,11 +34,6 @@ def without_password(url: str) -> str:
     return _without_password(url)
 
 
-class Conflict(StorageError):
-    """The server rolled our transaction back to break a deadlock with another node's: the
-    whole call is repeated (every write is keyed, so repeating it is safe)."""
-
-
 class Connection:
     """The database at ``url`` and its one connection. Not thread-safe: one owner."""
 
@@ -46,6 +41,7 @@ class Connection:
     # their rows by node and lease epoch.
     node_id: int | None = None
     joined_run: int | None = None
+    _deadlocked = False  # the last error was the server breaking a deadlock (see _retrying)
 
     def __init__(
         self,
@@ -122,12 +118,14 @@ class Connection:
         while True:
             try:
                 return call()
-            except Conflict:
-                victims += 1
-                if victims > 5:
-                    raise
-                log.info("deadlock with another node; repeating the transaction")
             except StorageError as exc:
+                # The server rolled our transaction back to break a deadlock with another
+                # node's: repeat the whole call (every write is keyed, repeating is safe).
+                if self._deadlocked and victims < 5:
+                    self._deadlocked = False
+                    victims += 1
+                    log.info("deadlock with another node; repeating the transaction")
+                    continue
                 if self._closed or not (self.conn.broken or self.conn.closed):
                     raise
                 self._reconnect(exc)
@@ -161,8 +159,9 @@ class Connection:
                 f"database {self.path} is locked by another writer; waited"
                 f" {self.busy_timeout:g}s to {doing} it"
             )
-        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
-            return Conflict(f"cannot {doing} database {self.path}: {_first_line(exc)}")
+        self._deadlocked = isinstance(
+            exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
         return StorageError(f"cannot {doing} database {self.path}: {_first_line(exc)}")
 
     @contextmanager
