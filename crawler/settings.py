@@ -347,6 +347,10 @@ class Settings:
     db_retry: float = _setting(
         60.0, "duration", "keep reconnecting to a lost database server this long, then exit 3"
     )
+    # Several nodes on one PostgreSQL run (issue 10, docs/distributed.md).
+    lease_ttl: float = _setting(
+        30.0, "duration", "seconds a node's host lease lives without renewal (PostgreSQL)"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -79,6 +79,9 @@ class Dispatcher:
         # Set by the engine when cookies or a login are in play: adds each Job's Cookie
         # header, and puts back (second argument) the Jobs that must wait for a login.
         self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
+        # Set by the engine when this process is a node of a shared run (PostgreSQL,
+        # crawler.engine.nodes): keeps the hosts it holds a live lease on, claiming some.
+        self.lease_filter: Callable[[list[str], float], list[str]] | None = None
         self._held: dict[tuple[str, int], int] = {}  # (host, worker) -> its Jobs in flight
         self._shares: dict[str, tuple[int, ...]] = {}
 
@@ -151,6 +154,8 @@ class Dispatcher:
     ) -> list[Outcome]:
         """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
         hosts = store.hosts_with_work(now)
+        if self.lease_filter is not None:
+            hosts = self.lease_filter(hosts, now)
         if not hosts:
             return []
         outgoing: dict[int, list[Job]] = {}

@@ -30,13 +30,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import multiprocess
 
 from crawler.engine import gates, seeding
 from crawler.engine.dispatch import Dispatcher
 from crawler.engine.inflight import InFlight
+from crawler.engine.nodes import Node
 from crawler.engine.politeness import Politeness, PolitenessPolicy
 from crawler.engine.robotsgate import RobotsGate
 from crawler.engine.runlock import RunLock
@@ -66,6 +67,9 @@ from crawler.settings import Settings
 from crawler.spider import Spider
 from crawler.store import CrawlStore, database_file, is_database_url, open_store
 from crawler.worker.process import STOP, default_threads
+
+if TYPE_CHECKING:
+    from crawler.store.api import NodeStore
 
 __all__ = ["RunResult", "crawl"]
 
@@ -163,6 +167,8 @@ class _Engine:
         self.recrawl_after: float | None = settings.recrawl_after
         self.track_items = False  # the spider declares item_key: record keeps item history
         self.start_deferred: Spider | None = None  # start requests waiting for a login
+        # This process as a node of a run shared over PostgreSQL; None for SQLite.
+        self.node: Node | None = None
         self._bad_logins: list[Outcome] = []
 
     def __repr__(self) -> str:
@@ -212,8 +218,16 @@ class _Engine:
                 busy_timeout=self.busy_timeout,
                 db_retry=self.settings.db_retry,
             )
-            store.reset_in_flight()
-            run_id = store.begin_run(name, _storable(self.settings))
+            seed = True
+            if is_database_url(str(self.db_path)):
+                # Several machines may run this spider: join its live run or start one.
+                shared = cast("NodeStore", store)  # a postgresql:// store is one
+                self.node = node = Node(shared, self.settings, self.politeness)
+                run_id, seed = node.join(name, _storable(self.settings))
+                self.dispatcher.lease_filter = node.allowed
+            else:
+                store.reset_in_flight()
+                run_id = store.begin_run(name, _storable(self.settings))
             self.store = store
             self.run_id = run_id
             self.track_items = spider.item_key is not None
@@ -222,7 +236,7 @@ class _Engine:
             self.sessions = Sessions(spider, store, cookies=self.settings.cookies)
             shutdown.install()
             try:
-                self._seed(spider)
+                self._seed(spider, seed)
             except StorageError:
                 raise
             except Exception as exc:
@@ -250,7 +264,10 @@ class _Engine:
             spider.closed(reason)
         except Exception:
             log.exception("spider.closed(%r) raised", reason)
-        store.end_run(run_id, exit_code=exit_code, finish_reason=reason, stats=stats)
+        if self.node is not None:
+            self.node.leave(exit_code, reason, stats)
+        else:
+            store.end_run(run_id, exit_code=exit_code, finish_reason=reason, stats=stats)
         store.close()
         if self.settings.on_finish:
             summary = {"spider": name, "run_id": run_id, "exit_code": exit_code}
@@ -287,10 +304,10 @@ class _Engine:
         self.shutdown.fail_gates(failed)
         return failed
 
-    def _seed(self, spider: Spider) -> None:
+    def _seed(self, spider: Spider, seed: bool = True) -> None:
         """Load what earlier runs left (robots policies), queue the start requests and the
         spider's sitemaps, and queue again what is due (docs/cron.md, "What a new run
-        fetches")."""
+        fetches"). A node joining a shared run (``seed`` false) finds its run seeded."""
         now = time.time()
         self.recrawl_after = seeding.recrawl_after(spider, self.settings)
         if self.settings.robots:
@@ -299,6 +316,11 @@ class _Engine:
             rows = self.store.robots_policies(since=RobotsGate.since(now))
             for host, policy in self.robots.load(rows):
                 self.politeness.set_crawl_delay(host, policy.crawl_delay)
+        if self.node is not None:
+            self.node.robots = self.robots
+            if not seed:
+                self.sessions.load(now)
+                return
         self.sessions.load(now)
         if self.settings.cookies or wants_login(spider):
             self.dispatcher.prepare = self.sessions.prepare
@@ -309,8 +331,12 @@ class _Engine:
             if logins:
                 self.store.add(logins)
                 self.start_deferred = spider
+                if self.node is not None:
+                    self.node.seeded()
                 return
         self._seed_start(spider, now)
+        if self.node is not None:
+            self.node.seeded()
 
     def _seed_start(self, spider: Spider, now: float) -> None:
         bad, start_fps = seeding.seed(spider, self.store, self.settings, self.counters)
@@ -337,24 +363,29 @@ class _Engine:
         shutdown = self.shutdown
         next_progress = time.monotonic()
         next_log = next_progress + LOG_EVERY
+        node = self.node
         while True:
             now = time.time()
+            if node is not None:
+                node.tick(self.counters, shutdown, now)
             shutdown.check(self.settings, now, self.counters)
             if shutdown.reason is None:
                 self._dispatch(now)
             if not self.in_flight:
                 if shutdown.reason is not None:
                     break
-                if not self.store.has_queued():
-                    break
-                if self.robots is not None and self.robots.only_waiting(
-                    self.store.hosts_with_work(math.inf), now
-                ):
-                    # What is left waits for an unreachable robots.txt: the next run asks again.
-                    shutdown.reason, shutdown.exit_code = "robots.txt unreachable", EXIT_LIMIT
-                    break
-                if self._only_deferred_work(now):
-                    break
+                # A node of a shared run waits while another node has work in flight.
+                if node is None or not node.busy_elsewhere():
+                    if not self.store.has_queued():
+                        break
+                    if self.robots is not None and self.robots.only_waiting(
+                        self.store.hosts_with_work(math.inf), now
+                    ):
+                        # What is left waits for an unreachable robots.txt: the next run asks.
+                        shutdown.reason, shutdown.exit_code = "robots.txt unreachable", EXIT_LIMIT
+                        break
+                    if self._only_deferred_work(now):
+                        break
             elif shutdown.past_deadline():
                 self._abandon_in_flight()
                 break
@@ -465,6 +496,8 @@ class _Engine:
         budget = math.inf
         if self.settings.max_pages:
             budget = self.settings.max_pages - self.counters.pages - len(self.in_flight)
+            if self.node is not None:
+                budget -= self.node.others_pages(self.counters)
             if budget <= 0:
                 return
         denied = self.dispatcher.dispatch(self.store, self.robots, now, budget)

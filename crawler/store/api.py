@@ -29,7 +29,14 @@ from typing import Any, Protocol
 from crawler.errors import StorageError
 from crawler.messages import Job, NewRequest, Outcome
 
-__all__ = ["BatchStats", "CrawlStore", "database_file", "is_database_url", "open_store"]
+__all__ = [
+    "BatchStats",
+    "CrawlStore",
+    "NodeStore",
+    "database_file",
+    "is_database_url",
+    "open_store",
+]
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _POSTGRESQL = ("postgresql", "postgres")
@@ -227,6 +234,69 @@ class CrawlStore(Protocol):
     def recent_stats(self, spider: str, before_run: int, n: int) -> list[dict[str, Any]]:
         """The stats of ``spider``'s last ``n`` runs before ``before_run`` that finished with
         exit 0 (oldest first): what the quality gates compare a run with."""
+        ...
+
+
+class NodeStore(Protocol):
+    """What a node of a run shared by several machines needs on top of :class:`CrawlStore`
+    (PostgreSQL only; ``crawler.engine.nodes``, ``crawler/store/postgres/cluster.py``).
+
+    Lease times are the server's clock. Between :meth:`join_run` and :meth:`leave`,
+    ``take`` hands out only rows of hosts this node holds a live lease on, stamped with the
+    node and the lease's epoch; ``requeue`` puts back only this node's rows; ``record``
+    refuses (does not write, leaves the row to the new owner) an outcome whose row is no
+    longer in flight under this node and its host's current epoch."""
+
+    def join_run(
+        self, spider: str, settings: dict[str, Any] | None, *, stale_after: float
+    ) -> tuple[int, int, bool, float]:
+        """Join the live run of ``spider`` (a node whose heartbeat is younger than
+        ``stale_after``) or start one: ``(run_id, node_id, started, started_at)``. Starting
+        one puts back what dead nodes left in flight; the starter seeds it, then calls
+        :meth:`seeded`. :class:`~crawler.errors.LockedError` while another spider's run lives."""
+        ...
+
+    def seeded(self) -> None:
+        """The run is seeded: other nodes may now take an empty frontier for the end."""
+        ...
+
+    def heartbeat(self, pages: int, items: int, stale_after: float) -> tuple[int, int, int, bool]:
+        """This node lives, with its counters: ``(run pages, run items, live nodes, ended)``."""
+        ...
+
+    def claim(
+        self, hosts: Sequence[str], limit: int, ttl: float
+    ) -> list[tuple[str, int, float, float | None]]:
+        """Up to ``limit`` free leases among ``hosts`` (``FOR UPDATE SKIP LOCKED``), each
+        with a new epoch, for ``ttl`` s: ``(host, epoch, next_fetch_at, crawl_delay)``."""
+        ...
+
+    def renew(self, leases: Sequence[tuple[str, int, float, float]], ttl: float) -> set[str]:
+        """Extend ``(host, epoch, next_fetch_at, crawl_delay)`` leases; the hosts kept."""
+        ...
+
+    def release(self, leases: Sequence[tuple[str, int, float, float]]) -> None:
+        """Give these leases up (nothing of theirs in flight), keeping their clocks."""
+        ...
+
+    def reap(self, grace: float) -> int:
+        """Free leases expired more than ``grace`` s ago and requeue their hosts' in-flight
+        rows; how many rows."""
+        ...
+
+    def robots_of(self, hosts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The stored robots.txt policies of ``hosts``, as ``robots_policies`` gives them."""
+        ...
+
+    def busy_elsewhere(self, stale_after: float) -> bool:
+        """Whether any row is in flight on any node, or a live node is seeding."""
+        ...
+
+    def leave(
+        self, *, exit_code: int, finish_reason: str, stats: dict[str, Any], stale_after: float
+    ) -> bool:
+        """Free this node's leases and end its row; the last live node ends the run (stats
+        summed over the nodes). Whether this call ended the run."""
         ...
 
 

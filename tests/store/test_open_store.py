@@ -20,6 +20,7 @@ from crawler.messages import NewRequest
 from crawler.robots import RobotsPolicy
 from crawler.settings import Settings
 from crawler.store import ROBOTS_COLUMNS, CrawlStore, Store, open_store
+from crawler.store.api import NodeStore
 from crawler.store.postgres import Store as PgStore
 from crawler.store.schema import SCHEMA_VERSION
 from crawler.store.sqlite import Store as SQLiteStore
@@ -29,10 +30,10 @@ from tests.kit.postgres import PostgresServer
 ENGINE = Path(crawler.__file__).parent / "engine"
 
 
-def _protocol_methods() -> set[str]:
+def _protocol_methods(protocol: type = CrawlStore) -> set[str]:
     return {
         name
-        for name, value in vars(CrawlStore).items()
+        for name, value in vars(protocol).items()
         if callable(value) and not name.startswith("_")
     }
 
@@ -53,7 +54,16 @@ def _engine_store_calls() -> set[str]:
 
 
 def test_the_protocol_is_exactly_what_the_engine_calls() -> None:
-    assert _engine_store_calls() == _protocol_methods()
+    # NodeStore: what a node of a run shared over PostgreSQL adds (crawler.engine.nodes).
+    assert _engine_store_calls() == _protocol_methods() | _protocol_methods(NodeStore)
+    assert not _protocol_methods() & _protocol_methods(NodeStore)
+
+
+@pytest.mark.parametrize("name", sorted(_protocol_methods(NodeStore)))
+def test_postgres_store_implements_each_node_method_with_the_same_signature(name: str) -> None:
+    want = inspect.signature(getattr(NodeStore, name))
+    got = inspect.signature(getattr(PgStore, name))
+    assert list(got.parameters.items()) == list(want.parameters.items()), name
 
 
 @pytest.mark.parametrize("name", sorted(_protocol_methods()))

@@ -17,6 +17,7 @@ psycopg's pipelined ``executemany`` for the per-outcome writes. Parts, one respo
     results.py      record() of pages, items, links, errors
     items.py        the item history record() keeps for a spider with item_key
     runs.py         runs, robots.txt policies, autothrottle's host state, cookies
+    cluster.py      nodes joining a run, host leases, takeover (several nodes, one run)
     read.py         the command line's read-only paths (runs, export, changes)
 
 A connection the server drops (a restart, a network cut) is opened again with backoff for at
@@ -33,6 +34,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from crawler.store.postgres.cluster import ClusterMixin
 from crawler.store.postgres.results import ResultsMixin
 from crawler.store.postgres.runs import RunsMixin
 
@@ -45,11 +47,12 @@ _RETRIED = (
     "put_robots", "add", "schedule_recrawl", "has_queued", "hosts_with_work",
     "next_not_before", "queued_url", "take", "requeue", "give_up", "record",
     "host_states", "put_host_states", "cookies", "put_cookies", "item_change_counts",
-    "run_item_count", "recent_stats",
+    "run_item_count", "recent_stats", "seeded", "heartbeat", "claim", "renew", "release",
+    "reap", "robots_of", "busy_elsewhere", "leave",
 )  # fmt: skip
 
 
-class Store(ResultsMixin, RunsMixin):
+class Store(ResultsMixin, RunsMixin, ClusterMixin):
     """The crawl database at a ``postgresql://`` URL. Not thread-safe: one owner calls it."""
 
 

@@ -37,6 +37,12 @@ def without_password(url: str) -> str:
 class Connection:
     """The database at ``url`` and its one connection. Not thread-safe: one owner."""
 
+    # Set when this store joined a run as a node (cluster.py): take, requeue and record fence
+    # their rows by node and lease epoch.
+    node_id: int | None = None
+    joined_run: int | None = None
+    _deadlocked = False  # the last error was the server breaking a deadlock (see _retrying)
+
     def __init__(
         self,
         url: str,
@@ -106,11 +112,20 @@ class Connection:
             return
 
     def _retrying(self, call: Callable[[], T]) -> T:
-        """``call()``, again after a reconnect when the connection broke under it."""
+        """``call()``, again after a reconnect when the connection broke under it, and again
+        at once when the server chose it as a deadlock's victim (a few times)."""
+        victims = 0
         while True:
             try:
                 return call()
             except StorageError as exc:
+                # The server rolled our transaction back to break a deadlock with another
+                # node's: repeat the whole call (every write is keyed, repeating is safe).
+                if self._deadlocked and victims < 5:
+                    self._deadlocked = False
+                    victims += 1
+                    log.info("deadlock with another node; repeating the transaction")
+                    continue
                 if self._closed or not (self.conn.broken or self.conn.closed):
                     raise
                 self._reconnect(exc)
@@ -144,6 +159,9 @@ class Connection:
                 f"database {self.path} is locked by another writer; waited"
                 f" {self.busy_timeout:g}s to {doing} it"
             )
+        self._deadlocked = isinstance(
+            exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
         return StorageError(f"cannot {doing} database {self.path}: {_first_line(exc)}")
 
     @contextmanager

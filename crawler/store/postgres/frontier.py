@@ -35,11 +35,13 @@ _FOLLOW_COLUMNS = {
 
 def _insert_sql(columns: dict[str, str]) -> str:
     arrays = ", ".join(f"%b::{kind}[]" for kind in columns.values())  # %b: binary, no escaping
-    # ORDER BY ordinality: seq (the default) follows the batch's order.
+    # seq follows the batch's order (nextval runs after the inner sort); the rows go in by
+    # fp, so nodes inserting the same new links lock their keys in one order: no deadlock.
+    names = ", ".join(columns)
     return (
-        f"INSERT INTO frontier ({', '.join(columns)})"
-        f" SELECT {', '.join(columns)} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS batch({', '.join(columns)}, n) ORDER BY n"
+        f"INSERT INTO frontier ({names}, seq) SELECT {names}, s FROM ("
+        f" SELECT {names}, nextval('frontier_seq') AS s FROM unnest({arrays})"
+        f" WITH ORDINALITY AS batch({names}, n) ORDER BY n) AS b ORDER BY fp"
         " ON CONFLICT (fp) DO NOTHING"
     )
 
@@ -49,10 +51,12 @@ _INSERT_SQL = {id(c): _insert_sql(c) for c in (_REQUEST_COLUMNS, _FOLLOW_COLUMNS
 # values vary per row, so they travel as three strings split on the server, which costs the
 # client a join instead of a per-element array encoding (half the engine's CPU, measured).
 _INSERT_FOLLOWS = (
-    "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at)"
-    " SELECT f::bigint, u, h, %s, %s, %s FROM unnest(string_to_array(%s, ','),"
-    " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'))"
-    " WITH ORDINALITY AS batch(f, u, h, n) ORDER BY n ON CONFLICT (fp) DO NOTHING"
+    "INSERT INTO frontier (fp, url, host, depth, discovered_at, updated_at, seq)"
+    " SELECT f, u, h, d, %s, %s, s FROM (SELECT f::bigint AS f, u, h, d::bigint AS d,"
+    " nextval('frontier_seq') AS s FROM unnest(string_to_array(%s, ','),"
+    " string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n'), string_to_array(%s, ','))"
+    " WITH ORDINALITY AS batch(f, u, h, d, n) ORDER BY n) AS b ORDER BY f"
+    " ON CONFLICT (fp) DO NOTHING"
 )
 _TAKE = (
     "UPDATE frontier SET state = 'in_flight', updated_at = %s WHERE fp IN ("
@@ -60,6 +64,17 @@ _TAKE = (
     " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
     " RETURNING fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
     " etag, last_modified, content_hash, priority, seq"
+)
+# A node takes only from a host it holds a live lease on (checked in the same statement), and
+# stamps each row with itself and the lease's epoch (fencing: cluster.py, results.py).
+_TAKE_LEASED = (
+    "UPDATE frontier SET state = 'in_flight', updated_at = %s, node = l.owner, epoch = l.epoch"
+    " FROM host_leases l WHERE l.run_id = %s AND l.host = %s AND l.owner = %s"
+    " AND l.expires_at > extract(epoch FROM clock_timestamp()) AND frontier.fp IN ("
+    " SELECT fp FROM frontier WHERE state = 'queued' AND host = %s AND not_before <= %s"
+    " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING fp, url, method, headers, frontier.body, callback, meta, depth, attempts,"
+    " redirect_urls, etag, last_modified, content_hash, priority, seq"
 )
 _QUEUED_HOSTS = """
 WITH RECURSIVE h(host) AS (
@@ -130,22 +145,24 @@ class FrontierMixin(Connection):
     def add_follows(self, follows: Iterable[Follow], *, depth: int) -> int:
         now = self._clock()
         with self._tx("add links to") as conn:
-            new = self._add_follows_in_tx(conn, follows, depth, now)
+            new = self._add_follows_in_tx(conn, ((*f, depth) for f in follows), now)
         self._counts["queued"] += new
         return new
 
     def _add_follows_in_tx(
-        self, conn: Any, follows: Iterable[Follow], depth: int, now: float
+        self, conn: Any, follows: Iterable[tuple[int, str, str, int]], now: float
     ) -> int:
-        rows = _unique((fp, url, host, depth, now, now) for fp, url, host in follows)
+        """``(fp, url, host, depth)`` rows, every depth of a batch in one statement (rows
+        go in by fp: one lock order for every node)."""
+        rows = _unique((fp, url, host, depth, now, now) for fp, url, host, depth in follows)
         if not rows:
             return 0
-        _fps, urls, hosts, *_ = zip(*rows, strict=True)
+        _fps, urls, hosts, depths, *_ = zip(*rows, strict=True)
         url_text, host_text = "\n".join(urls), "\n".join(hosts)
         if url_text.count("\n") != len(rows) - 1 or host_text.count("\n") != len(rows) - 1:
             return insert_new(conn, _FOLLOW_COLUMNS, rows)  # a newline inside a value
-        fp_text = ",".join(map(str, _fps))
-        cur = conn.execute(_INSERT_FOLLOWS, (depth, now, now, fp_text, url_text, host_text))
+        fp_text, depth_text = ",".join(map(str, _fps)), ",".join(map(str, depths))
+        cur = conn.execute(_INSERT_FOLLOWS, (now, now, fp_text, url_text, host_text, depth_text))
         return int(max(cur.rowcount, 0))
 
     def hosts_with_work(self, now: float) -> list[str]:
@@ -178,7 +195,11 @@ class FrontierMixin(Connection):
         if limit <= 0:
             return []
         with self._tx("take work from") as conn:
-            rows = conn.execute(_TAKE, (now, host, now, limit)).fetchall()
+            if self.node_id is None:
+                rows = conn.execute(_TAKE, (now, host, now, limit)).fetchall()
+            else:
+                args = (now, self.joined_run, host, self.node_id, host, now, limit)
+                rows = conn.execute(_TAKE_LEASED, args).fetchall()
         rows.sort(key=lambda row: (-row[13], row[14]))  # RETURNING has no order
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
@@ -224,10 +245,12 @@ class FrontierMixin(Connection):
 
     def requeue(self, fps: Iterable[int], *, count_attempt: bool = False) -> int:
         extra = ", attempts = attempts + 1" if count_attempt else ""
+        # A node puts back only its own rows: one a takeover requeued may be another's now.
+        mine = "" if self.node_id is None else f" AND node = {int(self.node_id)}"
         with self._tx("requeue in") as conn:
             n = conn.execute(
-                f"UPDATE frontier SET state = 'queued'{extra}"
-                " WHERE fp = ANY(%s) AND state = 'in_flight'",
+                f"UPDATE frontier SET state = 'queued', node = NULL, epoch = NULL{extra}"
+                f" WHERE fp = ANY(%s) AND state = 'in_flight'{mine}",
                 (list(fps),),
             ).rowcount
         self._counts["in_flight"] -= n

@@ -14,6 +14,7 @@ not fit its column widens the column to TEXT instead of failing the batch.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,10 @@ from crawler.store.api import BatchStats
 from crawler.store.items import GONE_STATUSES
 from crawler.store.postgres.frontier import FrontierMixin
 from crawler.store.postgres.items import ItemsMixin
+from crawler.store.postgres.schema import item_columns
 from crawler.store.schema import STATES
+
+log = logging.getLogger(__name__)
 
 _RESERVED_ITEM_COLUMNS = {"page_url", "run_id", "ctid", "oid", "xmin", "xmax", "cmin", "cmax",
                           "tableoid"}  # fmt: skip
@@ -98,6 +102,8 @@ def _item_value(kind: str, value: Any) -> Any:
 class ResultsMixin(FrontierMixin, ItemsMixin):
     """``record()``: a batch of outcomes into pages, items, links, errors and the frontier."""
 
+    refused = 0  # outcomes a node's record refused: their host's lease had moved on
+
     def record(
         self,
         outcomes: Sequence[Outcome],
@@ -124,13 +130,16 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         # Pages for the item history, in the batch's order: (outcome, page_url, unchanged).
         tracked: list[tuple[Outcome, str, bool]] = []
         with self._tx("record results in") as conn:
-            known = {
-                fp: (state, depth)
-                for fp, state, depth in conn.execute(
-                    "SELECT fp, state, depth FROM frontier WHERE fp = ANY(%s)",
-                    ([o.fp for o in outcomes],),
-                )
-            }
+            if self.node_id is None:
+                known = {
+                    fp: (state, depth)
+                    for fp, state, depth in conn.execute(
+                        "SELECT fp, state, depth FROM frontier WHERE fp = ANY(%s)",
+                        ([o.fp for o in outcomes],),
+                    )
+                }
+            else:
+                known, outcomes = self._fenced(conn, outcomes)
             for o in outcomes:
                 row = known.get(o.fp)
                 depth = row[1] if row else (o.page.depth if o.page else 0)
@@ -192,6 +201,15 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 requests.extend(o.requests)
                 if o.follows:
                     follows.setdefault(depth + 1, []).extend(o.follows)
+            # New URLs first: another node's batch may be inserting the same new links (rows
+            # go in by fp, one lock order) while holding its own rows' updates; inserting
+            # before updating ours means no node waits on us while we wait on it (a
+            # deadlock, each costing the server's deadlock_timeout, measured at 1/s here).
+            new = self._add_in_tx(conn, requests) if requests else 0
+            if follows:
+                new += self._add_follows_in_tx(
+                    conn, [(*f, d) for d, batch in follows.items() for f in batch], now
+                )
             with conn.cursor() as cur:
                 for touch in touches:
                     if not cur.execute(_TOUCH_PAGE, touch[:6]).rowcount:
@@ -224,9 +242,6 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                     else:
                         complete = o.state == "done" and not o.failures
                         self._track(cur, page_url, run_id, o.items, o.item_keys, complete=complete)
-            new = self._add_in_tx(conn, requests) if requests else 0
-            for follow_depth, batch in follows.items():
-                new += self._add_follows_in_tx(conn, batch, follow_depth, now)
         for state, d in delta.items():
             self._counts[state] += d
         self._counts["queued"] += new
@@ -234,6 +249,34 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
             pages=pages, items=items, errors=errors, links=links, new_requests=new,
             done=done, failed=failed, retried=retried, bytes=size,
         )  # fmt: skip
+
+    def _fenced(
+        self, conn: Any, outcomes: Sequence[Outcome]
+    ) -> tuple[dict[int, tuple[str, int]], list[Outcome]]:
+        """The frontier rows of a node's batch, and the outcomes it may still write.
+
+        An outcome whose row is known but no longer in flight under this node and its host's
+        current lease epoch was taken over (cluster.py): it is refused, the URL stays with the
+        new owner. Reading the lease ``FOR SHARE`` holds a takeover (``SKIP LOCKED``) off
+        until this batch commits."""
+        known: dict[int, tuple[str, int]] = {}
+        refused: set[int] = set()
+        for fp, state, depth, ok in conn.execute(
+            "SELECT f.fp, f.state, f.depth, f.state = 'in_flight' AND f.node = %s"
+            " AND l.epoch IS NOT DISTINCT FROM f.epoch FROM frontier f LEFT JOIN LATERAL ("
+            " SELECT epoch FROM host_leases WHERE run_id = %s AND host = f.host AND owner = %s"
+            " FOR SHARE) l ON true WHERE f.fp = ANY(%s)",
+            (self.node_id, self.joined_run, self.node_id, [o.fp for o in outcomes]),
+        ):
+            if ok:
+                known[fp] = (state, depth)
+            else:
+                refused.add(fp)
+        if not refused:
+            return known, list(outcomes)
+        log.info("refused %d results of hosts this node no longer holds", len(refused))
+        self.refused += len(refused)
+        return known, [o for o in outcomes if o.fp not in refused]
 
     def _insert_items(self, cur: Any, replaced: dict[str, list[dict[str, Any]]]) -> int:
         known = self._item_columns
@@ -248,9 +291,20 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         name = "_" + name
                     column = known.get(name.lower())
                     if column is None:
+                        # IF NOT EXISTS: another node may have added it since we looked (its
+                        # lock makes us wait for its commit); then its type is the one.
                         kind = _sql_type(value)
-                        cur.execute(f"ALTER TABLE items ADD COLUMN {_quote(name)} {kind}")
-                        column = known[name.lower()] = (name, kind)
+                        cur.execute(
+                            f"ALTER TABLE items ADD COLUMN IF NOT EXISTS {_quote(name)} {kind}"
+                        )
+                        known.update(item_columns(cur.connection))
+                        column = known[name.lower()]
+                        if not _fits(column[1], value):
+                            cur.execute(
+                                f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"
+                                f" USING {_quote(column[0])}::text"
+                            )
+                            column = known[name.lower()] = (column[0], "text")
                     elif not _fits(column[1], value):
                         cur.execute(
                             f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"

@@ -1,0 +1,239 @@
+"""One node of a run shared by several machines over PostgreSQL (issue 10).
+
+How this works: :class:`Node` is the engine's side of ``crawler/store/postgres/cluster.py``.
+It joins the run, then, from the engine's loop (:meth:`Node.tick`, a time check per turn),
+every ``lease_ttl / 3`` seconds: renews its host leases (writing each host's politeness clock
+with it), frees the leases of dead nodes, gives back hosts it has no work for (or more than
+its share), and reads the run's global counters for the limits. Dispatch asks
+:meth:`Node.allowed` which hosts it may start requests to: the hosts it holds whose *local*
+lease deadline has not passed, claiming free ones up to its fair share (hosts with work
+divided by live nodes). The local deadline is measured from the moment the renewal was
+*sent*, so it always falls before the server's ``expires_at``: a node that was paused stops
+starting requests to a host before anyone may take the host over.
+
+Nothing here runs for SQLite: the engine holds ``None`` instead of a Node, and the hot loop
+pays one ``is None`` test per turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from crawler.engine.politeness import Politeness
+from crawler.engine.robotsgate import RobotsGate
+from crawler.engine.runstats import RunStats
+from crawler.engine.shutdown import GRACE, Shutdown
+from crawler.errors import EXIT_FINISHED, EXIT_LIMIT
+from crawler.settings import Settings
+from crawler.store.api import NodeStore
+
+__all__ = ["Node", "lease_grace"]
+
+log = logging.getLogger("crawler")
+
+CLAIM_EVERY = 0.2  # seconds between claims of free hosts while some wait
+MAX_CANDIDATES = 200  # hosts offered to one claim statement
+HEARTBEAT_MAX = 2.0  # seconds between heartbeats, at most
+
+
+def lease_grace(settings: Settings) -> float:
+    """How long after a lease expired another node may take the host: longer than any
+    request the old owner may still have running. A request ends by the worker's
+    whole-response deadline (``crawler.worker.runner``: ``max(60, 4 * timeout)``; a test
+    keeps the two equal), started at the latest at the old owner's local deadline."""
+    return max(60.0, settings.timeout * 4) + 1.0
+
+
+class Node:
+    """This process as a node of a shared run: its leases and heartbeat."""
+
+    def __init__(
+        self,
+        store: NodeStore,
+        settings: Settings,
+        politeness: Politeness,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.politeness = politeness
+        self.ttl = settings.lease_ttl
+        self.grace = lease_grace(settings)
+        self.stale_after = self.ttl + self.grace  # a node silent this long is dead
+        # Renewals (and the fair-share check) at least every 2 s: cheap (a few statements),
+        # and a node that joins a busy run gets its share soon.
+        self.every = max(0.2, min(self.ttl / 3, HEARTBEAT_MAX))
+        self.clock = clock
+        self.robots: RobotsGate | None = None
+        self.run_id = 0
+        self.node_id = 0
+        self.started_at = 0.0
+        # host -> (epoch, local deadline on ``clock``)
+        self.leases: dict[str, tuple[int, float]] = {}
+        # Held hosts beyond the fair share: nothing new starts; released once idle.
+        self.draining: set[str] = set()
+        self.run_pages = 0  # the whole run's, as of the last heartbeat (this node's included)
+        self.run_items = 0
+        self.live_nodes = 1
+        self.run_ended = False
+        self._next_beat = 0.0
+        self._next_claim = 0.0
+        self._in_flight: Callable[[str], int] = politeness.in_flight
+        self._wanted: list[str] = []  # hosts with work, as dispatch last saw them
+
+    def __repr__(self) -> str:
+        return (
+            f"<Node {self.node_id} run {self.run_id} {len(self.leases)} hosts"
+            f" {self.live_nodes} live nodes>"
+        )
+
+    # -- joining and leaving ------------------------------------------------------------------
+
+    def join(self, spider: str, settings: dict[str, Any]) -> tuple[int, bool]:
+        """Join or start the run of ``spider``: ``(run_id, seed)``; ``seed``: this node
+        started the run and must seed it (then call :meth:`seeded`)."""
+        run_id, self.node_id, started, started_at = self.store.join_run(
+            spider, settings, stale_after=self.stale_after
+        )
+        self.run_id, self.started_at = run_id, started_at
+        verb = "started" if started else "joined"
+        log.info("node %d %s run %d", self.node_id, verb, run_id)
+        return run_id, started
+
+    def seeded(self) -> None:
+        self.store.seeded()
+
+    def leave(self, exit_code: int, reason: str, stats: dict[str, Any]) -> None:
+        self.store.release(self._clocks(list(self.leases)))
+        self.leases.clear()
+        self.store.leave(
+            exit_code=exit_code, finish_reason=reason, stats=stats, stale_after=self.stale_after
+        )
+
+    # -- the loop's side ----------------------------------------------------------------------
+
+    def tick(self, counters: RunStats, shutdown: Shutdown, now: float) -> None:
+        """The heartbeat when due, then the run's limits against the whole run's counters."""
+        mono = self.clock()
+        if mono >= self._next_beat:
+            self._next_beat = mono + self.every
+            self._beat(counters, mono)
+        elif self.draining:
+            self._release_drained()
+        s = self.settings
+        if shutdown.reason is not None:
+            return
+        if s.max_runtime and now - self.started_at >= s.max_runtime:
+            shutdown.stop("max_runtime", EXIT_LIMIT, GRACE)
+        elif s.max_pages and self.others_pages(counters) + counters.pages >= s.max_pages:
+            shutdown.stop("max_pages", EXIT_LIMIT, GRACE * 6)
+        elif s.max_items and self.run_items - self._own_items + counters.items >= s.max_items:
+            shutdown.stop("max_items", EXIT_LIMIT, GRACE * 6)
+        elif self.run_ended:
+            shutdown.stop("finished", EXIT_FINISHED, GRACE)
+
+    def others_pages(self, counters: RunStats) -> int:
+        """Pages the other nodes stored (as of the last heartbeat)."""
+        return self.run_pages - self._own_pages
+
+    _own_pages = 0
+    _own_items = 0
+
+    def _beat(self, counters: RunStats, mono: float) -> None:
+        store = self.store
+        self._own_pages, self._own_items = counters.pages, counters.items
+        pages, items, live, ended = store.heartbeat(
+            counters.pages, counters.items, self.stale_after
+        )
+        self.run_pages, self.run_items, self.live_nodes, self.run_ended = pages, items, live, ended
+        if self.leases:
+            sent = self.clock()
+            kept = store.renew(self._clocks(list(self.leases)), self.ttl)
+            for host in list(self.leases):
+                if host in kept:
+                    self.leases[host] = (self.leases[host][0], sent + self.ttl)
+                else:
+                    log.warning("lost the lease of %s", host)
+                    del self.leases[host]
+                    self.draining.discard(host)
+        requeued = store.reap(self.grace)
+        if requeued:
+            log.warning("took over dead leases: %d URLs in flight back in the queue", requeued)
+        self._shed()
+
+    def _shed(self) -> None:
+        """Give back hosts with nothing in flight here that have no work; drain the hosts
+        beyond the fair share (no new starts, released once idle), least busy first, so a
+        node that joined late or ran out of hosts gets some of the others'."""
+        wanted = set(self._wanted)
+        gone = [h for h in self.leases if h not in wanted and not self._in_flight(h)]
+        keep = [h for h in self.leases if h in wanted and h not in self.draining]
+        extra = len(keep) - self._share()
+        if extra > 0:
+            keep.sort(key=self._in_flight)
+            self.draining.update(keep[:extra])
+        self._release(gone)
+        self._release_drained()
+
+    def _release_drained(self) -> None:
+        self._release([h for h in self.draining if not self._in_flight(h)])
+
+    def _release(self, hosts: list[str]) -> None:
+        hosts = [h for h in hosts if h in self.leases]
+        if hosts:
+            self.store.release(self._clocks(hosts))
+            for host in hosts:
+                del self.leases[host]
+                self.draining.discard(host)
+
+    def _share(self) -> int:
+        return max(1, math.ceil(len(self._wanted) / max(1, self.live_nodes)))
+
+    def _clocks(self, hosts: list[str]) -> list[tuple[str, int, float, float]]:
+        out = []
+        for host in hosts:
+            c = self.politeness.clock(host)
+            out.append((host, self.leases[host][0], c.ready_at, c.crawl_delay))
+        return out
+
+    def allowed(self, hosts: list[str], now: float) -> list[str]:
+        """The hosts among ``hosts`` (with work) this node may start requests to now."""
+        self._wanted = hosts
+        mono = self.clock()
+        leases = self.leases
+        free = [h for h in hosts if h not in leases]
+        if free and mono >= self._next_claim:
+            self._next_claim = mono + CLAIM_EVERY
+            room = self._share() - len(leases)
+            if room > 0:
+                self._claim(free, room, now)
+        draining = self.draining
+        return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
+
+    def _claim(self, free: list[str], room: int, now: float) -> None:
+        if len(free) > MAX_CANDIDATES:
+            free = random.sample(free, MAX_CANDIDATES)
+        sent = self.clock()
+        claimed = self.store.claim(free, room, self.ttl)
+        if not claimed:
+            return
+        for host, epoch, next_fetch_at, crawl_delay in claimed:
+            self.leases[host] = (epoch, sent + self.ttl)
+            # The last owner's clock: its spacing (Crawl-delay, Retry-After) holds across nodes.
+            if crawl_delay:
+                self.politeness.set_crawl_delay(host, crawl_delay)
+            if next_fetch_at > now:
+                self.politeness.push(host, next_fetch_at)
+        if self.robots is not None:
+            rows = self.store.robots_of([c[0] for c in claimed])
+            for host, policy in self.robots.load(rows):
+                self.politeness.set_crawl_delay(host, policy.crawl_delay)
+
+    def busy_elsewhere(self) -> bool:
+        """Whether the run still has work in flight somewhere (or a node seeding it)."""
+        return bool(self.store.busy_elsewhere(self.stale_after))
