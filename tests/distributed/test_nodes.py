@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import pytest
 
 from tests.kit.crawl import rows
 from tests.kit.postgres import PostgresServer
-from tests.kit.project import subprocess_env
+from tests.kit.processes import start_crawl
 from tests.kit.site import Reply, Site
 
 pytestmark = [pytest.mark.slow]
@@ -105,12 +104,7 @@ def start_node(folder: Path, db: str, start: str, *settings: str) -> subprocess.
     args = ["-s", "workers=2", "-s", f"per_host={PER_HOST}", "-s", "timeout=5"]
     for s in settings:
         args += ["-s", s]
-    return subprocess.Popen(
-        [sys.executable, "-m", "crawler", "run", str(spider), "--db", db, "-q",
-         "-a", f"start_urls={start}", *args],
-        cwd=folder, env=subprocess_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return start_crawl(spider, db, start, *args)
 
 
 def finish(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[tuple[int, str]]:

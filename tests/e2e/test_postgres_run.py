@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from crawler.errors import LockedError
 from crawler.settings import Settings
 from tests.kit.crawl import assert_crawled_once, rows, spawn_crawl
 from tests.kit.postgres import PostgresServer
-from tests.kit.project import subprocess_env
+from tests.kit.processes import start_crawl
 from tests.kit.site import Site
 
 pytestmark = [pytest.mark.slow]
@@ -117,12 +116,7 @@ def run_cli(folder: Path, db: str, start: str, *args: str) -> subprocess.Popen[b
     """``python -m crawler run chain.py --db URL`` in its own session, as cron would."""
     spider = folder / "chain.py"
     spider.write_text(SPIDER + f"    custom_settings = {SETTINGS!r}\n")
-    return subprocess.Popen(
-        [sys.executable, "-m", "crawler", "run", str(spider), "--db", db, "-q",
-         "-a", f"start_urls={start}", *args],
-        cwd=folder, env=subprocess_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return start_crawl(spider, db, start, *args)
 
 
 @pytest.mark.timeout(120)

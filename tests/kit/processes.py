@@ -34,3 +34,15 @@ def child_pids(pid: int) -> set[int]:
         with contextlib.suppress(OSError):
             out |= {int(p) for p in (task / "children").read_text().split()}
     return out
+
+
+def start_crawl(spider: Path, db: str, start: str, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m crawler run SPIDER --db DB`` in its own session, as cron would start it."""
+    from tests.kit.project import subprocess_env
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "crawler", "run", str(spider), "--db", db, "-q",
+         "-a", f"start_urls={start}", *args],
+        cwd=spider.parent, env=subprocess_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
