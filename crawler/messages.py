@@ -123,7 +123,9 @@ class Failure:
     """One row of the ``errors`` table."""
 
     url: str
-    kind: str  # e.g. "connect", "timeout", "reset", "protocol", "too_large", "callback", "url"
+    # e.g. "connect", "timeout", "reset", "protocol", "proxy" (the proxy, not the site, failed),
+    # "too_large", "callback", "url", "worker_died"
+    kind: str
     message: str
     traceback: str = ""
 
