@@ -584,7 +584,8 @@ class _Engine:
             if o.host_not_before is not None:
                 politeness.push(o.host, o.host_not_before)
         relogin = self.sessions.absorb(batch, self._start_request) if batch else []
-        self.counters.count(batch)
+        if self.node is None:
+            self.counters.count(batch)
         self.store.record(
             batch,
             run_id=self.run_id,
@@ -593,6 +594,11 @@ class _Engine:
             recrawl_after=self.recrawl_after,
             track_items=self.track_items,
         )
+        if self.node is not None:
+            # A node counts what was written: results of hosts it lost were refused, and
+            # the run's limits and stats sum the nodes' counters.
+            refused = self.node.store.last_refused
+            self.counters.count([o for o in batch if o.fp not in refused] if refused else batch)
         if relogin:
             self.store.add(relogin)
             self._flush_bad()

@@ -247,6 +247,9 @@ class NodeStore(Protocol):
     refuses (does not write, leaves the row to the new owner) an outcome whose row is no
     longer in flight under this node and its host's current epoch."""
 
+    # The fingerprints of the outcomes the last ``record`` refused: not written, so not counted.
+    last_refused: frozenset[int]
+
     def join_run(
         self, spider: str, settings: dict[str, Any] | None, *, stale_after: float
     ) -> tuple[int, int, bool, float]:

@@ -10,6 +10,7 @@ host it lost, its late results are refused, and the run's rows stay those of one
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -105,3 +106,6 @@ def test_a_node_stopped_past_its_leases_sends_nothing_to_the_hosts_it_lost(
     assert more == [] and code == 0, reason
     states = rows(db, "SELECT state, exit_code FROM nodes ORDER BY id")
     assert states == [("done", 0)] * 3, states
+    # Its refused results were not counted: the nodes' pages sum to the pages stored.
+    assert rows(db, "SELECT sum(pages) FROM nodes") == [(mesh.total,)]
+    assert json.loads(rows(db, "SELECT stats FROM runs")[0][0])["pages"] == mesh.total
