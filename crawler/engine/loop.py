@@ -597,7 +597,7 @@ class _Engine:
         if self.node is not None:
             # A node counts what was written: results of hosts it lost were refused, and
             # the run's limits and stats sum the nodes' counters.
-            refused = self.node.store.last_refused
+            refused = self.node.store.last_refused()
             self.counters.count([o for o in batch if o.fp not in refused] if refused else batch)
         if relogin:
             self.store.add(relogin)

@@ -247,9 +247,6 @@ class NodeStore(Protocol):
     refuses (does not write, leaves the row to the new owner) an outcome whose row is no
     longer in flight under this node and its host's current epoch."""
 
-    # The fingerprints of the outcomes the last ``record`` refused: not written, so not counted.
-    last_refused: frozenset[int]
-
     def join_run(
         self, spider: str, settings: dict[str, Any] | None, *, stale_after: float
     ) -> tuple[int, int, bool, float]:
@@ -293,6 +290,11 @@ class NodeStore(Protocol):
 
     def busy_elsewhere(self, stale_after: float) -> bool:
         """Whether any row is in flight on any node, or a live node is seeding."""
+        ...
+
+    def last_refused(self) -> frozenset[int]:
+        """The fingerprints of the outcomes the last ``record`` refused: not written, so
+        the node does not count them."""
         ...
 
     def leave(
