@@ -19,11 +19,18 @@ through leases. The time is from the first start to the last exit; the check is 
 The throwaway cluster is the one the tests use (``tests/kit/postgres.py``): Debian's
 ``initdb`` + ``pg_ctl`` into a temp dir, ``fsync=off``; on a real server expect the commit
 cost of the disk on top (see docs/distributed.md).
+
+On a shared machine pages/s moves with whatever else runs; CPU time per page moves much
+less, so each line also gives the crawler's CPU (every node and its workers) and, with the
+throwaway cluster, the server's (the postmaster and every backend), in ms per page.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,18 +66,50 @@ sys.exit(result.exit_code)
 """
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (a node's workers count once the
+    node has waited for them, and the node once we have)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int, reaped: bool) -> float:
+    """CPU seconds of ``pid`` (with ``reaped``: and of the children it has waited for)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(server: PostgresServer | None) -> float:
+    """CPU seconds the throwaway cluster used so far: the postmaster, the backends it reaped
+    and the live ones (0 for a server given with --db: not ours to look at)."""
+    if server is None:
+        return 0.0
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    total = _proc_cpu(postmaster, reaped=True)
+    for task in Path(f"/proc/{postmaster}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            # A backend that just ended is counted in the postmaster's cutime instead.
+            with contextlib.suppress(OSError):
+                total += _proc_cpu(int(child), reaped=False)
+    return total
+
+
 def _fresh(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
 
 
-def part_one(url: str, args: argparse.Namespace) -> None:
+def part_one(url: str, args: argparse.Namespace, server: PostgresServer | None) -> None:
     figures: dict[str, list[float]] = {"sqlite": [], "postgres": []}
     for n in range(args.rounds):
         for backend in ("sqlite", "postgres"):
             if backend == "postgres":
                 _fresh(url)
+            db_cpu = server_cpu(server)
             report = run_bench(
                 args.pages, args.hosts, args.workers or None,
                 db_path=url if backend == "postgres" else None,
@@ -78,10 +117,13 @@ def part_one(url: str, args: argparse.Namespace) -> None:
             )  # fmt: skip
             if not report["ok"]:
                 raise SystemExit(f"round {n + 1} {backend}: NOT OK {report}")
+            db_cpu = server_cpu(server) - db_cpu if backend == "postgres" else 0.0
             figures[backend].append(report["pages_per_s"])
             print(
                 f"round {n + 1} {backend:8s} {report['pages_per_s']:7.0f} pages/s"
                 f"  CPU {report['cpu_s']:.1f} s (engine {report['cpu_parent_s']:.1f} s)"
+                f"  ms/page: crawler {1000 * report['cpu_s'] / args.pages:.2f}"
+                f" server {1000 * db_cpu / args.pages:.2f}"
             )
     lite, pg = (statistics.median(figures[b]) for b in ("sqlite", "postgres"))
     print(f"median: sqlite {lite:.0f} pages/s, postgres {pg:.0f} pages/s: {pg / lite:.0%}")
@@ -105,7 +147,7 @@ def crawl_with_nodes(url: str, start: str, nodes: int, workers: int, per_host: i
     return seconds
 
 
-def part_nodes(url: str, args: argparse.Namespace) -> None:
+def part_nodes(url: str, args: argparse.Namespace, server: PostgresServer | None) -> None:
     configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
     figures: dict[str, list[float]] = {c: [] for c in args.configs.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="crawler-bench-nodes-"))
@@ -123,7 +165,10 @@ def part_nodes(url: str, args: argparse.Namespace) -> None:
                 for nodes, workers in configs:
                     _fresh(url)
                     start = " ".join(site.start_urls)
+                    cpu, db_cpu = _children_cpu(), server_cpu(server)
                     seconds = crawl_with_nodes(url, start, nodes, workers, per_host)
+                    time.sleep(0.5)  # the nodes' backends end after their connections close
+                    cpu, db_cpu = _children_cpu() - cpu, server_cpu(server) - db_cpu
                     with psycopg.connect(url) as conn:
                         row = conn.execute("SELECT max(id), count(*) FROM runs").fetchone()
                         assert row is not None
@@ -143,6 +188,8 @@ def part_nodes(url: str, args: argparse.Namespace) -> None:
                     print(
                         f"round {n + 1} {nodes}x{workers} nodes: {rate:6.0f} pages/s"
                         f" ({seconds:.1f} s; pages per node {split[0] if split else '?'})"
+                        f"  ms/page: crawler {1000 * cpu / args.pages:.2f}"
+                        f" server {1000 * db_cpu / args.pages:.2f}"
                     )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,9 +211,9 @@ def main() -> int:
     url = args.db or (server.database() if server else "")
     try:
         if args.part in ("one", "both"):
-            part_one(url, args)
+            part_one(url, args, server)
         if args.part in ("nodes", "both"):
-            part_nodes(url, args)
+            part_nodes(url, args, server)
     finally:
         if server is not None:
             server.stop()

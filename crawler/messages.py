@@ -97,6 +97,12 @@ class Job:
     # The Cookie header the engine computed from its jar for this URL when it sent the Job
     # (crawler.cookies); never stored in the frontier.
     cookie: str | None = None
+    # A node of a shared run (PostgreSQL): no request of this Job goes on the wire after
+    # this ``time.monotonic()`` value, its host's local lease deadline (crawler.engine.nodes;
+    # the worker's check: crawler.worker.fence). CLOCK_MONOTONIC is one clock for every
+    # process on a Linux machine, so the parent's deadline means the same in the worker.
+    # None (SQLite, one machine): no deadline, nothing checked.
+    not_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +144,16 @@ class Outcome:
 
     - ``"done"``: fetched (any status, including a 3xx whose target is in ``requests``);
     - ``"failed"``: given up (retries exhausted, too large, a permanent error); see ``failures``;
-    - ``"retry"``: fetch again, not before ``retry_at`` (unix time), counting one more attempt.
+    - ``"retry"``: fetch again, not before ``retry_at`` (unix time), counting one more attempt;
+    - ``"lease_lost"``: not sent, because ``Job.not_after`` had passed (a node of a shared run
+      lost its host's lease, or may have): no row, no attempt; the URL goes back to whoever
+      holds the host.
     """
 
     fp: int
     url: str
     host: str
-    state: Literal["done", "failed", "retry"]
+    state: Literal["done", "failed", "retry", "lease_lost"]
     page: Page | None = None
     items: tuple[dict[str, Any], ...] = ()
     follows: tuple[Follow, ...] = ()

@@ -82,6 +82,8 @@ class Dispatcher:
         # Set by the engine when this process is a node of a shared run (PostgreSQL,
         # crawler.engine.nodes): keeps the hosts it holds a live lease on, claiming some.
         self.lease_filter: Callable[[list[str], float], list[str]] | None = None
+        # ... and gives each Job its host's lease deadline (Job.not_after, crawler.worker.fence).
+        self.lease_deadline: Callable[[str], float] | None = None
         self._held: dict[tuple[str, int], int] = {}  # (host, worker) -> its Jobs in flight
         self._shares: dict[str, tuple[int, ...]] = {}
 
@@ -177,6 +179,8 @@ class Dispatcher:
                 if gate is not Gate.GO:
                     job = self._robots_gate(store, robots, host, gate, policy, now)
                     if job is not None:
+                        if self.lease_deadline is not None:
+                            job = replace(job, not_after=self.lease_deadline(host))
                         self._start(handle, host, job, now)
                         outgoing.setdefault(handle.index, []).append(job)
                     continue
@@ -185,6 +189,9 @@ class Dispatcher:
                 jobs = obey_robots(policy, jobs, denied)
             if self.prepare is not None and jobs:
                 jobs = self.prepare(jobs, store.requeue)  # Cookie headers (crawler.engine.sessions)
+            if self.lease_deadline is not None and jobs:
+                until = self.lease_deadline(host)
+                jobs = [replace(job, not_after=until) for job in jobs]
             given = 0
             for share, worker in rooms:  # most room first: the host spreads over the workers
                 part = jobs[given : given + share]

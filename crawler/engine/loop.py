@@ -225,6 +225,7 @@ class _Engine:
                 self.node = node = Node(shared, self.settings, self.politeness)
                 run_id, seed = node.join(name, _storable(self.settings))
                 self.dispatcher.lease_filter = node.allowed
+                self.dispatcher.lease_deadline = node.deadline
             else:
                 store.reset_in_flight()
                 run_id = store.begin_run(name, _storable(self.settings))
@@ -547,8 +548,28 @@ class _Engine:
         if batch:
             self._record(batch)
 
+    def _not_sent(self, batch: list[Outcome], now: float) -> list[Outcome]:
+        """The batch without the Jobs a worker did not send because their host's lease
+        deadline had passed (``lease_lost``, only a node's: ``crawler.worker.fence``): no
+        row, no attempt; back in the queue if they are still this node's (after a takeover
+        they are the new owner's, and requeue leaves them alone)."""
+        lost = [o.fp for o in batch if o.state == "lease_lost"]
+        for fp in lost:
+            if self.robots is not None and self.robots.is_robots(fp):
+                self.robots.lost(fp)  # asked again by whoever holds the host
+            self.dispatcher.finished(fp, now, ok=True)
+        back = self.store.requeue(lost)
+        log.warning(
+            "%d requests not sent: their host's lease had passed (%d back in the queue)",
+            len(lost),
+            back,
+        )
+        return [o for o in batch if o.state != "lease_lost"]
+
     def _record(self, batch: list[Outcome]) -> None:
         now = time.time()
+        if self.node is not None and any(o.state == "lease_lost" for o in batch):
+            batch = self._not_sent(batch, now)
         finished = self.dispatcher.finished
         robots = self.robots
         if robots is not None and any(robots.is_robots(o.fp) for o in batch):
@@ -563,7 +584,8 @@ class _Engine:
             if o.host_not_before is not None:
                 politeness.push(o.host, o.host_not_before)
         relogin = self.sessions.absorb(batch, self._start_request) if batch else []
-        self.counters.count(batch)
+        if self.node is None:
+            self.counters.count(batch)
         self.store.record(
             batch,
             run_id=self.run_id,
@@ -572,6 +594,11 @@ class _Engine:
             recrawl_after=self.recrawl_after,
             track_items=self.track_items,
         )
+        if self.node is not None:
+            # A node counts what was written: results of hosts it lost were refused, and
+            # the run's limits and stats sum the nodes' counters.
+            refused = self.node.store.last_refused()
+            self.counters.count([o for o in batch if o.fp not in refused] if refused else batch)
         if relogin:
             self.store.add(relogin)
             self._flush_bad()

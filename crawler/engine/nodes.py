@@ -9,7 +9,11 @@ its share), and reads the run's global counters for the limits. Dispatch asks
 lease deadline has not passed, claiming free ones up to its fair share (hosts with work
 divided by live nodes). The local deadline is measured from the moment the renewal was
 *sent*, so it always falls before the server's ``expires_at``: a node that was paused stops
-starting requests to a host before anyone may take the host over.
+starting requests to a host before anyone may take the host over. Each Job carries its host's
+deadline (``Job.not_after``, :meth:`Node.deadline`), so a Job that waited in a worker (behind
+busy threads, or in a node stopped and resumed) is not sent after it either
+(``crawler.worker.fence``); the worker answers it ``lease_lost`` and the engine puts the URL
+back in the queue if this node still holds it (``crawler.engine.loop``).
 
 Nothing here runs for SQLite: the engine holds ``None`` instead of a Node, and the hot loop
 pays one ``is None`` test per turn.
@@ -214,6 +218,13 @@ class Node:
                 self._claim(free, room, now)
         draining = self.draining
         return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
+
+    def deadline(self, host: str) -> float:
+        """The local lease deadline of ``host`` on ``clock``: a Job of it carries this as
+        ``not_after``, and its worker sends nothing after it (``crawler.worker.fence``; the
+        worker reads ``time.monotonic()``, the default clock). A host not held: now."""
+        lease = self.leases.get(host)
+        return self.clock() if lease is None else lease[1]
 
     def _claim(self, free: list[str], room: int, now: float) -> None:
         if len(free) > MAX_CANDIDATES:

@@ -292,6 +292,11 @@ class NodeStore(Protocol):
         """Whether any row is in flight on any node, or a live node is seeding."""
         ...
 
+    def last_refused(self) -> frozenset[int]:
+        """The fingerprints of the outcomes the last ``record`` refused: not written, so
+        the node does not count them."""
+        ...
+
     def leave(
         self, *, exit_code: int, finish_reason: str, stats: dict[str, Any], stale_after: float
     ) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from crawler.messages import Failure, Job, Outcome, Page
 from crawler.worker.retry import RetryDecision
 
-__all__ = ["done", "failed", "make_page", "retry"]
+__all__ = ["done", "failed", "lease_lost", "make_page", "retry"]
 
 
 def done(job: Job, page: Page | None, failures: Iterable[Failure] = (), **more: Any) -> Outcome:
@@ -26,6 +26,11 @@ def done(job: Job, page: Page | None, failures: Iterable[Failure] = (), **more: 
 def failed(job: Job, failure: Failure) -> Outcome:
     """The Job is given up, for one reason, without a page row."""
     return Outcome(job.fp, job.url, job.host, "failed", failures=(failure,))
+
+
+def lease_lost(job: Job) -> Outcome:
+    """Not sent: the Job's ``not_after`` had passed (``crawler.worker.fence``)."""
+    return Outcome(job.fp, job.url, job.host, "lease_lost")
 
 
 def retry(

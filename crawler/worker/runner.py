@@ -24,7 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from crawler.cookies import LOGIN_META, LOGIN_PRIORITY
-from crawler.http import HTTPError, ProxyConfig, ProxyError, Retry, Timeout, connection_from_url
+from crawler.http import (
+    EmptyPoolError,
+    HTTPError,
+    ProxyConfig,
+    ProxyError,
+    Retry,
+    Timeout,
+    connection_from_url,
+)
 from crawler.http.util.redirect import next_hop
 from crawler.messages import (
     ROBOTS_CALLBACK,
@@ -38,11 +46,12 @@ from crawler.settings import Settings
 from crawler.sitemap import MAX_SITEMAP_SIZE
 from crawler.spider import Response, Spider
 from crawler.urls import Admitted, Refusal, Refused, admit, fingerprint
+from crawler.worker import fence
 from crawler.worker import retry as fetch
 from crawler.worker.body import BodyDeadline, past_deadline, read_body
 from crawler.worker.callbacks import CallbackRunner, fresh_fingerprint
 from crawler.worker.conditional import conditional_headers, is_unchanged
-from crawler.worker.outcomes import done, failed, make_page, retry
+from crawler.worker.outcomes import done, failed, lease_lost, make_page, retry
 from crawler.worker.proxies import MAX_ROTATIONS, ProxyRotation, proxy_failed
 from crawler.worker.reserved import robots_outcome, sitemap_outcome
 
@@ -148,7 +157,8 @@ class JobRunner:
         return self.proxies.pick(job.host, self.clock(), skip)
 
     def _open(self, job: Job, limit: int) -> Any:
-        """Send ``job`` and return the streamed response; a failing proxy is rotated out.
+        """Send ``job`` and return the streamed response (None: not sent, its lease deadline
+        had passed: ``crawler.worker.fence``); a failing proxy is rotated out.
 
         Only a failure of the proxy itself (:func:`proxy_failed`) moves the request to another
         proxy, at most ``MAX_ROTATIONS`` times and never to one it already tried; every other
@@ -158,6 +168,8 @@ class JobRunner:
         tried: tuple[str, ...] = ()
         while True:
             proxy = self._proxy_for(job, tried) if self.proxies or job.meta else None
+            if fence.past(job):
+                return None
             try:
                 resp = self._pool(job.url, job.host, proxy).urlopen(
                     job.method,
@@ -171,6 +183,7 @@ class JobRunner:
                     # The pool's decoder stops at this cap: one read of a compression bomb
                     # can never inflate past the body limit (the pool's default is 100 MB).
                     max_decoded_size=limit + 1,
+                    pool_timeout=fence.slot_wait(job),
                 )
             except HTTPError as exc:
                 failure = None if proxy is None else proxy_failed(exc, proxy, job.url)
@@ -223,6 +236,8 @@ class JobRunner:
     def _process(self, job: Job, started: float) -> Outcome:
         settings = self.settings
         if job.callback == ROBOTS_CALLBACK:
+            if fence.past(job):
+                return lease_lost(job)
             return robots_outcome(
                 job,
                 self._pool(job.url, job.host, self._proxy_for(job, ()) if self.proxies else None),
@@ -237,7 +252,11 @@ class JobRunner:
         try:
             resp = self._open(job, limit)
         except HTTPError as exc:
+            if isinstance(exc, EmptyPoolError) and fence.past(job):
+                return lease_lost(job)  # waited for a slot until the deadline: never sent
             return self._fetch_error(job, self._past_deadline(exc, started, "response"))
+        if resp is None:
+            return lease_lost(job)
         try:
             body, cut = read_body(resp, started, limit, self.body_deadline, self.clock)
         except HTTPError as exc:

@@ -125,14 +125,14 @@ def test_0_finished_and_1_below_min_items(
 
 
 @pytest.mark.timeout(60)
-def test_1_above_max_error_rate(project: Path, site: Site) -> None:
+def test_1_above_max_error_rate(
+    project: Path, site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     start = chain(site, 3, extra="http://127.0.0.3:9/refused")  # nothing listens there
-    hosts = "allowed_domains=127.0.0.2,127.0.0.3"
-    result = run_chain("-a", f"start_urls={start}", "-a", hosts, "-s", "max_error_rate=0.5")
+    args = ("-a", f"start_urls={start}", "-a", "allowed_domains=127.0.0.2,127.0.0.3")
+    result = run_chain(*args, "-s", "max_error_rate=0.5", "--db", str(crawl_db("a")))
     assert result.exit_code == 0, result.output  # 1 of 4 URLs failed: 25%
-    result = run_chain(
-        "-a", f"start_urls={start}", "-a", hosts, "-s", "max_error_rate=0.2", "--db", "b.db"
-    )
+    result = run_chain(*args, "-s", "max_error_rate=0.2", "--db", str(crawl_db("b")))
     assert result.exit_code == 1, result.output
     assert "above max_error_rate (1/4 URLs failed, 25% > 20%) (exit 1)" in summary(result)
     assert "1 errors" in summary(result)
@@ -207,12 +207,13 @@ def test_database_locked_by_another_writer_wait_then_clear_error(project: Path, 
 
 @pytest.mark.timeout(60)
 def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
-    project: Path, site: Site
+    project: Path, site: Site, crawl_db: Callable[[str], Path | str]
 ) -> None:
+    db = crawl_db("chain")
     state = {"robots": (503, {}, "down for maintenance")}
     pages = {"/": "<title>home</title><a href='/a'>a</a>", "/a": "<title>a</title>"}
     host = site.add_host("127.0.0.2", {"/robots.txt": lambda _p: state["robots"], **pages})
-    args = ("-a", f"start_urls=http://{host}/", "-s", "robots=true")
+    args = ("-a", f"start_urls=http://{host}/", "-s", "robots=true", "--db", str(db))
     result = run_chain(*args)
     assert result.exit_code == 4, result.output
     assert "robots.txt unreachable" in summary(result)
@@ -223,8 +224,8 @@ def test_4_robots_unreachable_then_the_fixed_server_is_asked_again(
     result = run_chain(*args)
     assert result.exit_code == 0, result.output
     assert site.hits[(host, "/robots.txt")] == 2
-    assert pages_stored(project / "data" / "chain.db") == 2
-    assert runs(project / "data" / "chain.db") == [(4, "robots.txt unreachable"), (0, "finished")]
+    assert rows(db, "SELECT count(*) FROM pages") == [(2,)]
+    assert runs(db) == [(4, "robots.txt unreachable"), (0, "finished")]
 
 
 # --- 4: --max-runtime, then the next run resumes ------------------------------------------------

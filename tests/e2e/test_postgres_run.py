@@ -1,11 +1,11 @@
-"""A crawl on PostgreSQL, one run at a time: the run lock lives in the server.
+"""A crawl on PostgreSQL, one node at a time: the cron contract on the server.
 
-Until host leases let several nodes share a run, a second ``crawler run`` on the same
-PostgreSQL database is refused with exit 75 (like a second run on a SQLite file), and the
-lock goes with the holder's connection, so a kill -9 of the holder frees it for the run that
-resumes the crawl. After a ``pg_ctl restart -m immediate`` mid-crawl the run reconnects
-(within ``db_retry``) and finishes; with ``db_retry=0`` it exits 3 and a new run finishes:
-nothing acknowledged is lost, nothing stored twice.
+A run of *another* spider on the same database is refused with exit 75 (the frontier belongs
+to the database), and a kill -9 of the holder frees it for the run that resumes the crawl.
+SIGINT ends a run with 130 and its state saved; the next run finishes it. After a
+``pg_ctl restart -m immediate`` mid-crawl the run reconnects (within ``db_retry``) and
+finishes; with ``db_retry=0`` it exits 3 and a new run finishes: nothing acknowledged is
+lost, nothing stored twice. Several nodes: tests/distributed/.
 """
 
 from __future__ import annotations
@@ -159,3 +159,30 @@ def test_pg_ctl_restart_immediate_with_db_retry_0_exits_3_and_a_new_run_finishes
     code, err = finish(again)
     assert code == 0, err
     assert_crawled_once(db, N + 1)
+
+
+@pytest.mark.timeout(120)
+def test_sigint_mid_crawl_exits_130_with_its_state_saved_and_the_next_run_finishes(
+    site: Site, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    db = postgres.database()
+    start = chain_site(site, delay=0.05)
+    proc = run_cli(tmp_path, db, start)
+    try:
+        wait_for_pages(proc, db, 5)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 130, err
+    assert "interrupted (SIGINT) (exit 130)" in err.strip().splitlines()[-1]
+    assert rows(db, "SELECT exit_code FROM runs") == [(130,)]
+    assert rows(db, "SELECT state, exit_code FROM nodes") == [("done", 130)]
+    states = dict(rows(db, "SELECT state, count(*) FROM frontier GROUP BY state"))
+    assert "in_flight" not in states and states["queued"] > 0  # saved for the next run
+    again = run_cli(tmp_path, db, start)
+    code, err = finish(again)
+    assert code == 0, err
+    assert_crawled_once(db, N + 1)
+    assert rows(db, "SELECT exit_code FROM runs ORDER BY id") == [(130,), (0,)]

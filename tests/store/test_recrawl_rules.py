@@ -1,6 +1,7 @@
 """The recrawl rules as they run: which stored pages a new run queues again, with which
-validators (real SQLite files under tmp_path), plus the worker's conditional headers and
-unchanged detection (pure units).
+validators (on both backends, ``crawl_db``: a real SQLite file under tmp_path or a fresh
+database on the tests' PostgreSQL), plus the worker's conditional headers and unchanged
+detection (pure units).
 
 A new run on an existing database does what ``crawl()`` does at its start (engine/loop.py):
 open the store, put back what a crash left in flight, seed the start requests and sitemaps
@@ -12,17 +13,20 @@ turns into ``If-None-Match`` / ``If-Modified-Since`` (``conditional_headers``).
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crawler.messages import SITEMAP_CALLBACK, Job, NewRequest, Outcome, Page
 from crawler.settings import SettingsError, resolve_settings
 from crawler.store import Store
+from crawler.store.postgres import Store as PgStore
 from crawler.urls import canonicalize_url, fingerprint, url_host
 from crawler.worker.conditional import conditional_headers, is_unchanged
+from tests.kit.crawl import rows
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
@@ -31,6 +35,11 @@ LM = "Wed, 21 Oct 2015 07:28:00 GMT"
 URL = canonicalize_url("http://example.com/p")
 FP = fingerprint(URL)
 HOST = url_host(URL)
+
+
+def open_db(db: Path | str, **kw: Any) -> Store | PgStore:
+    """The store of either backend, with the test's clock."""
+    return PgStore(db, **kw) if isinstance(db, str) else Store(db, **kw)
 
 
 def new_request(*, callback: str | None = None, lastmod: float | None = None) -> NewRequest:
@@ -75,8 +84,8 @@ class History:
     recrawl_after: float | None = None  # the earlier run's setting (it sets next_due)
 
 
-def earlier_run(path: Path, history: History) -> None:
-    with Store(path, clock=lambda: history.fetched_at or NOW - DAY) as store:
+def earlier_run(path: Path | str, history: History) -> None:
+    with open_db(path, clock=lambda: history.fetched_at or NOW - DAY) as store:
         store.add([new_request(callback=history.callback)])
         if history.state == "queued":
             return
@@ -96,7 +105,7 @@ def earlier_run(path: Path, history: History) -> None:
 
 
 def new_run(
-    path: Path,
+    path: Path | str,
     *,
     recrawl_after: float | None,
     start: bool = False,
@@ -104,7 +113,7 @@ def new_run(
     fresh: bool = False,
 ) -> list[Job]:
     """Start a run at ``NOW`` as the engine does; what it hands out to fetch."""
-    with Store(path, fresh=fresh, clock=lambda: NOW) as store:
+    with open_db(path, fresh=fresh, clock=lambda: NOW) as store:
         store.reset_in_flight()
         start_fps = []
         if start:
@@ -179,10 +188,13 @@ BOTH = {"If-None-Match": ETAG, "If-Modified-Since": LM}
     ],
 )
 def test_which_pages_a_new_run_fetches(
-    tmp_path: Path, history: History, run: dict[str, object], expected: dict[str, str] | None
+    crawl_db: Callable[[str], Path | str],
+    history: History,
+    run: dict[str, object],
+    expected: dict[str, str] | None,
 ) -> None:
     """``expected``: the conditional headers the fetch carries, or None when not due."""
-    path = tmp_path / "crawl.db"
+    path = crawl_db("crawl")
     earlier_run(path, history)
     jobs = new_run(path, **run)  # type: ignore[arg-type]
     if expected is None:
@@ -198,8 +210,8 @@ def test_which_pages_a_new_run_fetches(
     assert conditional_headers(job.etag, job.last_modified) == expected
 
 
-def test_fresh_run_ignores_history(tmp_path: Path) -> None:
-    path = tmp_path / "crawl.db"
+def test_fresh_run_ignores_history(crawl_db: Callable[[str], Path | str]) -> None:
+    path = crawl_db("crawl")
     earlier_run(path, done(NOW - 1, etag=ETAG, last_modified=LM))
     (job,) = new_run(path, recrawl_after=None, start=True, fresh=True)
     assert (job.etag, job.last_modified, job.content_hash) == (None, None, None)
@@ -219,13 +231,16 @@ def test_fresh_run_ignores_history(tmp_path: Path) -> None:
     ],
 )
 def test_validators_after_a_refetch(
-    tmp_path: Path, answer: Page, unchanged: bool, kept: tuple[str | None, ...]
+    crawl_db: Callable[[str], Path | str],
+    answer: Page,
+    unchanged: bool,
+    kept: tuple[str | None, ...],
 ) -> None:
-    path = tmp_path / "crawl.db"
+    path = crawl_db("crawl")
     earlier_run(path, done(NOW - 1, etag=ETAG, last_modified=LM))
     (job,) = new_run(path, recrawl_after=None, start=True)
     stats = {"unchanged": 1} if unchanged else {}  # what the worker says for a same-hash 2xx
-    with Store(path, clock=lambda: NOW) as store:
+    with open_db(path, clock=lambda: NOW) as store:
         outcome = Outcome(job.fp, job.url, job.host, "done", page=answer, stats=stats)
         store.record([outcome], run_id=2)
     (again,) = new_run(path, recrawl_after=None, start=True)
@@ -234,14 +249,11 @@ def test_validators_after_a_refetch(
 
 @pytest.mark.parametrize(("recrawl_after", "next_due"), [(None, None), (DAY, NOW - 5 + DAY)])
 def test_next_due_is_kept_with_the_fetch(
-    tmp_path: Path, recrawl_after: float | None, next_due: float | None
+    crawl_db: Callable[[str], Path | str], recrawl_after: float | None, next_due: float | None
 ) -> None:
-    path = tmp_path / "crawl.db"
+    path = crawl_db("crawl")
     earlier_run(path, done(NOW - 5, recrawl_after=recrawl_after))
-    with sqlite3.connect(path) as conn:
-        row = conn.execute("SELECT fetched_at, next_due FROM frontier").fetchone()
-    conn.close()
-    assert row == (NOW - 5, next_due)
+    assert rows(path, "SELECT fetched_at, next_due FROM frontier") == [(NOW - 5, next_due)]
 
 
 def test_negative_recrawl_after_is_refused() -> None:

@@ -96,10 +96,10 @@ def dict_rows(store: Store, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def reopen(store: Store) -> Any:
+def reopen(store: Store, fresh: bool = False) -> Any:
     if isinstance(store, PgStore):
-        return PgStore(store.url)
-    return Store(store.path)
+        return PgStore(store.url, fresh=fresh)
+    return Store(store.path, fresh=fresh)
 
 
 def count(store: Store, table: str, where: str = "1 = 1", *params: object) -> int:
@@ -377,30 +377,26 @@ def test_items_columns_appear_and_reserved_names(store: Store) -> None:
         assert "new col" in again._item_columns
 
 
-def test_reset_in_flight_and_requeue(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
-    with Store(path) as s:
-        s.add([req(f"http://a.com/{i}") for i in range(5)])
-        jobs = s.take("a.com", 5, NOW)
-        assert s.requeue([jobs[0].fp, jobs[1].fp, 12345]) == 2
-        assert s.counts()["in_flight"] == 3
+def test_reset_in_flight_and_requeue(store: Store) -> None:
+    store.add([req(f"http://a.com/{i}") for i in range(5)])
+    jobs = store.take("a.com", 5, NOW)
+    assert store.requeue([jobs[0].fp, jobs[1].fp, 12345]) == 2
+    assert store.counts()["in_flight"] == 3
     # A crash leaves rows in flight; the next run puts them back.
-    with Store(path) as s:
+    with reopen(store) as s:
         assert s.counts() == {"queued": 2, "in_flight": 3, "done": 0, "failed": 0}
         assert s.reset_in_flight() == 3
         assert s.counts() == {"queued": 5, "in_flight": 0, "done": 0, "failed": 0}
         assert s.reset_in_flight() == 0
 
 
-def test_fresh_clears_crawl_and_keeps_runs(tmp_path: Path) -> None:
-    path = tmp_path / "c.db"
-    with Store(path) as s:
-        run_id = s.begin_run("spider", {"per_host": 2})
-        s.add([req("http://a.com/")])
-        (job,) = s.take("a.com", 1, NOW)
-        s.record([done(job.url, items=({"x": 1},))], run_id=run_id)
-        s.end_run(run_id, exit_code=0, finish_reason="finished", stats={"pages": 1})
-    with Store(path, fresh=True) as s:
+def test_fresh_clears_crawl_and_keeps_runs(store: Store) -> None:
+    run_id = store.begin_run("spider", {"per_host": 2})
+    store.add([req("http://a.com/")])
+    (job,) = store.take("a.com", 1, NOW)
+    store.record([done(job.url, items=({"x": 1},))], run_id=run_id)
+    store.end_run(run_id, exit_code=0, finish_reason="finished", stats={"pages": 1})
+    with reopen(store, fresh=True) as s:
         assert s.counts() == {"queued": 0, "in_flight": 0, "done": 0, "failed": 0}
         assert count(s, "pages") == count(s, "items") == 0
         assert "x" not in s._item_columns

@@ -103,6 +103,10 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
     """``record()``: a batch of outcomes into pages, items, links, errors and the frontier."""
 
     refused = 0  # outcomes a node's record refused: their host's lease had moved on
+    _last_refused: frozenset[int] = frozenset()  # ... in its last batch
+
+    def last_refused(self) -> frozenset[int]:
+        return self._last_refused
 
     def record(
         self,
@@ -272,6 +276,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 known[fp] = (state, depth)
             else:
                 refused.add(fp)
+        self._last_refused = frozenset(refused)
         if not refused:
             return known, list(outcomes)
         log.info("refused %d results of hosts this node no longer holds", len(refused))
