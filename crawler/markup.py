@@ -26,6 +26,7 @@ __all__ = [
     "LinkJoiner",
     "base_href",
     "decode_body",
+    "link_hrefs",
     "make_parser",
     "markup_kind",
 ]
@@ -114,6 +115,7 @@ _LOOKS_HTML = re.compile(
 _LOOKS_MARKUP = re.compile(rb"^\s*<[!?a-zA-Z]")
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*:")
 LINK_XPATH = lxml.etree.XPath("//a/@href|//area/@href", smart_strings=False)
+_A_HREFS = lxml.etree.XPath("//a/@href", smart_strings=False)
 _parsers = threading.local()  # lxml parsers must not be shared between threads
 
 
@@ -156,6 +158,48 @@ def base_href(root: lxml.etree._Element) -> str | None:
         if href is not None:
             return str(href)
     return None
+
+
+def link_hrefs(root: lxml.etree._Element) -> list[str]:
+    """The ``href`` of every ``<a>`` and ``<area>`` of an HTML tree, in document order.
+
+    The union ``LINK_XPATH`` walks the tree twice and sorts the merge into document order;
+    most pages have no ``<area>``, and ``iter("area")`` says so at once when the tag name was
+    never parsed (see :func:`base_href`), so those pages take one walk over ``<a>`` alone
+    (python3-doc: 270 -> 150 us a page).
+    """
+    if next(root.iter("area"), None) is None:
+        return _A_HREFS(root)  # type: ignore[no-any-return]
+    return LINK_XPATH(root)  # type: ignore[no-any-return]
+
+
+class _JoinCache:
+    """Joined hrefs by base directory, shared by the pages of a process.
+
+    A site's pages repeat their hrefs (navigation, index links), and pages of one directory
+    join a relative href to the same URL. Only what depends on nothing but the base's
+    directory is kept (``LinkJoiner.simple`` bases, hrefs other than ``""`` and ``?...``);
+    the whole cache is dropped past ``_JOIN_CACHE_MAX`` entries, so it stays under a few MB.
+    """
+
+    __slots__ = ("by_dir", "size")
+
+    def __init__(self) -> None:
+        self.by_dir: dict[str, dict[str, str | None]] = {}
+        self.size = 0
+
+    def for_dir(self, directory: str) -> dict[str, str | None]:
+        if self.size > _JOIN_CACHE_MAX:
+            self.by_dir.clear()
+            self.size = 0
+        cache = self.by_dir.get(directory)
+        if cache is None:
+            cache = self.by_dir[directory] = {}
+        return cache
+
+
+_JOIN_CACHE_MAX = 8192
+_joined = _JoinCache()
 
 
 class LinkJoiner:
@@ -203,16 +247,29 @@ class LinkJoiner:
         """Each distinct absolute http(s) URL of ``hrefs``, in order of first appearance.
 
         A page repeats its hrefs, mostly with different fragments (python3-doc: 311 links a
-        page, 39 distinct URLs), so each distinct href without its fragment is joined once.
+        page, 44 distinct URLs), so each distinct href without its fragment is joined once,
+        and one a page of the same directory joined before is taken from ``_joined``.
         ``join`` drops the fragment anyway, so that is the same answer.
         """
         join = self.join
+        cache = _joined.for_dir(self.dir) if self.simple else None
         seen: dict[str, None] = {}
-        for href in dict.fromkeys([h.partition("#")[0] for h in hrefs]):
-            try:
-                url = join(href)
-            except ValueError:  # e.g. an unbalanced IPv6 bracket
-                continue
+        # Distinct raw hrefs first (a C-speed pass), then without their fragments.
+        for href in dict.fromkeys([h.partition("#")[0] for h in dict.fromkeys(hrefs)]):
+            if cache is not None and href and href[0] != "?":
+                url = cache.get(href, "")
+                if url == "":
+                    try:
+                        url = join(href)
+                    except ValueError:  # e.g. an unbalanced IPv6 bracket
+                        continue
+                    cache[href] = url
+                    _joined.size += 1
+            else:
+                try:
+                    url = join(href)
+                except ValueError:
+                    continue
             if url is not None:
                 seen[url] = None
         return list(seen)

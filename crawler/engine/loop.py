@@ -46,9 +46,9 @@ from crawler.engine.sessions import Sessions, wants_login
 from crawler.engine.shutdown import GRACE, HARD_GRACE, Shutdown
 from crawler.engine.throttle import sample_of
 from crawler.engine.workers import (
+    Waiter,
     WorkerHandle,
     close_pipes,
-    poll,
     recv_all,
     send,
     start_worker,
@@ -145,6 +145,7 @@ class _Engine:
         self.threads = default_threads(settings)
         self.ctx = multiprocess.get_context("fork")
         self.workers: list[WorkerHandle] = []
+        self.waiter = Waiter()
         self.politeness = Politeness(
             PolitenessPolicy(
                 per_host=settings.per_host,
@@ -533,7 +534,7 @@ class _Engine:
                 self.store.add(requests)
 
     def _wait_and_record(self, timeout: float) -> None:
-        batch, ended = poll(self.workers, timeout)
+        batch, ended = self.waiter.wait(self.workers, timeout)
         if batch:
             self._record(batch)
         for handle in ended:
