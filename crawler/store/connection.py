@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 # The writer's page cache, in KiB: SQLite's default, and the most the frontier may grow it to.
 # A frontier row costs its fingerprint index about 30 bytes (an 8-byte key, the row id and
 # cell overhead, in pages about 70% full); the cache follows that size between the two bounds.
-CACHE_MIN_KIB = 2048
+CACHE_MIN_KIB = 2000
 CACHE_MAX_KIB = 32768
 _INDEX_BYTES_PER_ROW = 30
 
