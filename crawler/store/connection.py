@@ -10,16 +10,6 @@ doing and to which file.
 The frontier's progress counts live here too, because every part changes them: they are kept
 in memory from what each call changed (one full count at open, ``recount`` to re-read).
 
-The page cache is sized to the frontier (``_size_cache``). Every new frontier row lands on a
-random leaf of the fingerprint index (a hash orders it), so a batch of N new rows dirties
-about N pages of it. With SQLite's default 2 MiB cache (500 pages) a batch of a few thousand
-links spilled dirty pages to the WAL before its commit and wrote them again at the commit, and
-the index's interior pages were evicted by the leaves, so every insert read them back. The
-cache grows with the frontier, about the size of that index, from SQLite's default up to
-``CACHE_MAX_KIB``: a small crawl keeps the default and its memory, a large one stops spilling.
-Measured on a 9M-row frontier, 216k new links in batches of 2,160: reads 4.2 -> 2.1 and writes
-4.7 -> 3.5 syscalls per link (1M rows: 2.9 -> 1.0 and 3.9 -> 2.8).
-
 Raises :class:`~crawler.errors.StorageError`: a database that cannot be opened, is not SQLite,
 stays locked by another writer past ``busy_timeout``, or fails mid-write.
 """
@@ -41,13 +31,6 @@ from crawler.store.schema import SCHEMA_VERSION, STATES, create, item_columns
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
-
-# The writer's page cache, in KiB: SQLite's default, and the most the frontier may grow it to.
-# A frontier row costs its fingerprint index about 30 bytes (an 8-byte key, the row id and
-# cell overhead, in pages about 70% full); the cache follows that size between the two bounds.
-CACHE_MIN_KIB = 2000
-CACHE_MAX_KIB = 32768
-_INDEX_BYTES_PER_ROW = 30
 
 
 def _import_sqlite_utils() -> Any:
@@ -159,17 +142,6 @@ class Connection:
         )
         self._counts = dict.fromkeys(STATES, 0)
         self.recount()
-        self._cache_kib = 0
-        self._size_cache()
-
-    def _size_cache(self) -> None:
-        """Grow the page cache with the frontier (see the module docstring); called after
-        inserts, so it only runs its PRAGMA when the frontier has grown by a quarter or more."""
-        rows = sum(self._counts.values())
-        want = min(CACHE_MAX_KIB, max(CACHE_MIN_KIB, rows * _INDEX_BYTES_PER_ROW >> 10))
-        if want >= self._cache_kib * 5 // 4 and want != self._cache_kib:
-            self.conn.execute(f"PRAGMA cache_size = -{want}")
-            self._cache_kib = want
 
     def _error(self, exc: sqlite3.Error, doing: str) -> StorageError:
         text = str(exc)

@@ -104,7 +104,6 @@ class FrontierMixin(Connection):
                 self._counts["done"] -= requeued
                 self._counts["queued"] += requeued
         self._counts["queued"] += new
-        self._size_cache()
         return new
 
     def add_follows(self, follows: Iterable[Follow], *, depth: int) -> int:
@@ -117,7 +116,6 @@ class FrontierMixin(Connection):
             conn.executemany(_ADD_FOLLOW, rows)
             new = conn.total_changes - before
         self._counts["queued"] += new
-        self._size_cache()
         return new
 
     def hosts_with_work(self, now: float) -> list[str]:
@@ -262,8 +260,6 @@ class FrontierMixin(Connection):
         return n
 
     def _add_follows_in_tx(self, follows: Iterable[Follow], depth: int, now: float) -> int:
-        # record() counts this batch's rows after its loop: the cache follows one batch behind.
-        self._size_cache()
         seq = self._seq
         before = self.conn.total_changes
         self.conn.executemany(
