@@ -515,8 +515,10 @@ class _Engine:
         delay = policy.crawl_delay
         self.politeness.set_crawl_delay(host, delay)
         if delay:
-            # Crawl-delay counts from the robots.txt request too: it was a request start.
-            self.politeness.push(host, sent + delay)
+            # Crawl-delay counts from the robots.txt request too: it was a request start. The
+            # worker may have sent it well after dispatch (a worker still starting up), so the
+            # later of dispatch and the worker's answer is the safe start to count from.
+            self.politeness.push(host, max(sent, policy.fetched_at) + delay)
         if policy.kind == "disallow_all" and policy.retry_at is not None:
             log.warning(
                 "%s: robots.txt unreachable (%s); its URLs wait until %s",

@@ -34,10 +34,13 @@ def state_of(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
-def wait_until(what: str, check: Callable[[], bool], limit: float) -> None:
+def wait_until(
+    what: str, check: Callable[[], bool], limit: float, state: Callable[[], object] = str
+) -> None:
+    """Wait for ``check``; on a timeout the message carries ``state()``, what was seen."""
     deadline = time.monotonic() + limit
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        assert time.monotonic() < deadline, f"timed out waiting until {what}: {state()}"
         time.sleep(0.1)
 
 
@@ -88,7 +91,23 @@ def test_a_node_stopped_past_its_leases_sends_nothing_to_the_hosts_it_lost(
             held = "SELECT count(*) FROM host_leases WHERE owner = ?"
             return rows(db, left, lost) == [(0,)] and rows(db, held, victim_id) == [(0,)]
 
-        wait_until("the others took its hosts over and crawled them", taken_over, 150)
+        def seen() -> object:
+            return {
+                "left": rows(
+                    db,
+                    "SELECT host, url, state, node FROM frontier WHERE host = ANY(?)"
+                    " AND state <> 'done'",
+                    lost,
+                ),
+                "leases": rows(
+                    db, "SELECT host, owner, expires_at FROM host_leases WHERE host = ANY(?)", lost
+                ),
+                "nodes": rows(db, "SELECT id, pid, state, exit_code FROM nodes ORDER BY id"),
+                "exited": [n.poll() for n in nodes],
+                "waited": round(time.time() - stopped_at, 1),
+            }
+
+        wait_until("the others took its hosts over and crawled them", taken_over, 150, seen)
         assert all(state_of(p) == "T" for p in tree)  # still stopped all along
         resumed_at = time.time()
         os.killpg(victim.pid, signal.SIGCONT)
