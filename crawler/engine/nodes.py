@@ -2,9 +2,10 @@
 
 How this works: :class:`Node` is the engine's side of ``crawler/store/postgres/cluster.py``.
 It joins the run, then, from the engine's loop (:meth:`Node.tick`, a time check per turn),
-every ``lease_ttl / 3`` seconds: renews its host leases (writing each host's politeness clock
-with it), frees the leases of dead nodes, gives back hosts it has no work for (or more than
-its share), and reads the run's global counters for the limits. Dispatch asks
+every 0.5 s: heartbeats (reading the run's global counters for the limits and the live
+nodes for the fair share) and gives back hosts it has no work for (or more than its share);
+every ``lease_ttl / 3`` seconds (2 s at most) also renews its host leases (writing each
+host's politeness clock with them) and frees the leases of dead nodes. Dispatch asks
 :meth:`Node.allowed` which hosts it may start requests to: the hosts it holds whose *local*
 lease deadline has not passed, claiming free ones up to its fair share (hosts with work
 divided by live nodes). The local deadline is measured from the moment the renewal was
@@ -42,7 +43,8 @@ log = logging.getLogger("crawler")
 
 CLAIM_EVERY = 0.2  # seconds between claims of free hosts while some wait
 MAX_CANDIDATES = 200  # hosts offered to one claim statement
-HEARTBEAT_MAX = 2.0  # seconds between heartbeats, at most
+HEARTBEAT_MAX = 2.0  # seconds between lease renewals, at most
+LOOK_EVERY = 0.5  # seconds between heartbeats (the run's counters, live nodes, the share)
 
 
 def lease_grace(settings: Settings) -> float:
@@ -69,9 +71,12 @@ class Node:
         self.ttl = settings.lease_ttl
         self.grace = lease_grace(settings)
         self.stale_after = self.ttl + self.grace  # a node silent this long is dead
-        # Renewals (and the fair-share check) at least every 2 s: cheap (a few statements),
-        # and a node that joins a busy run gets its share soon.
+        # Renewals at least every 2 s (one statement for every held host). The heartbeat
+        # and the fair-share check are two statements whatever the node holds: every 0.5 s,
+        # so a node that joins a busy run gets its share at once (the others see it and
+        # drain hosts for it within 0.5 s, not after a renewal period).
         self.every = max(0.2, min(self.ttl / 3, HEARTBEAT_MAX))
+        self.look_every = min(self.every, LOOK_EVERY)
         self.clock = clock
         self.robots: RobotsGate | None = None
         self.run_id = 0
@@ -86,6 +91,7 @@ class Node:
         self.live_nodes = 1
         self.run_ended = False
         self._next_beat = 0.0
+        self._next_look = 0.0
         self._next_claim = 0.0
         self._in_flight: Callable[[str], int] = politeness.in_flight
         self._wanted: list[str] = []  # hosts with work, as dispatch last saw them
@@ -124,9 +130,12 @@ class Node:
     def tick(self, counters: RunStats, shutdown: Shutdown, now: float) -> None:
         """The heartbeat when due, then the run's limits against the whole run's counters."""
         mono = self.clock()
-        if mono >= self._next_beat:
-            self._next_beat = mono + self.every
-            self._beat(counters, mono)
+        if mono >= self._next_look:
+            self._next_look = mono + self.look_every
+            renew = mono >= self._next_beat
+            if renew:
+                self._next_beat = mono + self.every
+            self._beat(counters, renew)
         elif self.draining:
             self._release_drained()
         s = self.settings
@@ -148,14 +157,14 @@ class Node:
     _own_pages = 0
     _own_items = 0
 
-    def _beat(self, counters: RunStats, mono: float) -> None:
+    def _beat(self, counters: RunStats, renew: bool) -> None:
         store = self.store
         self._own_pages, self._own_items = counters.pages, counters.items
         pages, items, live, ended = store.heartbeat(
             counters.pages, counters.items, self.stale_after
         )
         self.run_pages, self.run_items, self.live_nodes, self.run_ended = pages, items, live, ended
-        if self.leases:
+        if renew and self.leases:
             sent = self.clock()
             kept = store.renew(self._clocks(list(self.leases)), self.ttl)
             for host in list(self.leases):
@@ -165,9 +174,10 @@ class Node:
                     log.warning("lost the lease of %s", host)
                     del self.leases[host]
                     self.draining.discard(host)
-        requeued = store.reap(self.grace)
-        if requeued:
-            log.warning("took over dead leases: %d URLs in flight back in the queue", requeued)
+        if renew:
+            requeued = store.reap(self.grace)
+            if requeued:
+                log.warning("took over dead leases: %d URLs in flight back in the queue", requeued)
         self._shed()
 
     def _shed(self) -> None:
