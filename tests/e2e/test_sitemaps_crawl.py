@@ -1,8 +1,10 @@
-"""Sitemaps in real crawls: from robots.txt and from a spider's ``sitemap_urls``."""
+"""Sitemaps in real crawls: from robots.txt and from a spider's ``sitemap_urls`` (on both
+backends: ``crawl_db``)."""
 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,9 @@ def titled(title: str) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> None:
+def test_robots_sitemap_index_with_a_gzip_child(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     routes: dict[str, Any] = {"/": titled("home")}
     host = site.add_host("127.0.0.2", routes)
     base = f"http://{host}"
@@ -66,7 +70,7 @@ def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> N
     routes["/broken.xml"] = (200, {"Content-Type": "application/xml"}, "<html>not a sitemap</html>")
     for name in ("s1", "s2", "s3"):
         routes[f"/{name}"] = titled(name)
-    db = tmp_path / "sm.db"
+    db = crawl_db("sm")
 
     result = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs={"start_urls": base + "/"})
 
@@ -78,7 +82,9 @@ def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-def test_spider_sitemap_urls_go_to_its_sitemap_callback(site: Site, tmp_path: Path) -> None:
+def test_spider_sitemap_urls_go_to_its_sitemap_callback(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     routes: dict[str, Any] = {"/p1": titled("p1"), "/p2": titled("p2")}
     host = site.add_host("127.0.0.2", routes)
     base = f"http://{host}"
@@ -88,7 +94,7 @@ def test_spider_sitemap_urls_go_to_its_sitemap_callback(site: Site, tmp_path: Pa
         {"Content-Type": "text/plain"},
         f"{base}/p1\n{base}/p2\n{other}\n",
     )
-    db = tmp_path / "sp.db"
+    db = crawl_db("sp")
 
     result = crawl(
         ProductSpider,
