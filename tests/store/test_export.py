@@ -103,8 +103,10 @@ def table_rows(db: Db, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     if is_postgres(db):
         with psycopg.connect(str(db)) as pg:
             cursor = pg.execute(f"select * from {table} order by ctid")
-            found = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                     for row in cursor.fetchall()]  # fmt: skip
+            found = [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in cursor.fetchall()
+            ]
             return [d.name for d in cursor.description or ()], found
     with sqlite3.connect(db) as conn:
         cursor = conn.execute(f"select * from {table} order by rowid")
