@@ -15,7 +15,8 @@ Value mapping:
   ``blobs="skip"`` the columns declared BLOB are left out, and a bytes value met in any other
   column is written as null / empty.
 
-Rows come in rowid order when the table has one.
+Rows come in rowid order when the table has one (on PostgreSQL: a table's in ``ctid`` order, a
+view's in its own).
 """
 
 from __future__ import annotations
@@ -157,13 +158,10 @@ def export_table(
     if is_database_url(db_path):
         from crawler.store.postgres.read import table_rows
 
-        names, pg_rows = table_rows(os.fspath(db_path), table, skip_blobs=blobs == "skip")
-        try:
+        with table_rows(os.fspath(db_path), table, skip_blobs=blobs == "skip") as (names, pg_rows):
             if out is not None:
                 return _atomic_write(Path(out), fmt, names, pg_rows, blobs)
             return _write(stream or sys.stdout, fmt, names, pg_rows, blobs)
-        finally:
-            pg_rows.close()
     path = Path(db_path)
     db = _connect(path)
     rows: Generator[tuple[Any, ...], None, None] | None = None

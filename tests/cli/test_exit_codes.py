@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from crawler.errors import StorageError
 from crawler.loader import load_spider
 from crawler.settings import Settings
 from tests.kit.crawl import rows, rows_so_far
+from tests.kit.postgres import PostgresServer
 from tests.kit.project import invoke, make_project, subprocess_env
 from tests.kit.site import Site
 
@@ -149,14 +151,25 @@ def test_1_above_max_error_rate(
         ("start", "chain: start_requests raised RuntimeError: cannot build the start list"),
     ],
 )
-def test_3_spider_raises_at_start(project: Path, site: Site, fail: str, message: str) -> None:
+def test_3_spider_raises_at_start(
+    project: Path, site: Site, crawl_db: Callable[[str], Path | str], fail: str, message: str
+) -> None:
     start = chain(site, 3)
-    result = run_chain("-a", f"start_urls={start}", "-a", f"fail={fail}")
+    db = crawl_db("chain")
+    result = run_chain("-a", f"start_urls={start}", "-a", f"fail={fail}", "--db", str(db))
     assert result.exit_code == 3
-    assert result.stderr.strip().splitlines() == [f"Error: {message}"]  # one line, no traceback
-    db = project / "data" / "chain.db"
+    # One line, no traceback (after the INFO records a PostgreSQL run logs as a node joins it).
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if not line.startswith("INFO: ")] == [f"Error: {message}"]
     if fail == "init":
-        assert not db.exists()  # nothing was touched
+        # Nothing was touched: no file, no table.
+        if isinstance(db, Path):
+            assert not db.exists()
+        else:
+            tables = (
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            assert rows(db, tables) == []
     else:
         assert runs(db) == [(3, message)]
 
@@ -174,6 +187,30 @@ def test_3_database_cannot_be_opened(project: Path) -> None:
     ]
     result = run_chain("-a", "start_urls=http://127.0.0.2:9/", "--db", "spiders")
     assert result.exit_code == 2  # click: a folder where a file is expected
+
+
+@pytest.mark.timeout(60)
+def test_3_postgresql_cannot_be_reached_or_opened(
+    project: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    missing = postgres.database().rpartition("/")[0] + "/nope"  # the server is up, not the db
+    for url, why in [
+        (f"postgresql://crawler:hunter2@127.0.0.1:{port}/crawl", "refused"),
+        (missing.replace("crawler@", "crawler:hunter2@"), 'database "nope" does not exist'),
+    ]:
+        # As cron runs it: the URL in CRAWLER_DB, not on the command line.
+        monkeypatch.setenv("CRAWLER_DB", url)
+        began = time.monotonic()
+        result = run_chain("-a", "start_urls=http://127.0.0.2:9/")
+        assert result.exit_code == 3, result.output
+        assert time.monotonic() - began < 10  # at start, no db_retry wait: nothing to resume
+        (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+        shown = url.replace(":hunter2@", "@")
+        assert line.startswith(f"Error: cannot open database {shown}: ") and why in line, line
+    assert sorted(p.name for p in project.iterdir()) == ["spiders"]  # nothing on disk
 
 
 @pytest.mark.timeout(60)

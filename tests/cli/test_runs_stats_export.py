@@ -1,4 +1,9 @@
-"""``crawler runs``, ``crawler stats`` and ``crawler export`` on the database of a real crawl."""
+"""``crawler runs``, ``crawler stats`` and ``crawler export`` on the database of a real crawl.
+
+On both backends: the ``crawled`` project's run went to ``data/news.db`` or, with
+``CRAWLER_DB`` set as cron would, to a PostgreSQL database. What is about files under data/
+(a missing one, every spider database found there) is SQLite's.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,11 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from tests.kit.postgres import PostgresServer
@@ -32,10 +40,56 @@ class News(Spider):
 """
 
 
-@pytest.fixture(scope="module")
-def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project whose news spider crawled 4 pages (one 404) on two hosts: data/news.db."""
+@dataclass(frozen=True)
+class Crawled:
+    """A project folder and where its news spider's crawl is: a path (relative to the
+    folder) or a ``postgresql://`` URL."""
+
+    root: Path
+    db: str
+
+    @property
+    def postgres(self) -> bool:
+        return self.db.startswith("postgresql://")
+
+
+def execute(db: str, sql: str, *params: Any) -> None:
+    """One statement (``?`` placeholders) on either backend, committed."""
+    if db.startswith("postgresql://"):
+        with psycopg.connect(db) as pg:
+            pg.execute(sql.replace("?", "%s"), params)
+        return
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, params)
+    conn.close()
+
+
+def stored(project: Crawled, table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` as a dict, in the order the export promises."""
+    if project.postgres:
+        with psycopg.connect(project.db) as pg:
+            cur = pg.execute(f"SELECT * FROM {table} ORDER BY ctid")
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    with sqlite3.connect(project.root / project.db) as conn:
+        conn.row_factory = sqlite3.Row
+        found = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+    conn.close()
+    return found
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def crawled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Crawled]:
+    """A project whose news spider crawled 4 pages (one 404) on two hosts, then a run of it
+    was killed; on SQLite into data/news.db, on PostgreSQL into a database of its own."""
     root = make_project(tmp_path_factory.mktemp("project"), {"news.py": SPIDER})
+    if request.param == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        project = Crawled(root, postgres.database())
+    else:
+        project = Crawled(root, "data/news.db")
     site = Site()
     logging_state = restore_logging()
     next(logging_state)
@@ -49,34 +103,44 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )  # fmt: skip
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
+            if project.postgres:
+                mp.setenv("CRAWLER_DB", project.db)
             result = invoke(
                 "run", "news", "-a", f"start_urls=http://{a}/",
                 "-a", "allowed_domains=127.0.0.2,127.0.0.3",
             )  # fmt: skip
             assert result.exit_code == 0, result.output
-        # A run that was killed: its row never got finished_at (and its pid is gone).
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)  # fmt: skip
-        with sqlite3.connect(root / "data" / "news.db") as conn:
-            conn.execute(
+            # A run that was killed: its row never got finished_at (and its pid is gone).
+            dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            execute(
+                project.db,
                 "INSERT INTO runs (spider, started_at, pid, hostname) VALUES"
                 " ('news', 1.0, ?, (SELECT hostname FROM runs LIMIT 1))",
-                (int(dead.stdout),),
+                int(dead.stdout),
             )
-        yield root
+        yield project
     finally:
         site.stop()
         next(logging_state, None)
 
 
 @pytest.fixture
-def project(crawled: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(crawled)
+def project(crawled: Crawled, monkeypatch: pytest.MonkeyPatch) -> Crawled:
+    """The crawled project as the working directory; CRAWLER_DB names its PostgreSQL."""
+    monkeypatch.chdir(crawled.root)
+    if crawled.postgres:
+        monkeypatch.setenv("CRAWLER_DB", crawled.db)
     return crawled
 
 
+def on_sqlite(test: Any) -> Any:
+    """Run ``test`` on the SQLite project only (it is about files under data/)."""
+    return pytest.mark.parametrize("crawled", ["sqlite"], indirect=True)(test)
+
+
 @pytest.mark.timeout(60)
-def test_runs_lists_newest_first(project: Path) -> None:
+def test_runs_lists_newest_first(project: Crawled) -> None:
     result = invoke("runs", "news")
     assert result.exit_code == 0, result.output
     header, killed, done = result.stdout.splitlines()
@@ -88,12 +152,12 @@ def test_runs_lists_newest_first(project: Path) -> None:
     cells = done.split()
     assert cells[:2] == ["1", "news"]
     assert cells[-5:] == ["0", "finished", "4", "3", "0"]
-    assert invoke("runs", "--db", "data/news.db").stdout == result.stdout
-    assert invoke("runs", "other", "--db", "data/news.db").stderr == "no runs of other\n"
+    assert invoke("runs", "--db", project.db).stdout == result.stdout
+    assert invoke("runs", "other", "--db", project.db).stderr == "no runs of other\n"
 
 
 @pytest.mark.timeout(60)
-def test_stats_latest_and_by_id(project: Path) -> None:
+def test_stats_latest_and_by_id(project: Crawled) -> None:
     latest = invoke("stats", "news")
     assert latest.exit_code == 0
     assert latest.stdout.startswith("run 2 of news: killed, no stats")
@@ -114,14 +178,32 @@ def test_stats_latest_and_by_id(project: Path) -> None:
     assert invoke("stats", "news", "--run", "9").exit_code == 1
 
 
-def test_history_errors(project: Path) -> None:
+@on_sqlite
+def test_history_errors(project: Crawled) -> None:
     assert invoke("stats", "--run", "1").exit_code == 2  # run ids are per database
     result = invoke("runs", "nope")
     assert result.exit_code == 1 and result.stderr == "Error: no database at data/nope.db\n"
-    (project / "empty.db").write_bytes(b"")
+    assert invoke("export", "nope").exit_code == 1
+    (project.root / "empty.db").write_bytes(b"")
     result = invoke("stats", "--db", "empty.db")
     assert result.exit_code == 1 and "has no runs table" in result.stderr
-    assert not (project / "data" / "nope.db").exists()  # reading never creates a database
+    assert not (project.root / "data" / "nope.db").exists()  # reading never creates a database
+
+
+def test_history_errors_on_postgresql(postgres: PostgresServer) -> None:
+    empty = postgres.database()
+    missing = empty.rpartition("/")[0] + "/nope"
+    for args in (["runs"], ["stats"], ["export"], ["export", "--table", "pages"]):
+        result = invoke(*args, "--db", missing)
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.stderr.splitlines()  # one line, no traceback
+        assert line.startswith(f"Error: cannot open {missing}: ") and "does not exist" in line
+    with psycopg.connect(postgres.admin_url) as pg:  # reading never creates a database
+        assert pg.execute("SELECT 1 FROM pg_database WHERE datname = 'nope'").fetchall() == []
+    result = invoke("stats", "--db", empty)
+    assert result.exit_code == 1 and "has no runs table" in result.stderr
+    result = invoke("export", "--db", empty)
+    assert result.exit_code == 1 and "no table 'items'" in result.stderr
 
 
 # --- runs and stats across every spider of a project ----------------------------------------
@@ -165,20 +247,17 @@ def test_runs_and_stats_without_a_name_cover_every_spider(
 # --- export -----------------------------------------------------------------------------------
 
 
-def test_export_jsonl_to_stdout_round_trips(project: Path) -> None:
+def test_export_jsonl_to_stdout_round_trips(project: Crawled) -> None:
     result = invoke("export", "news")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    with sqlite3.connect(project / "data" / "news.db") as conn:
-        conn.row_factory = sqlite3.Row
-        stored = [dict(r) for r in conn.execute("SELECT * FROM items ORDER BY rowid")]
-    assert rows == stored and len(rows) == 3
+    assert rows == stored(project, "items") and len(rows) == 3
     assert any('"quoted"\nline' in (r["title"] or "") for r in rows)
     assert json.loads(rows[0]["tags"]) == ["a", "b"]  # JSON stays JSON text
 
 
-def test_export_csv_file_is_atomic_and_round_trips(project: Path) -> None:
-    out = project / "exports" / "news.csv"
+def test_export_csv_file_is_atomic_and_round_trips(project: Crawled) -> None:
+    out = project.root / "exports" / "news.csv"
     out.parent.mkdir(exist_ok=True)
     out.write_text("the previous export\n")
     result = invoke("export", "news", "--format", "csv", "-o", str(out))
@@ -195,8 +274,8 @@ def test_export_csv_file_is_atomic_and_round_trips(project: Path) -> None:
     assert len(out.read_text(encoding="utf-8").splitlines()) >= 4
 
 
-def test_export_other_tables_and_errors(project: Path) -> None:
-    pages = invoke("export", "--db", "data/news.db", "--table", "pages", "--blobs", "skip")
+def test_export_other_tables_and_errors(project: Crawled) -> None:
+    pages = invoke("export", "--db", project.db, "--table", "pages", "--blobs", "skip")
     assert pages.exit_code == 0
     first = json.loads(pages.stdout.splitlines()[0])
     assert "body" not in first and first["status"] == 200
@@ -204,17 +283,16 @@ def test_export_other_tables_and_errors(project: Path) -> None:
             if x]  # fmt: skip
     assert json.loads(runs[0]["stats"])["pages"] == 4
     assert invoke("export", "news", "--format", "xml").exit_code == 2
-    assert invoke("export", "nope").exit_code == 1
     result = invoke("export", "news", "-o", "no/such/folder/x.jsonl")
     assert result.exit_code == 1 and "no folder" in result.stderr
 
 
 @pytest.mark.timeout(60)
-def test_export_into_a_closed_pipe_is_quiet(project: Path) -> None:
+def test_export_into_a_closed_pipe_is_quiet(project: Crawled) -> None:
     env = subprocess_env()
     proc = subprocess.run(
-        f"{sys.executable} -m crawler export news --table pages | head -c 10",
-        shell=True, cwd=project, env=env, capture_output=True, text=True, timeout=60,
+        f"{sys.executable} -m crawler export --db '{project.db}' --table pages | head -c 10",
+        shell=True, cwd=project.root, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.stdout == '{"url": "h' and "Traceback" not in proc.stderr
 

@@ -1,4 +1,5 @@
-"""Crash safety: kill -9, SIGINT/SIGTERM and a dying worker, then resume from the database."""
+"""Crash safety: kill -9, SIGINT/SIGTERM and a dying worker, then resume from the database
+(on both backends: ``crawl_db``; what only concerns the processes runs on SQLite alone)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from crawler.engine import crawl
 from crawler.settings import Settings
-from tests.kit.crawl import TitleSpider, assert_crawled_once, rows_so_far, spawn_crawl
+from tests.kit.crawl import TitleSpider, assert_crawled_once, rows, rows_so_far, spawn_crawl
 from tests.kit.processes import child_pids
 from tests.kit.site import Site
 
@@ -50,17 +51,19 @@ def chain_site(site: Site, delay: float) -> str:
     return f"http://{host}/p0"
 
 
-def count(db: Path, sql: str) -> Any:
+def count(db: Path | str, sql: str) -> Any:
     """The one value ``sql`` selects; 0 until the crawl has created its database."""
     found = rows_so_far(db, sql)
     return found[0][0] if found else 0
 
 
-def start(tmp_path: Path, db: Path, url: str) -> subprocess.Popen[bytes]:
+def start(tmp_path: Path, db: Path | str, url: str) -> subprocess.Popen[bytes]:
     return spawn_crawl(tmp_path, ("ChainSpider", SPIDER), db, url, SETTINGS)
 
 
-def wait_for_pages(proc: subprocess.Popen[bytes], db: Path, pages: int, limit: float = 20) -> None:
+def wait_for_pages(
+    proc: subprocess.Popen[bytes], db: Path | str, pages: int, limit: float = 20
+) -> None:
     deadline = time.monotonic() + limit
     while count(db, "SELECT count(*) FROM pages") < pages:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -82,9 +85,11 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 
 @pytest.mark.timeout(90)
-def test_kill_9_mid_crawl_then_resume(site: Site, tmp_path: Path) -> None:
+def test_kill_9_mid_crawl_then_resume(
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str]
+) -> None:
     url = chain_site(site, delay=0.01)
-    db = tmp_path / "crash.db"
+    db = crawl_db("crash")
     for k in range(1, 4):
         proc = start(tmp_path, db, url)
         wait_for_pages(proc, db, 20 * k)
@@ -101,10 +106,10 @@ def test_kill_9_mid_crawl_then_resume(site: Site, tmp_path: Path) -> None:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_gracefully_then_resume(
-    site: Site, tmp_path: Path, signum: int, code: int
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str], signum: int, code: int
 ) -> None:
     url = chain_site(site, delay=0.01)
-    db = tmp_path / "sig.db"
+    db = crawl_db("sig")
     proc = start(tmp_path, db, url)
     wait_for_pages(proc, db, 20)
     os.killpg(proc.pid, signum)  # like Ctrl-C in a terminal: the whole group gets it
@@ -117,9 +122,11 @@ def test_signal_stops_gracefully_then_resume(
 
 
 @pytest.mark.timeout(60)
-def test_second_signal_stops_quickly(site: Site, tmp_path: Path) -> None:
+def test_second_signal_stops_quickly(
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str]
+) -> None:
     url = chain_site(site, delay=1.5)  # in-flight requests that would outlast the grace
-    db = tmp_path / "hard.db"
+    db = crawl_db("hard")
     proc = start(tmp_path, db, url)
     wait_for_pages(proc, db, 2)
     os.kill(proc.pid, signal.SIGTERM)
@@ -140,17 +147,19 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def in_flight_urls(db: Path) -> set[str]:
+def in_flight_urls(db: Path | str) -> set[str]:
     return {url for (url,) in rows_so_far(db, "SELECT url FROM frontier WHERE state = 'in_flight'")}
 
 
 @pytest.mark.timeout(60)
-def test_group_sigterm_lets_in_flight_work_finish(site: Site, tmp_path: Path) -> None:
+def test_group_sigterm_lets_in_flight_work_finish(
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str]
+) -> None:
     # systemd or a cron wrapper signals the whole process group. The workers ignore SIGTERM
     # like SIGINT, so what they are fetching (1 s a page, inside the 5 s grace) is recorded
     # as done instead of being requeued and fetched again by the next run.
     url = chain_site(site, delay=1.0)
-    db = tmp_path / "term.db"
+    db = crawl_db("term")
     proc = start(tmp_path, db, url)
     wait_for_pages(proc, db, 3)
     deadline = time.monotonic() + 10
@@ -166,9 +175,8 @@ def test_group_sigterm_lets_in_flight_work_finish(site: Site, tmp_path: Path) ->
     assert not any(alive(pid) for pid in workers)
     assert count(db, "SELECT exit_code FROM runs") == 143
     assert count(db, "SELECT count(*) FROM frontier WHERE state = 'in_flight'") == 0
-    with sqlite3.connect(db) as conn:
-        states = dict(conn.execute("SELECT url, state FROM frontier").fetchall())
-        stored = {u for (u,) in conn.execute("SELECT url FROM pages")}
+    states = dict(rows(db, "SELECT url, state FROM frontier"))
+    stored = {u for (u,) in rows(db, "SELECT url FROM pages")}
     assert {states[u] for u in fetching} == {"done"}, fetching
     assert fetching <= stored
     assert max(site.hits.values()) == 1  # nothing was fetched and then thrown away
@@ -177,7 +185,7 @@ def test_group_sigterm_lets_in_flight_work_finish(site: Site, tmp_path: Path) ->
 
 @pytest.mark.timeout(60)
 def test_group_sigterm_kills_a_worker_still_busy_after_the_grace(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, crawl_db: Callable[[str], Path | str]
 ) -> None:
     # A page that takes 30 s cannot finish within the grace: its worker ignores SIGTERM, so the
     # parent's last resort is SIGKILL, and the URL goes back to the queue (not as a death).
@@ -187,7 +195,7 @@ def test_group_sigterm_kills_a_worker_still_busy_after_the_grace(
 
     home = "<html><title>home</title><body><a href='/hang'>h</a></body></html>"
     host = site.add_host("127.0.0.2", {"/": home, "/hang": hang})
-    db = tmp_path / "hang.db"
+    db = crawl_db("hang")
     proc = start(tmp_path, db, f"http://{host}/")
     deadline = time.monotonic() + 15
     while site.hits[(host, "/hang")] == 0:
@@ -199,17 +207,15 @@ def test_group_sigterm_kills_a_worker_still_busy_after_the_grace(
     assert finish(proc, timeout=20) == 143
     assert time.monotonic() - signalled < 9  # 5 s grace, 1 s for the worker, then SIGKILL
     assert not any(alive(pid) for pid in workers)
-    with sqlite3.connect(db) as conn:
-        (state,) = conn.execute(
-            "SELECT state FROM frontier WHERE url = ?", (f"http://{host}/hang",)
-        ).fetchone()
-        stats = json.loads(conn.execute("SELECT stats FROM runs").fetchone()[0])
+    [(state,)] = rows(db, "SELECT state FROM frontier WHERE url = ?", f"http://{host}/hang")
+    stats = json.loads(rows(db, "SELECT stats FROM runs")[0][0])
     assert state == "queued"
     assert stats["dead_workers"] == 0
 
 
 @pytest.mark.timeout(60)
 def test_parent_killed_alone_takes_its_workers_along(site: Site, tmp_path: Path) -> None:
+    # About processes only (the database is just where progress shows): SQLite alone.
     # Workers ignore SIGTERM, so they must not outlive a parent that was SIGKILLed (the OOM
     # killer, a kill -9 of the parent's PID): they go with it, in-flight fetches and all.
     url = chain_site(site, delay=0.5)
@@ -233,9 +239,11 @@ def test_parent_killed_alone_takes_its_workers_along(site: Site, tmp_path: Path)
 
 
 @pytest.mark.timeout(60)
-def test_dead_worker_is_replaced_and_its_urls_requeued(site: Site, tmp_path: Path) -> None:
+def test_dead_worker_is_replaced_and_its_urls_requeued(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     url = chain_site(site, delay=0.01)
-    db = tmp_path / "dead.db"
+    db = crawl_db("dead")
     killed: list[int] = []
 
     def progress(snapshot: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""End-to-end crawls of a local multi-host site, asserting on rows in SQLite."""
+"""End-to-end crawls of a local multi-host site, asserting on rows in the database (on both
+backends: ``crawl_db``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,9 @@ def two_host_site(site: Site, n: int = 10) -> tuple[str, str]:
 
 
 @pytest.mark.timeout(60)
-def test_all_pages_reached_exactly_once(site: Site, tmp_path: Path) -> None:
+def test_all_pages_reached_exactly_once(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     a, b = two_host_site(site)
-    db = tmp_path / "crawl.db"
+    db = crawl_db("crawl")
     result = crawl(
         TitleSpider,
         settings=FAST,
@@ -79,7 +81,7 @@ class RedirectSpider(Spider):
 
 
 @pytest.mark.timeout(60)
-def test_redirect_chains(site: Site, tmp_path: Path) -> None:
+def test_redirect_chains(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     b = site.add_host("127.0.0.3", {"/landing": page("landing", [])})
     routes: dict[str, Any] = {
         "/": page("home", ["/r1", "/loop", "/long0", "/ftp", "/x1"]),
@@ -94,7 +96,7 @@ def test_redirect_chains(site: Site, tmp_path: Path) -> None:
     for i in range(5):
         routes[f"/long{i}"] = (302, {"Location": f"/long{i + 1}"}, "")
     a = site.add_host("127.0.0.2", routes)
-    db = tmp_path / "r.db"
+    db = crawl_db("r")
     result = crawl(
         RedirectSpider,
         settings=FAST.replace(max_redirects=3),
@@ -129,7 +131,9 @@ class FailingSpider(Spider):
 
 
 @pytest.mark.timeout(60)
-def test_callback_error_refused_host_and_retry(site: Site, tmp_path: Path) -> None:
+def test_callback_error_refused_host_and_retry(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     attempts = {"n": 0}
 
     def flaky(path: str) -> tuple[int, dict[str, str], str]:
@@ -149,7 +153,7 @@ def test_callback_error_refused_host_and_retry(site: Site, tmp_path: Path) -> No
             "/after": page("after", []),
         },
     )
-    db = tmp_path / "e.db"
+    db = crawl_db("e")
     result = crawl(
         FailingSpider,
         settings=FAST.replace(retries=1),
@@ -169,9 +173,9 @@ def test_callback_error_refused_host_and_retry(site: Site, tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(60)
-def test_max_pages_then_resume(site: Site, tmp_path: Path) -> None:
+def test_max_pages_then_resume(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     a, _b = two_host_site(site)
-    db = tmp_path / "m.db"
+    db = crawl_db("m")
     kwargs = {"start_urls": f"http://{a}/", "allowed_domains": "127.0.0.2 127.0.0.3"}
     first = crawl(TitleSpider, settings=FAST.replace(max_pages=5), db_path=db, spider_kwargs=kwargs)
     assert (first.exit_code, first.finish_reason) == (4, "max_pages")
@@ -195,10 +199,10 @@ def test_max_pages_then_resume(site: Site, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_max_depth_prunes(site: Site, tmp_path: Path) -> None:
+def test_max_depth_prunes(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     routes = {f"/d{i}": page(f"d{i}", [f"/d{i + 1}"]) for i in range(10)}
     a = site.add_host("127.0.0.2", routes)
-    db = tmp_path / "d.db"
+    db = crawl_db("d")
     result = crawl(
         TitleSpider,
         settings=FAST.replace(max_depth=3),
@@ -226,9 +230,9 @@ class TwiceSpider(Spider):
 
 
 @pytest.mark.timeout(60)
-def test_items_replaced_on_reparse(site: Site, tmp_path: Path) -> None:
+def test_items_replaced_on_reparse(site: Site, crawl_db: Callable[[str], Path | str]) -> None:
     a = site.add_host("127.0.0.2", {"/": page("home", [])})
-    db = tmp_path / "i.db"
+    db = crawl_db("i")
     result = crawl(
         TwiceSpider, settings=FAST, db_path=db, spider_kwargs={"start_urls": f"http://{a}/"}
     )

@@ -1,4 +1,5 @@
-"""robots.txt, Crawl-delay and Retry-After in real crawls (loopback servers, rows in SQLite)."""
+"""robots.txt, Crawl-delay and Retry-After in real crawls (loopback servers, rows in the
+database; on both backends: ``crawl_db``)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_robots_obeyed_fetched_first_once_and_cached_across_runs(
         "/private/x": page("secret", []),
     }
     a = site.add_host("127.0.0.2", a_routes)
-    db = crawl_db("r")  # on both backends
+    db = crawl_db("r")
     kwargs = {"start_urls": f"http://{a}/", "allowed_domains": "127.0.0.2 127.0.0.3"}
     settings = FAST.replace(per_host=2)
 
@@ -86,7 +87,7 @@ def test_robots_obeyed_fetched_first_once_and_cached_across_runs(
 
 @pytest.mark.timeout(60)
 def test_robots_5xx_keeps_the_host_queued_and_the_next_run_retries(
-    site: Site, tmp_path: Path
+    site: Site, crawl_db: Callable[[str], Path | str]
 ) -> None:
     state = {"robots": (503, {}, "try later")}
     a_routes: dict[str, Any] = {
@@ -96,7 +97,7 @@ def test_robots_5xx_keeps_the_host_queued_and_the_next_run_retries(
     }
     a = site.add_host("127.0.0.2", a_routes)
     b = site.add_host("127.0.0.3", {"/": page("b", ["/b1"]), "/b1": page("b1", [])})
-    db = tmp_path / "u.db"
+    db = crawl_db("u")
     kwargs = {"start_urls": f"http://{a}/ http://{b}/", "allowed_domains": "127.0.0.2 127.0.0.3"}
 
     first = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs=kwargs)
@@ -123,7 +124,7 @@ def test_robots_5xx_keeps_the_host_queued_and_the_next_run_retries(
 
 
 @pytest.mark.timeout(60)
-def test_crawl_delay_spaces_request_starts(tmp_path: Path) -> None:
+def test_crawl_delay_spaces_request_starts(crawl_db: Callable[[str], Path | str]) -> None:
     delay = 0.35
     with ConcurrencyServer(("127.0.0.2",)) as server:
         links = "".join(f'<a href="/p{i}">p</a>' for i in range(4))
@@ -131,7 +132,7 @@ def test_crawl_delay_spaces_request_starts(tmp_path: Path) -> None:
             "/robots.txt": f"User-agent: *\nCrawl-delay: {delay}\n".encode(),
             "/": f"<html><body>{links}</body></html>".encode(),
         }
-        db = tmp_path / "cd.db"
+        db = crawl_db("cd")
         result = crawl(
             TitleSpider,
             settings=FAST.replace(per_host=2),
@@ -149,7 +150,7 @@ def test_crawl_delay_spaces_request_starts(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_retry_after_pushes_the_whole_host(tmp_path: Path) -> None:
+def test_retry_after_pushes_the_whole_host(crawl_db: Callable[[str], Path | str]) -> None:
     with MisbehavingServer() as server:
         starts = " ".join(
             [server.url("/flaky?fail=1&status=429&retry_after=2")]
@@ -158,7 +159,7 @@ def test_retry_after_pushes_the_whole_host(tmp_path: Path) -> None:
         result = crawl(
             TitleSpider,
             settings=FAST.replace(workers=1, per_host=1, robots=False),
-            db_path=tmp_path / "ra.db",
+            db_path=crawl_db("ra"),
             spider_kwargs={"start_urls": starts},
         )
         arrivals = list(server.arrivals)

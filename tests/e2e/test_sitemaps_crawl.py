@@ -1,8 +1,12 @@
-"""Sitemaps in real crawls: from robots.txt and from a spider's ``sitemap_urls``."""
+"""Sitemaps in real crawls: from robots.txt and from a spider's ``sitemap_urls``, and a
+``lastmod`` that makes a stored page due again (on both backends: ``crawl_db``)."""
 
 from __future__ import annotations
 
 import gzip
+import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,12 @@ pytestmark = [pytest.mark.slow]
 FAST = Settings(workers=2, timeout=5, retries=1)
 
 
-def urlset(*locs: str) -> str:
-    entries = "".join(f"<url><loc>{loc}</loc><lastmod>2024-05-01</lastmod></url>" for loc in locs)
+def urlset(*locs: str, lastmod: dict[str, str] | None = None) -> str:
+    dates = lastmod or {}
+    entries = "".join(
+        f"<url><loc>{loc}</loc><lastmod>{dates.get(loc, '2024-05-01')}</lastmod></url>"
+        for loc in locs
+    )
     return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>'
 
 
@@ -49,7 +57,9 @@ def titled(title: str) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> None:
+def test_robots_sitemap_index_with_a_gzip_child(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     routes: dict[str, Any] = {"/": titled("home")}
     host = site.add_host("127.0.0.2", routes)
     base = f"http://{host}"
@@ -66,7 +76,7 @@ def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> N
     routes["/broken.xml"] = (200, {"Content-Type": "application/xml"}, "<html>not a sitemap</html>")
     for name in ("s1", "s2", "s3"):
         routes[f"/{name}"] = titled(name)
-    db = tmp_path / "sm.db"
+    db = crawl_db("sm")
 
     result = crawl(TitleSpider, settings=FAST, db_path=db, spider_kwargs={"start_urls": base + "/"})
 
@@ -78,7 +88,9 @@ def test_robots_sitemap_index_with_a_gzip_child(site: Site, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-def test_spider_sitemap_urls_go_to_its_sitemap_callback(site: Site, tmp_path: Path) -> None:
+def test_spider_sitemap_urls_go_to_its_sitemap_callback(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     routes: dict[str, Any] = {"/p1": titled("p1"), "/p2": titled("p2")}
     host = site.add_host("127.0.0.2", routes)
     base = f"http://{host}"
@@ -88,7 +100,7 @@ def test_spider_sitemap_urls_go_to_its_sitemap_callback(site: Site, tmp_path: Pa
         {"Content-Type": "text/plain"},
         f"{base}/p1\n{base}/p2\n{other}\n",
     )
-    db = tmp_path / "sp.db"
+    db = crawl_db("sp")
 
     result = crawl(
         ProductSpider,
@@ -103,3 +115,42 @@ def test_spider_sitemap_urls_go_to_its_sitemap_callback(site: Site, tmp_path: Pa
         ("p2", "sitemap"),
     ]
     assert result.stats["skipped_urls"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_newer_lastmod_fetches_the_page_again_conditionally(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
+    titles = {"/p1": "p1", "/p2": "p2"}
+    routes: dict[str, Any] = {}
+    host = site.add_host("127.0.0.2", routes)
+    base = f"http://{host}"
+    lastmod: dict[str, str] = {}
+    routes["/sitemap.xml"] = lambda _path: (
+        200,
+        {"Content-Type": "application/xml"},
+        urlset(f"{base}/p1", f"{base}/p2", lastmod=lastmod),
+    )
+    for path in titles:
+        routes[path] = lambda path: (200, {"ETag": f'"{titles[path]}"'}, titled(titles[path]))
+    db = crawl_db("lm")
+    kwargs = {"sitemap_urls": f"{base}/sitemap.xml", "allowed_domains": "127.0.0.2"}
+    settings = FAST.replace(robots=False)
+
+    first = crawl(ProductSpider, settings=settings, db_path=db, spider_kwargs=kwargs)
+    assert first.exit_code == 0, first
+    assert sorted(rows(db, "SELECT title FROM items")) == [("p1",), ("p2",)]
+
+    # The site changes p1 and says so in its sitemap: a lastmod after our fetch of it (to the
+    # second, rounded up). p2 keeps its old date; recrawl_after is never (the default).
+    titles["/p1"] = "p1 changed"
+    lastmod[f"{base}/p1"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(time.time())))
+    mark = len(site.requests)
+    second = crawl(ProductSpider, settings=settings, db_path=db, spider_kwargs=kwargs)
+
+    assert second.exit_code == 0, second
+    sent = [(path, headers) for _h, path, headers, _t in site.requests[mark:]]
+    assert [path for path, _ in sent] == ["/sitemap.xml", "/p1"]
+    assert sent[1][1].get("if-none-match") == '"p1"'  # still conditional: validators kept
+    items = dict(rows(db, "SELECT url, title FROM items"))
+    assert items == {f"{base}/p1": "p1 changed", f"{base}/p2": "p2"}

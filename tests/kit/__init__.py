@@ -14,10 +14,10 @@ Which helper for what:
   ``pools.assert_cause`` (the error, raised or wrapped in MaxRetryError),
   ``pools.assert_healthy`` (no slot lost).
 - A crawl and its database: ``crawl.page`` (an HTML page), ``crawl.TitleSpider`` (one item
-  per page, follows links), ``crawl.rows`` (SQL on the crawl's file), ``crawl.rows_so_far``
-  (while another process may still be creating it), ``crawl.assert_crawled_once`` (every
-  page stored once, nothing left to do), ``crawl.spawn_crawl`` (a crawl in a child process
-  in its own session, to kill or signal).
+  per page, follows links), ``crawl.rows`` (SQL on the crawl's file or ``postgresql://``
+  database), ``crawl.rows_so_far`` (while another process may still be creating it),
+  ``crawl.assert_crawled_once`` (every page stored once, nothing left to do),
+  ``crawl.spawn_crawl`` (a crawl in a child process in its own session, to kill or signal).
 - The command line: ``project.make_project`` (a user's spiders/ folder), ``project.invoke``
   (``crawler ARGS`` in process), ``project.subprocess_env`` (for ``python -m crawler``),
   ``project.REPO`` (the repository root).

@@ -3,7 +3,7 @@
 ``page(title, links)`` builds an HTML page; ``TitleSpider`` yields one item per page (its URL
 and title) and follows every link; ``rows(db, sql, ...)`` reads the crawl's SQLite file (or
 its ``postgresql://`` database), and ``rows_so_far`` does the same while a crawl in another
-process may not have created it yet.
+process may not have created it (or its schema) yet.
 ``assert_crawled_once(db, total)`` is the end state of a crawl that lost nothing: every page
 stored once, one item each, nothing left in the frontier. ``spawn_crawl`` runs ``crawl()`` in
 a ``python -c`` child in its own session, for the tests that kill or signal a whole crawl.
@@ -55,8 +55,16 @@ def rows(db: Path | str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
-def rows_so_far(db: Path, sql: str) -> list[tuple[Any, ...]]:
+def rows_so_far(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
     """``rows``, or ``[]`` while the database or its schema does not exist yet."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        import psycopg
+
+        try:
+            return rows(db, sql)
+        except psycopg.errors.UndefinedTable:
+            return []  # the schema is not there yet
+    db = Path(db)
     if not db.exists():
         return []
     try:

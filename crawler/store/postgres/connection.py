@@ -82,7 +82,7 @@ class Connection:
             # Wait for another writer's row locks at most busy_timeout, like SQLite's busy wait.
             conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
         except psycopg.Error as exc:
-            raise StorageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot open database {self.path}: {first_line(exc)}") from None
         return conn
 
     def _reconnect(self, error: StorageError) -> None:
@@ -162,7 +162,7 @@ class Connection:
         self._deadlocked = isinstance(
             exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
         )
-        return StorageError(f"cannot {doing} database {self.path}: {_first_line(exc)}")
+        return StorageError(f"cannot {doing} database {self.path}: {first_line(exc)}")
 
     @contextmanager
     def _tx(self, doing: str = "write") -> Iterator[psycopg.Connection[Any]]:
@@ -223,6 +223,7 @@ class Connection:
         return dict(counts)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a psycopg error (the rest is a LINE/caret context), password-free."""
     text = str(exc).strip().splitlines()
     return without_password(text[0]) if text else type(exc).__name__

@@ -8,22 +8,22 @@ A server-side (named) cursor streams an export in chunks instead of loading the 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from crawler.errors import ExportError, HistoryError, NotACrawlDatabase
-from crawler.store.postgres.connection import without_password
+from crawler.store.postgres.connection import first_line, without_password
 
 
 def _connect(url: str, error: type[Exception]) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, options="-c default_transaction_read_only=on")
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise error(f"cannot open {without_password(url)}: {without_password(first)}") from None
+        raise error(f"cannot open {without_password(url)}: {first_line(exc)}") from None
 
 
 def _tables(conn: psycopg.Connection[Any]) -> list[str]:
@@ -82,21 +82,27 @@ def item_changes(
                 (ids,),
             ).fetchall()
         except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HistoryError(
-                f"cannot read {without_password(url)}: {without_password(first)}"
-            ) from None
+            raise HistoryError(f"cannot read {without_password(url)}: {first_line(exc)}") from None
 
 
+@contextlib.contextmanager
 def table_rows(
     url: str, table: str, *, skip_blobs: bool
-) -> tuple[list[str], Generator[tuple[Any, ...], None, None]]:
-    """The columns of ``table`` and a generator of its rows; closing it closes the connection."""
+) -> Iterator[tuple[list[str], Generator[tuple[Any, ...], None, None]]]:
+    """The columns of ``table`` (a table or a view) and a generator of its rows, table rows in
+    ``ctid`` order (storage order: insertion order until a row is updated or vacuumed), a
+    view's in its own. Leaving the block closes the generator, then the connection, whether
+    the rows were read or not (closing a generator that never started runs no ``finally``)."""
     conn = _connect(url, ExportError)
     try:
-        tables = _tables(conn)
-        if table not in tables:
-            known = ", ".join(tables) or "none"
+        kinds = dict(
+            conn.execute(
+                "SELECT table_name, table_type FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+            ).fetchall()
+        )
+        if table not in kinds:
+            known = ", ".join(sorted(kinds)) or "none"
             raise ExportError(f"no table {table!r} in {without_password(url)} (tables: {known})")
         columns = [
             str(name)
@@ -108,25 +114,31 @@ def table_rows(
             )
             if not (skip_blobs and kind == "bytea")
         ]
-    except BaseException:
-        conn.close()
-        raise
-
-    def rows() -> Generator[tuple[Any, ...], None, None]:
-        quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        # A view has no ctid.
+        order = " ORDER BY ctid" if kinds[table] == "BASE TABLE" else ""
+        rows = _stream(conn, url, table, columns, order)
         try:
-            with conn.cursor(name="export") as cur:
-                cur.execute(f'SELECT {quoted} FROM "{table}" ORDER BY ctid')
-                for row in cur:
-                    yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-        except psycopg.Error as exc:
-            raise ExportError(
-                f"reading {table!r} from {without_password(url)} failed: {exc}"
-            ) from None
+            yield columns, rows
         finally:
-            conn.close()
+            rows.close()  # before the connection: its cursor must not outlive it
+    finally:
+        conn.close()
 
-    return columns, rows()
+
+def _stream(
+    conn: psycopg.Connection[Any], url: str, table: str, columns: list[str], order: str
+) -> Generator[tuple[Any, ...], None, None]:
+    quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    name = '"' + table.replace('"', '""') + '"'
+    try:
+        with conn.cursor(name="export") as cur:
+            cur.execute(f"SELECT {quoted} FROM {name}{order}")
+            for row in cur:
+                yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+    except psycopg.Error as exc:
+        raise ExportError(
+            f"reading {table!r} from {without_password(url)} failed: {first_line(exc)}"
+        ) from None
 
 
 def stored_pages(url: str, run_id: int | None) -> tuple[list[tuple[str, int | None]], int]:
