@@ -32,8 +32,9 @@ __all__ = ["HostClock", "Politeness", "PolitenessPolicy"]
 class PolitenessPolicy:
     """The politeness settings shared by every host (immutable; from ``Settings``).
 
-    ``delay`` is the mean gap between request starts to one host, jittered 0.5x-1.5x; a
-    robots ``Crawl-delay`` (capped at ``crawl_delay_max``) is a hard floor under it. After
+    ``delay`` is the mean gap between request starts to one host, jittered 0.5x-1.5x. A
+    robots ``Crawl-delay`` (capped at ``crawl_delay_max``) is stricter: one request at a time,
+    the next starting the delay after the previous one *ended*. After
     ``n`` consecutive failures the host waits ``min(backoff_max, backoff_base * 2**(n-1))``.
     """
 
@@ -99,7 +100,10 @@ class HostClock:
 
     @property
     def limit(self) -> int:
-        """Requests allowed in flight now: ``per_host``, or less while the controller says so."""
+        """Requests allowed in flight now: ``per_host``, or less while the controller says
+        so; one under a Crawl-delay."""
+        if self.crawl_delay:
+            return 1
         if self.throttle is None:
             return self.policy.per_host
         return min(self.policy.per_host, self.state.limit)
@@ -133,6 +137,11 @@ class HostClock:
 
     def finished(self, now: float, ok: bool, sample: Sample | None = None) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+        if self.crawl_delay:
+            # Counted from the end (``now``: the engine saw the answer, after the request
+            # ended), not from dispatch: a worker may send a Job late (a busy process, a
+            # loaded machine), and a gap counted from dispatch would then shrink at the server.
+            self.ready_at = max(self.ready_at, now + self.crawl_delay)
         if self.throttle is not None and sample is not None:
             self.state = self.throttle.update(self.state, sample, now)
         if ok:

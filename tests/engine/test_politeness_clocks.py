@@ -49,13 +49,27 @@ def test_clock_crawl_delay_is_a_capped_floor() -> None:
     c = HostClock(PolitenessPolicy(delay=1.0, crawl_delay_max=5.0), FixedRandom(0.0))
     c.set_crawl_delay(3.0)
     c.started(0.0)
+    c.finished(0.0, ok=True)
     assert c.next_start(0.0) == 3.0  # the floor beats the jittered 0.5 s
     c.set_crawl_delay(100.0)
-    c.finished(0.0, ok=True)
     c.started(3.0)
+    c.finished(3.0, ok=True)
     assert c.next_start(3.0) == 8.0  # capped at crawl_delay_max
     c.set_crawl_delay(None)
     assert c.crawl_delay == 0.0
+
+
+def test_clock_crawl_delay_is_one_at_a_time_counted_from_the_end() -> None:
+    c = HostClock(PolitenessPolicy(per_host=8), FixedRandom(0.0))
+    c.set_crawl_delay(2.0)
+    assert c.limit == 1
+    c.started(0.0)
+    assert c.next_start(5.0) == math.inf  # still in flight: no second request, however late
+    c.finished(4.5, ok=True)  # a slow answer (or a Job its worker sent late)
+    assert not c.can_start(6.4)
+    assert c.next_start(4.5) == 6.5  # the delay after the end, not after the start
+    c.set_crawl_delay(None)
+    assert c.limit == 8
 
 
 def test_clock_push_and_backoff() -> None:
