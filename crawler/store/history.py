@@ -93,13 +93,49 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def run_state(run: Mapping[str, Any]) -> str:
-    """``finished``, ``running`` (its process is alive) or ``killed`` (it never finished)."""
+# A node silent this long is surely gone: a heartbeat every 0.5 s, taken for dead by the
+# other nodes after lease_ttl + grace (91 s with the defaults).
+NODE_SILENT = 120.0
+
+
+def run_state(run: Mapping[str, Any], now: float | None = None) -> str:
+    """``finished``, ``running`` (its process is alive; on PostgreSQL: a node heartbeats) or
+    ``killed`` (it never finished)."""
     if run.get("finished_at") is not None:
         return "finished"
+    nodes = run.get("nodes")
+    if nodes:  # a run shared by nodes (PostgreSQL): their heartbeats say
+        now = time.time() if now is None else now
+        alive = [n for n in nodes if n["state"] in ("seeding", "running") and _fresh(n, now)]
+        return "running" if alive else "killed"
     if run.get("hostname") not in (None, socket.gethostname()):
         return "running?"  # another machine: we cannot tell
     return "running" if _alive(run.get("pid")) else "killed"
+
+
+def _fresh(node: Mapping[str, Any], now: float) -> bool:
+    beat = node.get("heartbeat_at")
+    return isinstance(beat, int | float) and now - beat < NODE_SILENT
+
+
+def _node_lines(nodes: list[Mapping[str, Any]], now: float) -> list[str]:
+    """One line per node of a shared run: where it ran, its state, what it stored."""
+    lines = []
+    for n in nodes:
+        beat = n.get("heartbeat_at")
+        ago = "-"
+        if isinstance(beat, int | float):
+            ago = f"{format_duration(max(0.0, now - beat))} ago"
+        state = str(n["state"])
+        if n.get("exit_code") is not None:
+            state += f" (exit {n['exit_code']})"
+        elif state in ("seeding", "running") and not _fresh(n, now):
+            state += " (silent)"
+        lines.append(
+            f"node {n['id']:<6} {n.get('hostname') or '?'}:{n.get('pid') or '?'}  {state},"
+            f" {n.get('pages', 0)} pages, {n.get('items', 0)} items, heartbeat {ago}"
+        )
+    return lines
 
 
 def _when(ts: object) -> str:
@@ -173,10 +209,19 @@ def format_run(run: Mapping[str, Any]) -> str:
     """One run in detail: status, times, pages by status, items, errors by kind, bytes, hosts."""
     stats = run["stats"]
     exit_code = run.get("exit_code")
-    state = run_state(run)
+    now = time.time()
+    state = run_state(run, now)
+    nodes = run.get("nodes") or []
     head = f"run {run['id']} of {run['spider']}: "
     if state == "finished":
         head += f"{run.get('finish_reason')} (exit {exit_code})"
+    elif nodes:
+        pages = sum(n.get("pages", 0) for n in nodes)
+        items = sum(n.get("items", 0) for n in nodes)
+        head += (
+            f"{state}, {pages} pages and {items} items so far (as of the nodes' last"
+            " heartbeats; the stats are written when the run ends)"
+        )
     else:
         head += f"{state}, no stats (they are written when a run ends)"
     lines = [
@@ -184,6 +229,8 @@ def format_run(run: Mapping[str, Any]) -> str:
         f"started     {_when(run.get('started_at'))}",
         f"finished    {_when(run.get('finished_at'))}",
     ]
+    if nodes:
+        lines += _node_lines(nodes, now)
     if stats:
         rate = stats.get("pages_per_s")
         lines += [

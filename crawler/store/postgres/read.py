@@ -43,12 +43,30 @@ def read_runs(url: str, spider: str | None = None) -> list[dict[str, Any]]:
         cur = conn.execute(f"SELECT * FROM runs {where} ORDER BY id", args)
         names = [d.name for d in cur.description or ()]
         rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        if rows and "nodes" in _tables(conn):
+            _attach_nodes(conn, rows)
     for row in rows:
         try:
             row["stats"] = json.loads(row.get("stats") or "{}")
         except ValueError:
             row["stats"] = {}
     return rows
+
+
+_NODE_COLUMNS = ("id", "hostname", "pid", "state", "pages", "items", "heartbeat_at", "exit_code")
+
+
+def _attach_nodes(conn: psycopg.Connection[Any], runs: list[dict[str, Any]]) -> None:
+    """Give each run its ``nodes`` rows (oldest first), the machines that ran it."""
+    by_run: dict[int, list[dict[str, Any]]] = {}
+    cur = conn.execute(
+        f"SELECT run_id, {', '.join(_NODE_COLUMNS)} FROM nodes WHERE run_id = ANY(%s) ORDER BY id",
+        ([run["id"] for run in runs],),
+    )
+    for run_id, *values in cur.fetchall():
+        by_run.setdefault(run_id, []).append(dict(zip(_NODE_COLUMNS, values, strict=True)))
+    for run in runs:
+        run["nodes"] = by_run.get(run["id"], [])
 
 
 def item_changes(
