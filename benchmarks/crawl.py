@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.bench.measure import TreeRSSSampler, tree_pids
-from crawler.bench.run import bench_settings, verify_crawl
+from crawler.bench.run import verify_crawl
 from crawler.bench.server import SiteServer, find_nginx
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 
@@ -210,7 +209,7 @@ def run_ours(
         "per_host": args.per_host,
         "discovery": discovery,
     }
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-ours", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "crawler.bench.child", json.dumps(spec)]
     wall, cpu, rss, text, code, split, pss = _measure(cmd, args.timeout)
     summary = _last_json(text)
     check = verify_crawl(db, site) if db.exists() else {"pages": 0, "items": 0, "duplicates": 0}
@@ -283,43 +282,6 @@ def run_scrapy(
         note="" if ok else f"exit {code} {summary}",
         extra_fetches=int(summary.get("responses", 0)) - pages,
     )
-
-
-def child_ours(spec_json: str) -> None:
-    """In the subprocess: one crawl with this engine; print a JSON summary."""
-    from crawler.bench.spider import BenchSpider, DiscoverySpider
-    from crawler.engine import crawl
-
-    spec = json.loads(spec_json)
-    extra = {"max_pages": spec["discovery"]} if spec["discovery"] else {}
-    settings = bench_settings(spec["workers"], spec["per_host"], **extra)
-    spider = DiscoverySpider if spec["discovery"] else BenchSpider
-    startup = _cpu(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    result = crawl(
-        spider,
-        settings=settings,
-        db_path=Path(spec["db"]),
-        spider_kwargs={"start_urls": " ".join(spec["start_urls"])},
-        fresh=True,
-    )
-    seconds = time.perf_counter() - t0
-    summary = {
-        "crawl_seconds": seconds,
-        "exit_code": result.exit_code,
-        "finish_reason": result.finish_reason,
-        # CPU seconds by process kind: start-up (interpreter and imports, before crawl()),
-        # the engine during the crawl, and the worker processes it reaped.
-        "cpu_startup_s": startup,
-        "cpu_engine_s": _cpu(resource.RUSAGE_SELF) - startup,
-        "cpu_workers_s": _cpu(resource.RUSAGE_CHILDREN),
-    }
-    print(json.dumps(summary), flush=True)
-
-
-def _cpu(who: int) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _row(m: Measurement) -> str:
@@ -505,11 +467,7 @@ def main() -> None:
         help="crawl this directory of real HTML (one host each; repeat for more hosts)",
     )
     parser.add_argument("--json", type=Path, help="also write the measurements here")
-    parser.add_argument("--child-ours", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child_ours:
-        child_ours(args.child_ours)
-        return
     _compile_package()
     args.tools = [t for t in args.tools.split(",") if t]
     args.discover = [int(x) for x in args.discover.split(",")]

@@ -44,15 +44,16 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crawler.bench.run import bench_settings, run_bench, verify_crawl  # noqa: E402
+from crawler.bench.run import run_bench, verify_crawl  # noqa: E402
 from crawler.bench.server import SiteServer  # noqa: E402
 from crawler.bench.site import generate_site, pick_origins  # noqa: E402
+from crawler.bench.spider import bench_settings  # noqa: E402
 from tests.kit.postgres import PostgresServer  # noqa: E402
 
 _NODE = """
 import sys
 sys.path.insert(0, {root!r})
-from crawler.bench.run import bench_settings
+from crawler.bench.spider import bench_settings
 from crawler.bench.spider import BenchSpider
 from crawler.engine import crawl
 

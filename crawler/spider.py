@@ -9,6 +9,12 @@ page and a page can carry hundreds of links).
 Decoding and link resolution live in :mod:`crawler.markup`: ``text`` never raises, and a body
 that is not markup (an image, a PDF) gives empty ``css``/``xpath``/``links`` results instead of
 errors.
+
+parsel is not imported with this module: it brings w3lib, which imports ``urllib.request``
+and through it ``http.client`` and ``ssl`` (about 4 MB resident in each process, 25-45 ms of
+imports). The engine imports what ``Spider.preload`` names (parsel by default) before it forks
+the workers, so they share one copy; otherwise the first ``css()``/``xpath()`` in a worker
+imports it. A spider that only follows ``links()`` can leave it out of every process.
 """
 
 from __future__ import annotations
@@ -19,15 +25,13 @@ import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import lxml.etree
 import lxml.html
-import parsel
 
 from crawler.cookies import SESSION_META
-from crawler.forms import form_request
 from crawler.http import HTTPHeaderDict, ProxyConfig
 from crawler.markup import (
     LinkJoiner,
@@ -37,6 +41,9 @@ from crawler.markup import (
     make_parser,
     markup_kind,
 )
+
+if TYPE_CHECKING:
+    import parsel
 
 __all__ = ["Request", "Response", "Spider", "decode_body", "iter_results"]
 
@@ -326,6 +333,8 @@ class Response:
         if self._selector is None:
             root = self._tree()
             if root is not None:
+                import parsel  # see the module docstring
+
                 kind = _parser_kind(root) or "html"
                 self._selector = parsel.Selector(root=root, type=kind, base_url=self.url)
         return self._selector
@@ -333,11 +342,11 @@ class Response:
     def css(self, query: str) -> parsel.SelectorList[parsel.Selector]:
         """parsel CSS selection (``::text``, ``::attr(name)``); empty for non-markup bodies."""
         sel = self.selector
-        return sel.css(query) if sel is not None else parsel.SelectorList()
+        return sel.css(query) if sel is not None else _no_selection()
 
     def xpath(self, query: str, **variables: Any) -> parsel.SelectorList[parsel.Selector]:
         sel = self.selector
-        return sel.xpath(query, **variables) if sel is not None else parsel.SelectorList()
+        return sel.xpath(query, **variables) if sel is not None else _no_selection()
 
     def _joiner(self) -> LinkJoiner:
         if self._base is None:
@@ -377,6 +386,8 @@ class Response:
         go to ``Request``; the request stays in this page's cookie session unless ``session=``
         says otherwise. Raises ``FormNotFound`` (a ``ValueError``) when no form matches.
         """
+        from crawler.forms import form_request  # and cssselect: only a spider with forms
+
         root = self._tree()
         if root is not None and _parser_kind(root) is not None:
             root = None
@@ -474,6 +485,14 @@ class Spider:
 
     item_schema: dict[str, Any] | None = None
     """A JSON Schema every item must match; an item that does not is an ``errors`` row."""
+
+    preload: tuple[str, ...] = ("parsel",)
+    """Modules the engine imports before it forks the workers. A module loaded there is one
+    copy every worker inherits; loaded by each worker, it costs every worker the import's CPU
+    (parsel with w3lib: 25-45 ms) and its own memory. ``parsel`` is what ``css()``,
+    ``xpath()`` and ``selector`` use, and is otherwise imported on their first call; a spider
+    that never calls them can set ``()``, and no process of its crawl loads parsel (nor,
+    through w3lib and ``urllib.request``, ``ssl``, unless it fetches an https URL)."""
 
     _allowed: frozenset[str] | bool | None = False  # computed on first allows()
 
@@ -577,3 +596,9 @@ def iter_results(output: object) -> Iterator[dict[str, Any] | str | Request]:
                 f"a callback yielded {type(value).__name__} {value!r:.80}: "
                 "yield dicts (items), URL strings or Requests"
             )
+
+
+def _no_selection() -> parsel.SelectorList[parsel.Selector]:
+    import parsel
+
+    return parsel.SelectorList()

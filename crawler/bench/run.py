@@ -18,34 +18,10 @@ from typing import Any
 from crawler.bench.measure import TreeRSSSampler, cpu_now
 from crawler.bench.server import SiteServer
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
+from crawler.bench.spider import bench_settings
 from crawler.store.verify import stored_pages
 
-__all__ = ["bench_settings", "run_bench", "verify_crawl"]
-
-
-def bench_settings(
-    workers: int | None, per_host: int, *, max_runtime: float = 600.0, **extra: Any
-) -> Any:
-    """The settings a benchmark crawl uses: robots off, no delay, bodies not stored, and
-    autothrottle off so every host gets ``per_host`` at once, like Scrapy's fixed
-    CONCURRENT_REQUESTS_PER_DOMAIN (its AutoThrottle is off by default): the figure measures
-    the engine, not how fast the controller trusts a loopback server under CPU load."""
-    from crawler.settings import Settings
-
-    values: dict[str, Any] = {
-        "workers": workers or 0,
-        "per_host": per_host,
-        "delay": 0.0,
-        "robots": False,
-        "sitemaps": False,
-        "store_body": False,  # Scrapy keeps no bodies either; items are what we compare
-        "timeout": 15.0,
-        "retries": 1,
-        "max_runtime": max_runtime,
-        "autothrottle": False,
-    }
-    values.update(extra)
-    return Settings().replace(**values)
+__all__ = ["run_bench", "verify_crawl"]
 
 
 def verify_crawl(db_path: Path | str, site: SiteInfo, run_id: Any = None) -> dict[str, Any]:

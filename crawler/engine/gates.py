@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -86,6 +85,10 @@ def check(
     past = [p for p in previous if "field_fill" in p][-HISTORY:]
     if max_drop is None or not past:
         return failures
+    # Imported here: this runs once, after the crawl, and statistics (with decimal and
+    # fractions, 0.5 MB) imported with the engine would be resident in every forked worker.
+    import statistics
+
     keep = 1.0 - max_drop
     fields = sorted({name for p in past for name in p["field_fill"]}) if parsed else []
     for name in fields:

@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META, CookieJars
+from crawler.cookies import COOKIES_META, LOGIN_META, LOGIN_PRIORITY, SESSION_META
 from crawler.messages import Job, NewRequest, Outcome
 from crawler.spider import Spider
 from crawler.worker.callbacks import fresh_fingerprint
 
 if TYPE_CHECKING:
+    from crawler.engine.cookiejars import CookieJars
     from crawler.store import CrawlStore
 
 __all__ = ["Sessions", "wants_login"]
@@ -48,7 +49,10 @@ class Sessions:
         self.spider = spider
         self.store = store
         self.cookies = cookies
-        self.jars = CookieJars()
+        # Made by the first cookie (stored, set or sent), not here: most crawls never see one,
+        # and crawler.engine.cookiejars loads http.cookiejar and with it urllib.request,
+        # http.client and ssl (about 6 MB resident and 15 ms of imports).
+        self._jars: CookieJars | None = None
         self.login_pending: set[int] = set()  # login requests queued or in flight
         self.relogged = False
         # fp -> session, for Jobs in flight that use a named session.
@@ -56,7 +60,16 @@ class Sessions:
         self.held = 0  # Jobs put back while a login ran
 
     def __repr__(self) -> str:
-        return f"<Sessions {self.jars!r} {len(self.login_pending)} login requests pending>"
+        jars = "no cookies" if self._jars is None else repr(self._jars)
+        return f"<Sessions {jars} {len(self.login_pending)} login requests pending>"
+
+    @property
+    def jars(self) -> CookieJars:
+        if self._jars is None:
+            from crawler.engine.cookiejars import CookieJars
+
+            self._jars = CookieJars()
+        return self._jars
 
     @property
     def logging_in(self) -> bool:
@@ -64,11 +77,15 @@ class Sessions:
 
     def load(self, now: float) -> None:
         if self.cookies:
-            kept = self.jars.load(self.store.cookies(), now)
-            log.debug("%d stored cookies restored", kept)
+            rows = self.store.cookies()
+            if rows:
+                kept = self.jars.load(rows, now)
+                log.debug("%d stored cookies restored", kept)
 
     def needs_login(self, now: float) -> bool:
-        return wants_login(self.spider) and not self.jars.has_live(None, now)
+        return wants_login(self.spider) and not (
+            self._jars is not None and self._jars.has_live(None, now)
+        )
 
     def login_requests(self, to_request: Callable[[object], NewRequest | None]) -> list[NewRequest]:
         """The spider's ``login()`` as frontier rows that are part of the login."""
@@ -115,7 +132,7 @@ class Sessions:
                 continue
             if session is not None:
                 self._in_flight[job.fp] = session
-            if self.cookies and (self.jars or extra):
+            if self.cookies and (self._jars or extra):
                 cookie = self.jars.header(job.url, session, extra)
                 if cookie is not None:
                     job = replace(job, cookie=cookie)
@@ -146,10 +163,11 @@ class Sessions:
             if o.session_ended and not self.relogged and wants_login(self.spider):
                 self.relogged = True
                 log.info("%s: the session ended; logging in again", self.spider.name)
-                self.jars.clear(session)
+                if self._jars is not None:
+                    self._jars.clear(session)
                 relogin.extend(self.login_requests(to_request))
-        if self.jars.dirty and self.cookies:
-            self.store.put_cookies(self.jars.rows())
+        if self._jars is not None and self._jars.dirty and self.cookies:
+            self.store.put_cookies(self._jars.rows())
         return relogin
 
     def lost(self, fps: Iterable[int]) -> None:

@@ -12,24 +12,23 @@ caller learns the cap was crossed.
 
 from __future__ import annotations
 
+import sys
 import zlib
+from importlib.util import find_spec
 from typing import Any
 
 from .exceptions import DecodeError
 
 __all__ = ["SUPPORTED_ENCODINGS", "Decoder", "make_decoder"]
 
-try:
-    import brotli
-except ImportError:  # pragma: no cover - brotli is a test dependency
-    brotli = None
-try:
-    import zstandard
-except ImportError:  # pragma: no cover
-    zstandard = None  # type: ignore[assignment]
+# brotli and zstandard are optional, and imported by the first response that needs them:
+# most sites answer gzip or nothing, and zstandard alone costs about 9 ms of start-up and
+# 1 MB in every process. Whether they are installed is known without importing them.
+_HAVE_BROTLI = find_spec("brotli") is not None
+_HAVE_ZSTD = find_spec("zstandard") is not None
 
 SUPPORTED_ENCODINGS = (
-    ("gzip", "deflate") + (("br",) if brotli else ()) + (("zstd",) if zstandard else ())
+    ("gzip", "deflate") + (("br",) if _HAVE_BROTLI else ()) + (("zstd",) if _HAVE_ZSTD else ())
 )
 
 
@@ -98,7 +97,8 @@ class _BrotliDecoder(Decoder):
     """brotli keeps the input it could not decode yet and refuses more until it has."""
 
     def __init__(self) -> None:
-        assert brotli is not None
+        import brotli
+
         self._obj: Any = brotli.Decompressor()
 
     def decompress(self, data: bytes, limit: int) -> bytes:
@@ -113,7 +113,7 @@ class _BrotliDecoder(Decoder):
             len(out) > limit and not obj.is_finished()
         )
         if self.pending and not data and not out:
-            raise brotli.error("brotli: the decoder makes no progress")
+            raise sys.modules["brotli"].error("brotli: the decoder makes no progress")
         return bytes(out)
 
 
@@ -126,8 +126,10 @@ class _ZstdDecoder(Decoder):
     """
 
     def __init__(self) -> None:
-        assert zstandard is not None
-        self._obj: Any = zstandard.ZstdDecompressor().decompressobj()
+        import zstandard
+
+        self._new: Any = zstandard.ZstdDecompressor
+        self._obj: Any = self._new().decompressobj()
         self._held = b""
         self._pos = 0
         self._step = 64
@@ -149,7 +151,7 @@ class _ZstdDecoder(Decoder):
             if self._obj.eof:
                 # A new frame may follow (concatenated frames): it starts where this ended.
                 pos -= len(self._obj.unused_data)
-                self._obj = zstandard.ZstdDecompressor().decompressobj()
+                self._obj = self._new().decompressobj()
             if piece:
                 parts.append(piece)
                 size += len(piece)
@@ -174,9 +176,9 @@ def make_decoder(content_encoding: str) -> Decoder | None:
             decoders.append(_ZlibDecoder("gzip"))
         elif coding == "deflate":
             decoders.append(_ZlibDecoder("deflate"))
-        elif coding == "br" and brotli is not None:
+        elif coding == "br" and _HAVE_BROTLI:
             decoders.append(_BrotliDecoder())
-        elif coding == "zstd" and zstandard is not None:
+        elif coding == "zstd" and _HAVE_ZSTD:
             decoders.append(_ZstdDecoder())
         elif coding == "identity":
             continue
@@ -210,15 +212,15 @@ class _Chain(Decoder):
 
 
 def decode_errors() -> tuple[type[BaseException], ...]:
+    """The decoding libraries' errors: of those loaded, since only a loaded one can raise.
+
+    Called in an ``except`` clause, so only when something was raised."""
     errors: list[type[BaseException]] = [zlib.error]
-    if brotli is not None:
+    if (brotli := sys.modules.get("brotli")) is not None:
         errors.append(brotli.error)
-    if zstandard is not None:
+    if (zstandard := sys.modules.get("zstandard")) is not None:
         errors.append(zstandard.ZstdError)
     return tuple(errors)
-
-
-DECODE_ERRORS = decode_errors()
 
 
 def translate(exc: BaseException, encoding: str) -> DecodeError:

@@ -9,14 +9,13 @@ reads through it instead.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._collections import HTTPHeaderDict
-from ._decoding import DECODE_ERRORS, Decoder, make_decoder, translate
+from ._decoding import Decoder, decode_errors, make_decoder, translate
 from ._protocol import Framer
 from .exceptions import (
     BodyTooLargeError,
@@ -26,6 +25,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    import http.client
+
     from .connection import HTTPConnection
     from .connectionpool import HTTPConnectionPool
 
@@ -244,6 +245,10 @@ class HTTPResponse:
         fp = self._original_response
         try:
             if fp is not None:
+                # Loaded already by whoever made ``fp``; imported here, not with the package,
+                # because http.client loads ssl.
+                import http.client
+
                 try:
                     data = fp.read1(amt) if partial else fp.read(amt)
                 except http.client.IncompleteRead as exc:
@@ -286,7 +291,7 @@ class HTTPResponse:
             limit = want
         try:
             out = decoder.decompress(data, limit) if data else decoder.flush(limit)
-        except DECODE_ERRORS as exc:
+        except decode_errors() as exc:
             self._discard()
             raise translate(exc, self.headers.get("content-encoding", "")) from exc
         self._decoded += len(out)

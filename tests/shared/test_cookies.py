@@ -1,5 +1,5 @@
-"""The cookie jar (crawler.cookies): RFC 6265 rules through http.cookiejar, the public-suffix
-refusal, sessions, and the rows the store keeps."""
+"""The cookie jar (crawler.engine.cookiejars): RFC 6265 rules through http.cookiejar, the
+public-suffix refusal, sessions, and the rows the store keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from crawler.cookies import CookieJars
+from crawler.engine.cookiejars import CookieJars
 
 
 def test_cookie_shared_across_hosts_of_one_site() -> None:

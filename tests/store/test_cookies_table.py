@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crawler.cookies import CookieJars
+from crawler.engine.cookiejars import CookieJars
 from crawler.store import open_store
 
 
