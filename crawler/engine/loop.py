@@ -405,6 +405,11 @@ class _Engine:
             shutdown.reason, shutdown.exit_code = "finished", EXIT_FINISHED
 
     def _only_deferred_work(self, now: float) -> bool:
+        if self.node is not None and self.politeness.ready(self.store.hosts_with_work(now), now):
+            # Work that may start now and was not dispatched waits for this node's lease on
+            # its host (claims are paced; a host given back when it ran out of work is claimed
+            # again): it is not deferred.
+            return False
         waits = (self.politeness.next_ready(now), self.store.next_not_before(now))
         return self.shutdown.only_deferred(now, waits, DEFER_AFTER)
 

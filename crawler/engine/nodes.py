@@ -223,7 +223,9 @@ class Node:
         free = [h for h in hosts if h not in leases]
         if free and mono >= self._next_claim:
             self._next_claim = mono + CLAIM_EVERY
-            room = self._share() - len(leases)
+            # The share is of hosts with work: a held host that has none left (only requests
+            # in flight, given back once idle) takes no room from one that waits for a lease.
+            room = self._share() - (len(hosts) - len(free))
             if room > 0:
                 self._claim(free, room, now)
         draining = self.draining

@@ -1,10 +1,11 @@
 """Autothrottle end to end: a host that slows down past 3 requests at once and refuses past 5
 is held at 3-4 in flight with no 503, while a fast host beside it climbs towards per_host 8;
-what was learned is stored in ``host_state`` and the next run starts from it."""
+what was learned is stored in ``host_state`` and the next run starts from it (on both backends:
+``crawl_db``)."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from crawler.engine import crawl
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
+from tests.kit.crawl import rows
 from tests.kit.loadserver import LoadServer
 
 pytestmark = [pytest.mark.slow]
@@ -37,7 +39,7 @@ def _site(server: LoadServer, pages: int, prefix: str = "p") -> None:
         server.pages[f"/index-{prefix}-{a}"] = f"<html><body>{anchors}</body></html>".encode()
 
 
-def _run(server: LoadServer, db: Path, prefix: str = "p") -> Any:
+def _run(server: LoadServer, db: Path | str, prefix: str = "p") -> Any:
     starts = " ".join(server.url(f"/index-{prefix}-{a}", a) for a in (SLOW, FAST))
     return crawl(
         LinkSpider,
@@ -48,8 +50,10 @@ def _run(server: LoadServer, db: Path, prefix: str = "p") -> Any:
 
 
 @pytest.mark.timeout(120)
-def test_a_host_that_slows_past_three_at_once_is_held_at_three_or_four(tmp_path: Path) -> None:
-    db = tmp_path / "throttle.db"
+def test_a_host_that_slows_past_three_at_once_is_held_at_three_or_four(
+    crawl_db: Callable[[str], Path | str],
+) -> None:
+    db = crawl_db("throttle")
     with LoadServer((SLOW, FAST), slow_hosts=(SLOW,), base_latency=0.02) as server:
         _site(server, 50)
         result = _run(server, db)
@@ -62,10 +66,9 @@ def test_a_host_that_slows_past_three_at_once_is_held_at_three_or_four(tmp_path:
     assert max(slow[10:]) >= 3, slow  # it did climb to what the host can take
     # The fast host beside it was not held down by its neighbour: it climbed well past 4.
     assert server.max_active[FAST] >= 6, server.levels[FAST]
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM pages WHERE status = 200").fetchone()[0] == 102
-        state = dict(conn.execute("SELECT host, concurrency FROM host_state").fetchall())
-        stats = conn.execute("SELECT stats FROM runs").fetchone()[0]
+    assert rows(db, "SELECT count(*) FROM pages WHERE status = 200") == [(102,)]
+    state = dict(rows(db, "SELECT host, concurrency FROM host_state"))
+    [(stats,)] = rows(db, "SELECT stats FROM runs")
     port = server.port
     assert state[f"{SLOW}:{port}"] in (3, 4), state
     assert state[f"{FAST}:{port}"] >= 6, state
@@ -73,14 +76,15 @@ def test_a_host_that_slows_past_three_at_once_is_held_at_three_or_four(tmp_path:
 
 
 @pytest.mark.timeout(150)
-def test_the_next_run_starts_from_what_the_first_learned(tmp_path: Path) -> None:
-    db = tmp_path / "throttle.db"
+def test_the_next_run_starts_from_what_the_first_learned(
+    crawl_db: Callable[[str], Path | str],
+) -> None:
+    db = crawl_db("throttle")
     with LoadServer((SLOW, FAST), slow_hosts=(SLOW,), base_latency=0.02, lifetime=150) as server:
         _site(server, 50, "p")
         assert _run(server, db, "p").exit_code == 0
         first = {a: list(server.levels[a]) for a in (SLOW, FAST)}
-        with sqlite3.connect(db) as conn:
-            learned = dict(conn.execute("SELECT host, concurrency FROM host_state").fetchall())
+        learned = dict(rows(db, "SELECT host, concurrency FROM host_state"))
         server.levels.clear()
         server.max_active.clear()
         _site(server, 50, "q")  # new pages on the same hosts (same ports: same host keys)

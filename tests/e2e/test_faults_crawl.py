@@ -4,15 +4,17 @@ One crawl starts from a hub page on a healthy multi-host site (conftest ``site``
 to the healthy hosts and to every ``tests/kit/servers.py`` scenario. Each scenario is served from
 its own loopback address (one ``MisbehavingServer`` listening on many 127.0.0.x at one port),
 so each is its own host: a host that keeps failing is backed off by politeness, and a 503 with
-``Retry-After`` pushes back only its own host. The assertions are on rows in SQLite, on what the
-servers received, and on the run's stats.
+``Retry-After`` pushes back only its own host. The assertions are on rows in the database, on
+what the servers received, and on the run's stats. The crawl runs once per backend (``outcome``
+is parametrized: SQLite, then PostgreSQL), each against its own server, so what a server
+received is what one crawl sent.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,24 +143,29 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def bad() -> Iterator[MisbehavingServer]:
+def serve_scenarios() -> MisbehavingServer:
     # Building the bombs takes about a second of CPU (a CRC over 1 GiB); built inside the
     # first request it could outlast the crawl's 1 s timeout on a busy machine, and the page
-    # would count as a timeout instead of too_large.
+    # would count as a timeout instead of too_large. (Cached: built once per session.)
     gzip_bomb(), nested_bomb()
-    with MisbehavingServer(ADDRESSES, lifetime=180) as server:
+    return MisbehavingServer(ADDRESSES, lifetime=180)
+
+
+@pytest.fixture(scope="module")
+def bad() -> Iterator[MisbehavingServer]:
+    """The scenarios for the tests that crawl (or fetch) by themselves."""
+    with serve_scenarios() as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def outcome(
-    bad: MisbehavingServer, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """Run the crawl once; the tests below each check one part of what it left behind."""
-    site = Site()
+    """Run the crawl once per backend; the tests below each check one part of what it left
+    behind. Its own server (``outcome["bad"]``): the tests count what that server received."""
     times: list[float] = []
-    try:
+    with Site() as site, serve_scenarios() as bad:
         hosts: list[str] = []
         for address in HEALTHY:
             routes: dict[str, Any] = {}
@@ -169,7 +176,11 @@ def outcome(
         healthy_urls = [f"http://{h}/h{i}" for h in hosts for i in range(PAGES_PER_HOST)]
         # The hub sits on the first healthy host; the healthy pages are listed first.
         site.servers[0].routes["/"] = page("hub", healthy_urls + scenario_urls)
-        db = tmp_path_factory.mktemp("faults") / "faults.db"
+        db: Path | str
+        if request.param == "postgres":
+            db = request.getfixturevalue("postgres").database()
+        else:
+            db = tmp_path_factory.mktemp("faults") / "faults.db"
         peak: dict[int, int] = {}
         # The parent is this pytest process, whose size depends on every test that ran before
         # it, so only its growth during the crawl is measured; workers by their private memory.
@@ -198,9 +209,8 @@ def outcome(
             "elapsed": time.monotonic() - started,
             "peak_kib": peak,
             "site": site,
+            "bad": bad,
         }
-    finally:
-        site.stop()
 
 
 def url_of(bad: MisbehavingServer, index: int) -> str:
@@ -208,7 +218,7 @@ def url_of(bad: MisbehavingServer, index: int) -> str:
     return bad.url(path, ADDRESSES[index])
 
 
-def errors_for(db: Path, url: str) -> list[str]:
+def errors_for(db: Path | str, url: str) -> list[str]:
     return [k for (k,) in rows(db, "SELECT kind FROM errors WHERE url = ? ORDER BY id", url)]
 
 
@@ -230,8 +240,9 @@ def test_run_ends_sensibly_with_no_dead_worker(outcome: dict[str, Any]) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("index", range(len(SCENARIOS)), ids=[s[0] for s in SCENARIOS])
 def test_each_scenario_is_an_error_row_or_a_bounded_result(
-    outcome: dict[str, Any], bad: MisbehavingServer, index: int
+    outcome: dict[str, Any], index: int
 ) -> None:
+    bad = outcome["bad"]
     db = outcome["db"]
     _path, expect, detail = SCENARIOS[index]
     url = url_of(bad, index)
@@ -265,9 +276,8 @@ def test_each_scenario_is_an_error_row_or_a_bounded_result(
 
 
 @pytest.mark.timeout(120)
-def test_healthy_hosts_complete_while_slow_peers_are_pending(
-    outcome: dict[str, Any], bad: MisbehavingServer
-) -> None:
+def test_healthy_hosts_complete_while_slow_peers_are_pending(outcome: dict[str, Any]) -> None:
+    bad = outcome["bad"]
     db = outcome["db"]
     for host in outcome["hosts"]:
         got = rows(db, "SELECT count(*) FROM pages WHERE url LIKE ? AND status = 200",
@@ -303,7 +313,8 @@ def test_memory_stays_bounded(outcome: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_link_url_and_depth_limits(outcome: dict[str, Any], bad: MisbehavingServer) -> None:
+def test_link_url_and_depth_limits(outcome: dict[str, Any]) -> None:
+    bad = outcome["bad"]
     db = outcome["db"]
     links_host = ADDRESSES[[s[0] for s in SCENARIOS].index("/links?n=100000")]
     # The 100,000-link page: cut at max_links_per_page; the rest counted as skipped.
@@ -322,7 +333,8 @@ def test_link_url_and_depth_limits(outcome: dict[str, Any], bad: MisbehavingServ
 
 
 @pytest.mark.timeout(120)
-def test_redirect_limits(outcome: dict[str, Any], bad: MisbehavingServer) -> None:
+def test_redirect_limits(outcome: dict[str, Any]) -> None:
+    bad = outcome["bad"]
     db = outcome["db"]
     # A chain of 50: the default max_redirects (20) lets /50 .. /30 be fetched, then stops.
     chain = [a for a in bad.arrivals if a.path.startswith("/redirect-chain/")]
@@ -338,9 +350,8 @@ def test_redirect_limits(outcome: dict[str, Any], bad: MisbehavingServer) -> Non
 
 
 @pytest.mark.timeout(120)
-def test_no_request_carries_an_injected_header(
-    outcome: dict[str, Any], bad: MisbehavingServer
-) -> None:
+def test_no_request_carries_an_injected_header(outcome: dict[str, Any]) -> None:
+    bad = outcome["bad"]
     for arrival in bad.arrivals:
         assert arrival.header("X-Injected") is None, arrival.head
         for line in arrival.head.split(b"\r\n")[1:]:
@@ -352,9 +363,8 @@ def test_no_request_carries_an_injected_header(
 
 
 @pytest.mark.timeout(120)
-def test_text_in_any_encoding_becomes_items(
-    outcome: dict[str, Any], bad: MisbehavingServer
-) -> None:
+def test_text_in_any_encoding_becomes_items(outcome: dict[str, Any]) -> None:
+    bad = outcome["bad"]
     db = outcome["db"]
     for path in ("/utf16", "/bad-utf8"):
         index = [s[0] for s in SCENARIOS].index(path)
@@ -382,8 +392,10 @@ class CalendarSpider(Spider):
 
 
 @pytest.mark.timeout(60)
-def test_endless_calendar_is_bounded_by_max_pages(bad: MisbehavingServer, tmp_path: Path) -> None:
-    db = tmp_path / "cal.db"
+def test_endless_calendar_is_bounded_by_max_pages(
+    bad: MisbehavingServer, crawl_db: Callable[[str], Path | str]
+) -> None:
+    db = crawl_db("cal")
     result = crawl(
         CalendarSpider,
         settings=Settings(workers=1, timeout=2, robots=False, sitemaps=False, max_pages=25),

@@ -1,14 +1,15 @@
 """The login pattern end to end: a loopback site with a CSRF-protected login form and pages
 that need the session. The first run logs in (Spider.login) before its start requests; the
 second reuses the stored session without logging in; a session the site has forgotten makes
-the crawl log in again, once."""
+the crawl log in again, once. On both backends (``crawl_db``): the session lives in the
+``cookies`` table."""
 
 from __future__ import annotations
 
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -160,13 +161,15 @@ def make_spider(base: str) -> type[Spider]:
     return Members
 
 
-def titles(db: Path) -> list[str]:
+def titles(db: Path | str) -> list[str]:
     return sorted(r[0] for r in rows(db, "SELECT title FROM items"))
 
 
-def test_login_then_crawl_then_reuse_stored_session(login_site: LoginSite, tmp_path: Path) -> None:
+def test_login_then_crawl_then_reuse_stored_session(
+    login_site: LoginSite, crawl_db: Callable[[str], Path | str]
+) -> None:
     spider = make_spider(login_site.base)
-    db = tmp_path / "members.db"
+    db = crawl_db("members")
     first = crawl(spider, settings=SETTINGS, db_path=db)
     assert first.exit_code == 0, first
     assert login_site.hits[("POST", "/login")] == 1
@@ -184,9 +187,11 @@ def test_login_then_crawl_then_reuse_stored_session(login_site: LoginSite, tmp_p
     assert rows(db, "SELECT status FROM pages WHERE url LIKE '%/account'") == [(200,)]
 
 
-def test_ended_session_logs_in_again_once(login_site: LoginSite, tmp_path: Path) -> None:
+def test_ended_session_logs_in_again_once(
+    login_site: LoginSite, crawl_db: Callable[[str], Path | str]
+) -> None:
     spider = make_spider(login_site.base)
-    db = tmp_path / "members.db"
+    db = crawl_db("members")
     assert crawl(spider, settings=SETTINGS, db_path=db).exit_code == 0
     login_site.sessions.clear()  # the site forgets every session between the runs
 
@@ -200,12 +205,14 @@ def test_ended_session_logs_in_again_once(login_site: LoginSite, tmp_path: Path)
     assert sid in live
 
 
-def test_a_login_that_never_works_fails_its_pages(login_site: LoginSite, tmp_path: Path) -> None:
+def test_a_login_that_never_works_fails_its_pages(
+    login_site: LoginSite, crawl_db: Callable[[str], Path | str]
+) -> None:
     class WrongPassword(make_spider(login_site.base)):  # type: ignore[misc]
         def fill_login(self, response: Response) -> Any:
             yield response.form(formdata={"user": "ann", "password": "no"}, callback="landed")
 
-    db = tmp_path / "wrong.db"
+    db = crawl_db("wrong")
     result = crawl(WrongPassword, settings=SETTINGS, db_path=db)
     assert login_site.hits[("POST", "/login")] == 2  # the login, and one more: no loop
     kinds = rows(db, "SELECT kind FROM errors WHERE url LIKE '%/account'")
@@ -214,13 +221,13 @@ def test_a_login_that_never_works_fails_its_pages(login_site: LoginSite, tmp_pat
 
 
 def test_session_ending_mid_crawl_logs_in_again_ahead_of_the_queue(
-    login_site: LoginSite, tmp_path: Path
+    login_site: LoginSite, crawl_db: Callable[[str], Path | str]
 ) -> None:
     # 40 pages queued on the one host when the session dies: the new login must jump the
     # queue (the Jobs taken while it runs are put back), then every page is crawled.
     login_site.pages = 40
     login_site.first_session_uses = 6
-    db = tmp_path / "mid.db"
+    db = crawl_db("mid")
     result = crawl(make_spider(login_site.base), settings=SETTINGS, db_path=db)
     assert result.exit_code == 0, result
     assert login_site.hits[("POST", "/login")] == 2

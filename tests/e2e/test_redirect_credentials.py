@@ -3,13 +3,14 @@
 Real crawls against loopback servers that record every request's headers: a request carrying
 ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` is redirected to the same origin, to
 another host, to another port and from https down to http, and we check what arrived at the
-landing page. The same hops are then made through ``crawler.http.PoolManager``.
+landing page (on both backends, ``crawl_db``: the request, its headers and its body go through
+the frontier). The same hops are then made through ``crawler.http.PoolManager``.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,12 @@ def _landed(site: Site, path: str = "/land") -> list[tuple[str, dict[str, str], 
 
 
 def _crawl_hop(
-    site: Site, tmp_path: Path, start: str, allowed: str, method: str = "GET"
+    site: Site, db: Path | str, start: str, allowed: str, method: str = "GET"
 ) -> tuple[str, dict[str, str], bytes]:
     result = crawl(
         Carrier,
         settings=FAST,
-        db_path=tmp_path / "crawl.db",
+        db_path=db,
         spider_kwargs={"start": start, "method": method, "allowed_domains": allowed},
     )
     assert result.exit_code == 0, result
@@ -151,10 +152,12 @@ def _assert_stripped(headers: dict[str, str]) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_crawl_same_origin_redirect_keeps_credentials(site: Site, tmp_path: Path) -> None:
+def test_crawl_same_origin_redirect_keeps_credentials(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     a = site.add_host("127.0.0.2", {"/land": "<p>ok</p>"})
     site.servers[0].routes["/go"] = (302, {"Location": "/land"}, "")
-    _, headers, _ = _crawl_hop(site, tmp_path, f"http://{a}/go", "127.0.0.2")
+    _, headers, _ = _crawl_hop(site, crawl_db("crawl"), f"http://{a}/go", "127.0.0.2")
     for name, value in {**SECRETS, **KEPT}.items():
         assert headers[name.lower()] == value
     first = site.requests[0][2]
@@ -162,42 +165,48 @@ def test_crawl_same_origin_redirect_keeps_credentials(site: Site, tmp_path: Path
 
 
 @pytest.mark.timeout(60)
-def test_crawl_cross_host_redirect_drops_credentials(site: Site, tmp_path: Path) -> None:
+def test_crawl_cross_host_redirect_drops_credentials(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     b = site.add_host("127.0.0.3", {"/land": "<p>ok</p>"})
     a = site.add_host("127.0.0.2", {"/go": (302, {"Location": f"http://{b}/land"}, "")})
-    _, headers, _ = _crawl_hop(site, tmp_path, f"http://{a}/go", "127.0.0.2 127.0.0.3")
+    _, headers, _ = _crawl_hop(site, crawl_db("crawl"), f"http://{a}/go", "127.0.0.2 127.0.0.3")
     _assert_stripped(headers)
 
 
 @pytest.mark.timeout(60)
-def test_crawl_cross_port_redirect_drops_credentials(site: Site, tmp_path: Path) -> None:
+def test_crawl_cross_port_redirect_drops_credentials(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     b = site.add_host("127.0.0.2", {"/land": "<p>ok</p>"})
     a = site.add_host("127.0.0.2", {"/go": (302, {"Location": f"http://{b}/land"}, "")})
     assert a != b and a.split(":")[0] == b.split(":")[0]
-    _, headers, _ = _crawl_hop(site, tmp_path, f"http://{a}/go", "127.0.0.2")
+    _, headers, _ = _crawl_hop(site, crawl_db("crawl"), f"http://{a}/go", "127.0.0.2")
     _assert_stripped(headers)
 
 
 @pytest.mark.timeout(60)
 def test_crawl_https_to_http_downgrade_drops_credentials(
-    site: Site, tmp_path: Path, trusted: ssl.SSLContext
+    site: Site, crawl_db: Callable[[str], Path | str], trusted: ssl.SSLContext
 ) -> None:
     plain = site.add_host("127.0.0.2", {"/land": "<p>ok</p>"})
     secure = site.add_host(
         "127.0.0.2", {"/go": (302, {"Location": f"http://{plain}/land"}, "")}, tls=trusted
     )
-    _, headers, _ = _crawl_hop(site, tmp_path, f"https://{secure}/go", "127.0.0.2")
+    _, headers, _ = _crawl_hop(site, crawl_db("crawl"), f"https://{secure}/go", "127.0.0.2")
     _assert_stripped(headers)
     go = next(h for (_, p, h, _) in site.requests if p == "/go")
     assert go["authorization"] == SECRETS["Authorization"]  # the https origin did get them
 
 
 @pytest.mark.timeout(60)
-def test_crawl_post_303_becomes_get_without_body(site: Site, tmp_path: Path) -> None:
+def test_crawl_post_303_becomes_get_without_body(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     b = site.add_host("127.0.0.3", {"/land": "<p>ok</p>"})
     a = site.add_host("127.0.0.2", {"/go": (303, {"Location": f"http://{b}/land"}, "")})
     method, headers, body = _crawl_hop(
-        site, tmp_path, f"http://{a}/go", "127.0.0.2 127.0.0.3", "POST"
+        site, crawl_db("crawl"), f"http://{a}/go", "127.0.0.2 127.0.0.3", "POST"
     )
     assert (method, body) == ("GET", b"")
     assert "content-type" not in headers and "content-length" not in headers

@@ -2,7 +2,7 @@
 
 (tests/e2e/test_crash_resume.py already kills one worker through ``multiprocess.active_children``;
 here the PID comes from ``/proc`` and the replacement is checked, and a URL that keeps killing
-workers must end as a failed entry instead of looping.)
+workers must end as a failed entry instead of looping.) Both on both backends: ``crawl_db``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,11 @@ class PoisonableSpider(Spider):
 
 
 @pytest.mark.timeout(60)
-def test_worker_killed_by_pid_is_replaced_and_nothing_is_lost(site: Site, tmp_path: Path) -> None:
+def test_worker_killed_by_pid_is_replaced_and_nothing_is_lost(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     host = slow_site(site)
-    db = tmp_path / "kill.db"
+    db = crawl_db("kill")
     me = os.getpid()
     seen: list[set[int]] = []
 
@@ -83,10 +86,12 @@ def test_worker_killed_by_pid_is_replaced_and_nothing_is_lost(site: Site, tmp_pa
 
 
 @pytest.mark.timeout(60)
-def test_poison_url_fails_after_its_attempts(site: Site, tmp_path: Path) -> None:
+def test_poison_url_fails_after_its_attempts(
+    site: Site, crawl_db: Callable[[str], Path | str]
+) -> None:
     poison = site.add_host("127.0.0.5", {"/poison": "<html><title>poison</title></html>"})
     host = slow_site(site, [f'<a href="http://{poison}/poison">x</a>'])
-    db = tmp_path / "poison.db"
+    db = crawl_db("poison")
     result = crawl(
         PoisonableSpider,
         settings=SETTINGS,

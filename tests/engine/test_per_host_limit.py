@@ -1,9 +1,10 @@
-"""Politeness across processes: per_host holds with several workers and several hosts."""
+"""Politeness across processes: per_host holds with several workers and several hosts (on both
+backends: ``crawl_db``; on PostgreSQL dispatch also goes through the node's host leases)."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from crawler.engine import crawl
 from crawler.engine.dispatch import owner_of, slot_shares
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
+from tests.kit.crawl import rows
 from tests.kit.servers import ConcurrencyServer
 
 pytestmark = [pytest.mark.slow]
@@ -30,14 +32,16 @@ class LinkSpider(Spider):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("per_host", [1, 2])
-def test_per_host_limit_holds_across_worker_processes(tmp_path: Path, per_host: int) -> None:
+def test_per_host_limit_holds_across_worker_processes(
+    crawl_db: Callable[[str], Path | str], per_host: int
+) -> None:
     paths = [f"/p{i}" for i in range(12)]
     with ConcurrencyServer(ADDRESSES, delay=0.03) as server:
         anchors = "".join(
             f'<a href="http://{a}:{server.port}{p}">x</a>' for a in ADDRESSES for p in paths
         )
         server.pages = {p: f"<html><body>{anchors}</body></html>".encode() for p in ["/", *paths]}
-        db = tmp_path / "polite.db"
+        db = crawl_db("polite")
         result = crawl(
             LinkSpider,
             settings=Settings(workers=2, per_host=per_host, timeout=5, robots=False),
@@ -45,8 +49,7 @@ def test_per_host_limit_holds_across_worker_processes(tmp_path: Path, per_host: 
             spider_kwargs={"start_urls": " ".join(server.url("/", a) for a in ADDRESSES)},
         )
     assert result.exit_code == 0
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM pages").fetchone()[0] == 4 * 13
+    assert rows(db, "SELECT count(*) FROM pages") == [(4 * 13,)]
     hosts = {f"{a}:{server.port}" for a in ADDRESSES}
     assert set(server.max_open_per_host) == hosts
     assert max(server.max_open_per_host.values()) == per_host, server.max_open_per_host
@@ -64,7 +67,9 @@ class PidSpider(LinkSpider):
 
 
 @pytest.mark.timeout(60)
-def test_one_host_is_split_across_workers_within_per_host(tmp_path: Path) -> None:
+def test_one_host_is_split_across_workers_within_per_host(
+    crawl_db: Callable[[str], Path | str],
+) -> None:
     # One host, two workers: each worker holds half of the host's slots (slot_shares), so
     # reaching per_host connections at once takes both workers, and the parent's clock keeps
     # the host's total at per_host.
@@ -73,7 +78,7 @@ def test_one_host_is_split_across_workers_within_per_host(tmp_path: Path) -> Non
     with ConcurrencyServer(ADDRESSES[:1], delay=0.05) as server:
         anchors = "".join(f'<a href="{p}">x</a>' for p in paths)
         server.pages = {p: f"<html><body>{anchors}</body></html>".encode() for p in ["/", *paths]}
-        db = tmp_path / "one-host.db"
+        db = crawl_db("one-host")
         result = crawl(
             PidSpider,
             settings=Settings(workers=2, per_host=per_host, timeout=5, robots=False),
@@ -81,10 +86,9 @@ def test_one_host_is_split_across_workers_within_per_host(tmp_path: Path) -> Non
             spider_kwargs={"start_urls": server.url("/", ADDRESSES[0])},
         )
     assert result.exit_code == 0
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM pages").fetchone()[0] == 41
-        # Both workers fetched and parsed pages of the one host.
-        assert conn.execute("SELECT count(DISTINCT pid) FROM items").fetchone()[0] == 2
+    assert rows(db, "SELECT count(*) FROM pages") == [(41,)]
+    # Both workers fetched and parsed pages of the one host.
+    assert rows(db, "SELECT count(DISTINCT pid) FROM items") == [(2,)]
     host = f"{ADDRESSES[0]}:{server.port}"
     assert server.max_open_per_host[host] == per_host, server.max_open_per_host
     assert not server.errors

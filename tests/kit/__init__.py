@@ -16,6 +16,7 @@ Which helper for what:
 - A crawl and its database: ``crawl.page`` (an HTML page), ``crawl.TitleSpider`` (one item
   per page, follows links), ``crawl.rows`` (SQL on the crawl's file or ``postgresql://``
   database), ``crawl.rows_so_far`` (while another process may still be creating it),
+  ``crawl.tables`` (the database's table names, either backend),
   ``crawl.assert_crawled_once`` (every page stored once, nothing left to do),
   ``crawl.spawn_crawl`` (a crawl in a child process in its own session, to kill or signal).
 - The command line: ``project.make_project`` (a user's spiders/ folder), ``project.invoke``

@@ -3,7 +3,7 @@
 ``page(title, links)`` builds an HTML page; ``TitleSpider`` yields one item per page (its URL
 and title) and follows every link; ``rows(db, sql, ...)`` reads the crawl's SQLite file (or
 its ``postgresql://`` database), and ``rows_so_far`` does the same while a crawl in another
-process may not have created it (or its schema) yet.
+process may not have created it (or its schema) yet; ``tables(db)`` names its tables.
 ``assert_crawled_once(db, total)`` is the end state of a crawl that lost nothing: every page
 stored once, one item each, nothing left in the frontier. ``spawn_crawl`` runs ``crawl()`` in
 a ``python -c`` child in its own session, for the tests that kill or signal a whole crawl.
@@ -27,6 +27,7 @@ __all__ = [
     "rows",
     "rows_so_far",
     "spawn_crawl",
+    "tables",
 ]
 
 
@@ -48,8 +49,9 @@ def rows(db: Path | str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     if isinstance(db, str) and db.startswith("postgresql://"):
         import psycopg
 
+        # A literal % (a LIKE pattern) is %% once the query has parameters.
         with psycopg.connect(db) as pg:
-            return pg.execute(sql.replace("?", "%s"), params).fetchall()
+            return pg.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
     # A crawl may still be writing (or another writer holding the lock): wait up to 10 s.
     with sqlite3.connect(db, timeout=10) as conn:
         return conn.execute(sql, params).fetchall()
@@ -72,6 +74,18 @@ def rows_so_far(db: Path | str, sql: str) -> list[tuple[Any, ...]]:
             return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:
         return []  # the schema is not there yet
+
+
+def tables(db: Path | str) -> list[str]:
+    """The names of the crawl database's tables, on either backend."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        sql = (
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
+        )
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
+    return [name for (name,) in rows(db, sql)]
 
 
 def assert_crawled_once(db: Path | str, total: int) -> None:
