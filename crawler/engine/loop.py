@@ -76,6 +76,7 @@ __all__ = ["RunResult", "crawl"]
 log = logging.getLogger("crawler")
 
 PROGRESS_EVERY = 0.5
+IDLE_NODE_WAIT = 0.05  # a node's first wait with nothing in flight, doubled up to 0.5 s
 # A URL in flight when its worker died this many times (or retries + 1) is failed.
 WORKER_DEATH_ATTEMPTS = 3
 # With nothing in flight, a run waits for queued work due within this many seconds (retry
@@ -157,6 +158,7 @@ class _Engine:
         )
         # The one in-flight table: dispatch, the worker handles and this loop all read it.
         self.in_flight = InFlight()
+        self._idle_wait = IDLE_NODE_WAIT
         # Jobs in flight per worker: one running, one ready.
         self.dispatcher = Dispatcher(
             self.workers, self.in_flight, self.politeness, self.threads * 2
@@ -415,8 +417,15 @@ class _Engine:
 
     def _wait_timeout(self, now: float) -> float:
         if self.in_flight:
+            self._idle_wait = IDLE_NODE_WAIT
             return PROGRESS_EVERY
         wake = [now + PROGRESS_EVERY]
+        if self.node is not None:
+            # A node with nothing in flight waits for the others (the end of the run, a host
+            # they give back): look again soon, then less often, so a run's last node does not
+            # leave the others waiting a whole turn, and a long idle costs few statements.
+            wake.append(now + self._idle_wait)
+            self._idle_wait = min(PROGRESS_EVERY, self._idle_wait * 2)
         ready = self.politeness.next_ready(now)
         if ready is not None:
             wake.append(ready)
