@@ -46,6 +46,10 @@ class InFlight:
             held = self._by_worker[worker] = {}
         held[fp] = host
 
+    def fps(self) -> list[int]:
+        """Every fingerprint in flight."""
+        return list(self._worker_of)
+
     def worker_of(self, fp: int) -> int | None:
         """The worker holding ``fp``, or None if it is not in flight."""
         return self._worker_of.get(fp)

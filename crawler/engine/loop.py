@@ -231,6 +231,7 @@ class _Engine:
                 run_id, seed = node.join(name, _storable(self.settings))
                 self.dispatcher.lease_filter = node.allowed
                 self.dispatcher.lease_deadline = node.deadline
+                node.known_in_flight = self.in_flight.fps
             else:
                 store.reset_in_flight()
                 run_id = store.begin_run(name, _storable(self.settings))

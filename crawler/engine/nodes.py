@@ -94,6 +94,9 @@ class Node:
         self._next_look = 0.0
         self._next_claim = 0.0
         self._in_flight: Callable[[str], int] = politeness.in_flight
+        # The fingerprints the engine has in flight (set by the engine; see _beat).
+        self.known_in_flight: Callable[[], list[int]] = list
+        self._reconnects = 0
         self._wanted: list[str] = []  # hosts with work, as dispatch last saw them
 
     def __repr__(self) -> str:
@@ -164,6 +167,15 @@ class Node:
             counters.pages, counters.items, self.stale_after
         )
         self.run_pages, self.run_items, self.live_nodes, self.run_ended = pages, items, live, ended
+        if store.reconnect_count() != self._reconnects:
+            # A take answered by a connection that then broke: its rows are ours in the
+            # database and unknown to the engine. Only after a reconnect can that happen.
+            self._reconnects = store.reconnect_count()
+            lost = store.requeue_lost_takes(self.known_in_flight())
+            if lost:
+                log.warning(
+                    "after reconnecting: %d URLs taken but never handed out, requeued", lost
+                )
         if renew and self.leases:
             sent = self.clock()
             kept = store.renew(self._clocks(list(self.leases)), self.ttl)

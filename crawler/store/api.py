@@ -288,6 +288,15 @@ class NodeStore(Protocol):
         """The stored robots.txt policies of ``hosts``, as ``robots_policies`` gives them."""
         ...
 
+    def reconnect_count(self) -> int:
+        """How many times the connection was lost and opened again."""
+        ...
+
+    def requeue_lost_takes(self, known: Sequence[int]) -> int:
+        """Requeue this node's in-flight rows whose fingerprint is not in ``known`` (a take
+        whose answer a lost connection swallowed); how many."""
+        ...
+
     def busy_elsewhere(self, stale_after: float) -> bool:
         """Whether any row is in flight on any node, or a live node is seeding."""
         ...

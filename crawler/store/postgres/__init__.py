@@ -48,7 +48,7 @@ _RETRIED = (
     "next_not_before", "queued_url", "take", "requeue", "give_up", "record",
     "host_states", "put_host_states", "cookies", "put_cookies", "item_change_counts",
     "run_item_count", "recent_stats", "seeded", "heartbeat", "claim", "renew", "release",
-    "reap", "robots_of", "busy_elsewhere", "leave",
+    "reap", "robots_of", "busy_elsewhere", "leave", "requeue_lost_takes",
 )  # fmt: skip
 
 

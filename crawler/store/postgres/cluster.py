@@ -229,6 +229,29 @@ class ClusterMixin(Connection):
             self.recount()  # another node's rows: our own counts cannot say how many (rare)
         return n
 
+    def reconnect_count(self) -> int:
+        return self.reconnects
+
+    def requeue_lost_takes(self, known: Sequence[int]) -> int:
+        """Put back in the queue this node's in-flight rows it does not know of (``known``:
+        the fingerprints its engine has in flight); how many.
+
+        They come from a ``take`` whose answer the lost connection swallowed: the server
+        committed it, the repeated call took other rows, and nobody would ever answer these
+        (this node heartbeats, so no takeover frees them), leaving the run in flight for
+        ever. The node calls this after each reconnect."""
+        with self._tx("requeue lost takes in") as conn:
+            n = int(
+                conn.execute(
+                    "UPDATE frontier SET state = 'queued', node = NULL, epoch = NULL"
+                    " WHERE state = 'in_flight' AND node = %s AND fp <> ALL(%s)",
+                    (self.node_id, list(known)),
+                ).rowcount
+            )
+        if n:
+            self.recount()
+        return n
+
     def robots_of(self, hosts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         """The stored robots.txt policies of ``hosts`` (a node taking hosts over)."""
         from crawler.store.schema import ROBOTS_COLUMNS

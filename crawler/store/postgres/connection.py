@@ -42,6 +42,7 @@ class Connection:
     node_id: int | None = None
     joined_run: int | None = None
     _deadlocked = False  # the last error was the server breaking a deadlock (see _retrying)
+    reconnects = 0  # connections opened again after one was lost (_reconnect)
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class Connection:
                 continue
             self.conn.close()
             self.conn = conn
+            self.reconnects += 1
             if self._run_locked:
                 self._run_locked = False
                 self._take_run_lock()
