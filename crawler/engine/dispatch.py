@@ -232,7 +232,7 @@ class Dispatcher:
         if gate is Gate.FETCH:
             url = store.queued_url(host)
             if url is not None:
-                return robots.begin(host, url, now)
+                return robots.begin(host, url)
         elif gate is Gate.WAIT and policy is not None and policy.retry_at is not None:
             self.politeness.push(host, policy.retry_at)  # wake up then, not before
         return None

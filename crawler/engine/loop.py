@@ -526,16 +526,12 @@ class _Engine:
     def _robots_answer(self, o: Outcome, now: float) -> None:
         """Keep a host's new robots policy, in memory and in the database, and apply it."""
         assert self.robots is not None
-        host, policy, sent = self.robots.finish(o.fp, o.robots, now)
+        host, policy = self.robots.finish(o.fp, o.robots, now)
         self.store.put_robots(host, RobotsGate.row(policy))
         self.counters.robots_fetched += 1
-        delay = policy.crawl_delay
-        self.politeness.set_crawl_delay(host, delay)
-        if delay:
-            # Crawl-delay counts from the robots.txt request too: it was a request start. The
-            # worker may have sent it well after dispatch (a worker still starting up), so the
-            # later of dispatch and the worker's answer is the safe start to count from.
-            self.politeness.push(host, max(sent, policy.fetched_at) + delay)
+        # Set before the robots Job counts as finished (``_record``): the Crawl-delay then
+        # applies from the end of the robots.txt request too, by the clock's one rule.
+        self.politeness.set_crawl_delay(host, policy.crawl_delay)
         if policy.kind == "disallow_all" and policy.retry_at is not None:
             log.warning(
                 "%s: robots.txt unreachable (%s); its URLs wait until %s",
@@ -612,8 +608,8 @@ class _Engine:
             answers = [o for o in batch if robots.is_robots(o.fp)]
             batch = [o for o in batch if not robots.is_robots(o.fp)]
             for o in answers:
-                finished(o.fp, now, ok=True)
                 self._robots_answer(o, now)
+                finished(o.fp, now, ok=True)
         politeness = self.politeness
         for o in batch:
             finished(o.fp, now, ok=o.state == "done", sample=sample_of(o, now))

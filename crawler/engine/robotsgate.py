@@ -45,7 +45,7 @@ class RobotsGate:
         self.user_agent = user_agent
         self.crawl_delay_max = crawl_delay_max
         self.cache = RobotsCache()
-        self._pending: dict[str, tuple[int, float]] = {}  # host -> (job fp, dispatched at)
+        self._pending: dict[str, int] = {}  # host -> the fp of its robots Job in flight
         self._by_fp: dict[int, str] = {}
 
     def __repr__(self) -> str:
@@ -108,11 +108,11 @@ class RobotsGate:
             return Gate.WAIT, policy
         return Gate.GO, policy
 
-    def begin(self, host: str, url: str, now: float) -> Job:
+    def begin(self, host: str, url: str) -> Job:
         """The Job that fetches ``host``'s robots.txt (``url`` is any URL of the host)."""
         target = robots_url(url)
         fp = fingerprint(target, "ROBOTS")  # never a frontier fingerprint (those use GET...)
-        self._pending[host] = (fp, now)
+        self._pending[host] = fp
         self._by_fp[fp] = host
         return Job(fp=fp, url=target, host=host, callback=ROBOTS_CALLBACK)
 
@@ -121,14 +121,14 @@ class RobotsGate:
 
     def finish(
         self, fp: int, policy: RobotsPolicy | None, now: float
-    ) -> tuple[str, RobotsPolicy, float]:
-        """Take the answer to a robots Job: ``(host, the policy to obey, when it was sent)``.
+    ) -> tuple[str, RobotsPolicy]:
+        """Take the answer to a robots Job: ``(host, the policy to obey)``.
 
         ``policy`` is None when the worker could not produce one (a bug of ours reported as a
         failure): treated like an unreachable robots.txt, so the host waits and retries.
         """
         host = self._by_fp.pop(fp)
-        _, sent = self._pending.pop(host, (fp, now))
+        self._pending.pop(host, None)
         if policy is None:
             policy = RobotsPolicy.from_response(
                 None,
@@ -137,7 +137,7 @@ class RobotsGate:
                 user_agent=self.user_agent,
                 crawl_delay_max=self.crawl_delay_max,
             )
-        return host, self.cache.put(host, policy), sent
+        return host, self.cache.put(host, policy)
 
     def lost(self, fp: int) -> None:
         """A robots Job that will never be answered (its worker died): fetch it again."""

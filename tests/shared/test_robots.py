@@ -239,7 +239,7 @@ def test_gate_asks_an_unreachable_host_again_in_the_next_run() -> None:
     assert gate.state("flaky", now)[0] is Gate.FETCH
     assert gate.state("up", T0 + 20)[0] is Gate.GO  # a good policy is still reused
     # Still down: the last good copy stays in force (the stale fallback survives the restart).
-    job = gate.begin("flaky", "http://flaky/x", now)
-    _, kept, _ = gate.finish(job.fp, policy(None, fetched_at=now), now)
+    job = gate.begin("flaky", "http://flaky/x")
+    _, kept = gate.finish(job.fp, policy(None, fetched_at=now), now)
     assert kept.kind == "rules" and kept.allows("http://h/public")
     assert not kept.allows("http://h/private")
