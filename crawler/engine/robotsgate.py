@@ -119,9 +119,7 @@ class RobotsGate:
     def is_robots(self, fp: int) -> bool:
         return fp in self._by_fp
 
-    def finish(
-        self, fp: int, policy: RobotsPolicy | None, now: float
-    ) -> tuple[str, RobotsPolicy]:
+    def finish(self, fp: int, policy: RobotsPolicy | None, now: float) -> tuple[str, RobotsPolicy]:
         """Take the answer to a robots Job: ``(host, the policy to obey)``.
 
         ``policy`` is None when the worker could not produce one (a bug of ours reported as a
