@@ -102,6 +102,14 @@ def start_node(folder: Path, db: str, start: str, *settings: str) -> subprocess.
     return start_crawl(spider, db, start, *args)
 
 
+def kill_left(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGKILL the whole tree of every node still running (resumed first, if stopped)."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGCONT)
+            os.killpg(p.pid, signal.SIGKILL)
+
+
 def finish(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[tuple[int, str]]:
     out = []
     deadline = time.monotonic() + timeout
@@ -109,9 +117,7 @@ def finish(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[tuple[i
         try:
             _o, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
+            kill_left(procs)
             raise
         out.append((int(proc.returncode), err.decode(errors="replace")))
     return out

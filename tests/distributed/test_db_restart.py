@@ -9,14 +9,12 @@ it. Either way nothing acknowledged is lost and nothing is stored twice.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.distributed.mesh import Mesh, assert_stored_once, finish, start_node, stored
+from tests.distributed.mesh import Mesh, assert_stored_once, finish, kill_left, start_node, stored
 from tests.kit.crawl import rows
 from tests.kit.postgres import PostgresServer
 from tests.kit.site import Site
@@ -51,9 +49,7 @@ def test_pg_ctl_restart_mid_crawl_three_nodes_reconnect_and_finish_one_run(
         restarted_with = stored(db)
         results = finish(nodes, 150)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
+        kill_left(nodes)
     assert restarted_with < mesh.total  # the restart hit the crawl, not its end
     for code, err in results:
         assert code == 0, err
@@ -76,9 +72,7 @@ def test_pg_ctl_restart_with_db_retry_0_every_node_exits_3_and_a_new_node_finish
         postgres.restart()
         results = finish(nodes, 60)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
+        kill_left(nodes)
     for code, err in results:
         assert code == 3, err
         assert "postgresql://crawler@" in err  # names the database it lost

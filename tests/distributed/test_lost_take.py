@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.distributed.mesh import Mesh, assert_stored_once, finish, start_node, stored
+from tests.distributed.mesh import Mesh, assert_stored_once, finish, kill_left, start_node, stored
 from tests.kit.crawl import rows
 from tests.kit.postgres import PostgresServer
 from tests.kit.site import Site
@@ -62,8 +62,7 @@ def test_rows_of_a_take_lost_with_the_connection_are_requeued_and_crawled(
             assert ended == (1,)
         ((code, err),) = finish([node], 90)
     finally:
-        if node.poll() is None:
-            node.kill()
+        kill_left([node])
     assert code == 0, err
     assert "reconnecting" in err, err
     assert f"after reconnecting: {len(lost)} URLs taken but never handed out, requeued" in err, err

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.mesh import Mesh, assert_stored_once, finish, start_node, stored
+from tests.distributed.mesh import Mesh, assert_stored_once, finish, kill_left, start_node, stored
 from tests.kit.crawl import rows
 from tests.kit.postgres import PostgresServer
 from tests.kit.processes import child_pids
@@ -113,10 +113,7 @@ def test_a_node_stopped_past_its_leases_sends_nothing_to_the_hosts_it_lost(
         os.killpg(victim.pid, signal.SIGCONT)
         results = finish(nodes, 90)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGCONT)
-                os.killpg(node.pid, signal.SIGKILL)
+        kill_left(nodes)
     for code, err in results:
         assert code == 0, err
     late = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from crawler.store.history import run_state
-from tests.distributed.mesh import Mesh, assert_stored_once, finish, start_node, stored
+from tests.distributed.mesh import Mesh, assert_stored_once, finish, kill_left, start_node, stored
 from tests.kit.crawl import rows
 from tests.kit.postgres import PostgresServer
 from tests.kit.project import invoke
@@ -45,9 +45,7 @@ def test_stats_of_a_live_shared_run_lists_its_nodes_then_the_finished_run(
         listed = invoke("runs", "--db", db)
         results = finish(nodes, 120)
     finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.kill()
+        kill_left(nodes)
     assert [code for code, _err in results] == [0, 0], results
 
     assert live.exit_code == 0, live.output
