@@ -1,9 +1,13 @@
 """Frontier operations: queue requests and links, hand out work, put it back, give up, recrawl.
 
-The ``frontier`` table is the crawl's memory: one row per request fingerprint (``fp``, in the
-unique index ``frontier_fp``, so ``INSERT OR IGNORE`` is the deduplication and no Python set of
-URLs exists). The table's key is an integer ``id`` that grows with each insert, so a new row
-is appended rather than written to a random page of the table (see ``crawler.store.schema``).
+The ``frontier`` table is the crawl's memory: one row per request fingerprint (``fp``). The
+unique index ``frontier_key (url, fp)`` is the deduplication (``INSERT OR IGNORE``; no Python
+set of URLs exists): led by the URL, so the links of one page land on neighbouring leaves and
+the cost of a new link stays flat as the frontier grows (see ``crawler.store.schema``). Lookups
+by fingerprint alone go through ``frontier_taken``, which holds only entries taken at least
+once; a queued entry is taken by its ``id`` and its outcome recorded by ``(url, fp)``. The
+table's key is an integer ``id`` that grows with each insert, so a new row is appended rather
+than written to a random page of the table.
 ``state`` is short text: ``queued``, ``in_flight``, ``done`` or ``failed``. ``seq`` records
 insertion order. Two partial indexes keep the scheduling queries independent of how many rows
 are done: ``frontier_queue (host, priority DESC, seq, not_before) WHERE state = 'queued'``
@@ -24,7 +28,7 @@ from collections.abc import Iterable
 
 from crawler.messages import Follow, Job, NewRequest
 from crawler.store.connection import Connection
-from crawler.store.schema import to_json
+from crawler.store.schema import TAKEN, to_json
 
 _ADD_FOLLOW = (
     "INSERT OR IGNORE INTO frontier (fp, url, host, depth, seq, discovered_at, updated_at)"
@@ -36,7 +40,7 @@ _ADD_REQUEST = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _TAKE = (
-    "SELECT fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
+    "SELECT id, fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
     " etag, last_modified, content_hash FROM frontier"
     " WHERE state = 'queued' AND host = ? AND not_before <= ?"
     " ORDER BY priority DESC, seq LIMIT ?"
@@ -90,14 +94,15 @@ class FrontierMixin(Connection):
             before = conn.total_changes
             conn.executemany(_ADD_REQUEST, rows)
             new = conn.total_changes - before
-            stale = [(now, r.fp, r.lastmod) for r in requests if r.lastmod is not None]
+            stale = [(now, r.url, r.fp, r.lastmod) for r in requests if r.lastmod is not None]
             if stale:
                 # Recrawl rule 3: a sitemap says the page changed after we last fetched it.
                 # Its validators stay, so the fetch is still conditional.
                 before = conn.total_changes
                 conn.executemany(
                     "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0,"
-                    " updated_at = ? WHERE fp = ? AND state = 'done' AND fetched_at < ?",
+                    " updated_at = ? WHERE url = ? AND fp = ? AND state = 'done'"
+                    " AND fetched_at < ?",
                     stale,
                 )
                 requeued = conn.total_changes - before
@@ -150,7 +155,7 @@ class FrontierMixin(Connection):
         with self._tx("take work from") as conn:
             rows = conn.execute(_TAKE, (host, now, limit)).fetchall()
             conn.executemany(
-                "UPDATE frontier SET state = 'in_flight', updated_at = ? WHERE fp = ?",
+                "UPDATE frontier SET state = 'in_flight', updated_at = ? WHERE id = ?",
                 [(now, row[0]) for row in rows],
             )
         self._counts["queued"] -= len(rows)
@@ -173,6 +178,7 @@ class FrontierMixin(Connection):
                 content_hash=content_hash,
             )
             for (
+                _,
                 fp,
                 url,
                 method,
@@ -233,20 +239,22 @@ class FrontierMixin(Connection):
         with self._tx("give up on entries in") as conn:
             for fp in fps:
                 row = conn.execute(
-                    "SELECT url FROM frontier WHERE fp = ? AND state = 'queued' AND attempts >= ?",
+                    f"SELECT id, url FROM frontier WHERE fp = ? AND {TAKEN}"
+                    " AND state = 'queued' AND attempts >= ?",
                     (fp, max_attempts),
                 ).fetchone()
                 if row is None:
                     continue
                 conn.execute(
-                    "UPDATE frontier SET state = 'failed', updated_at = ? WHERE fp = ?", (now, fp)
+                    "UPDATE frontier SET state = 'failed', updated_at = ? WHERE id = ?",
+                    (now, row[0]),
                 )
                 conn.execute(
                     "INSERT INTO errors (url, kind, message, traceback, run_id, at)"
                     " VALUES (?, ?, ?, '', ?, ?)",
-                    (row[0], kind, message, run_id, now),
+                    (row[1], kind, message, run_id, now),
                 )
-                failed.append(row[0])
+                failed.append(row[1])
         self._counts["queued"] -= len(failed)
         self._counts["failed"] += len(failed)
         return failed
@@ -287,7 +295,7 @@ class FrontierMixin(Connection):
             before = conn.total_changes
             conn.executemany(
                 "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0,"
-                " updated_at = ? WHERE fp = ? AND state IN ('done', 'failed')",
+                f" updated_at = ? WHERE fp = ? AND {TAKEN} AND state IN ('done', 'failed')",
                 ((now, fp) for fp in start_fps),
             )
             conn.executemany(

@@ -100,10 +100,13 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         with self._tx("record results in") as conn:
             before_new = 0
             for o in outcomes:
+                # By (url, fp), the unique index: an outcome names its Job's frontier URL.
                 row = conn.execute(
-                    "SELECT state, depth FROM frontier WHERE fp = ?", (o.fp,)
+                    "SELECT state, depth, id FROM frontier WHERE url = ? AND fp = ?",
+                    (o.url, o.fp),
                 ).fetchone()
                 depth = row[1] if row else (o.page.depth if o.page else 0)
+                entry = row[2] if row else None  # None: an unknown entry, no row changes
                 page = o.page
                 unchanged = bool(o.stats.get("unchanged"))
                 if page is not None:
@@ -186,7 +189,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         " updated_at = ?, not_before = 0, fetched_at = ?, next_due = ?,"
                         " etag = CASE WHEN ? THEN coalesce(?, etag) ELSE ? END,"
                         " last_modified = CASE WHEN ? THEN coalesce(?, last_modified) ELSE ? END,"
-                        " content_hash = coalesce(?, content_hash) WHERE fp = ?",
+                        " content_hash = coalesce(?, content_hash) WHERE id = ?",
                         (
                             now,
                             fetched,
@@ -198,22 +201,22 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                             page.last_modified if page else None,
                             page.last_modified if page else None,
                             page.content_hash if page else None,
-                            o.fp,
+                            entry,
                         ),
                     )
                 elif o.state == "failed":
                     failed += 1
                     conn.execute(
                         "UPDATE frontier SET state = 'failed', attempts = attempts + 1,"
-                        " updated_at = ? WHERE fp = ?",
-                        (now, o.fp),
+                        " updated_at = ? WHERE id = ?",
+                        (now, entry),
                     )
                 else:
                     retried += 1
                     conn.execute(
                         "UPDATE frontier SET state = 'queued', attempts = attempts + 1,"
-                        " updated_at = ?, not_before = ? WHERE fp = ?",
-                        (now, o.retry_at or 0.0, o.fp),
+                        " updated_at = ?, not_before = ? WHERE id = ?",
+                        (now, o.retry_at or 0.0, entry),
                     )
                 if row is None:
                     delta[new_state] -= 1  # an outcome for an unknown entry changes nothing

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 5  # 2: robots; 3: item history; 4: host_state; 5: frontier keyed by an integer id
+SCHEMA_VERSION = 6  # 2: robots; 3: item history; 4: host_state; 5: frontier keyed by an integer id;
+# 6: deduplication by (url, fp), fingerprint lookups only for entries taken at least once
 STATES = ("queued", "in_flight", "done", "failed")
 
 # The fields of a robots.txt policy (crawler.robots.RobotsPolicy) kept per host: the robots
@@ -68,10 +69,9 @@ TABLES: dict[str, Table] = {
             "discovered_at": float, "updated_at": float, "etag": str, "last_modified": str,
             "content_hash": str, "fetched_at": float, "next_due": float,
         },
-        # An integer key that grows with each insert, and the fingerprint in its own unique
-        # index (frontier_fp): a new row is appended to the table's B-tree, and only the small
-        # index takes a random insert. Keyed by the random fp, every insert touched a random
-        # page of the whole table, which outgrew the cache past a few million rows.
+        # An integer key that grows with each insert: a new row is appended to the table's
+        # B-tree. Keyed by the random fp, every insert touched a random page of the whole
+        # table, which outgrew the cache past a few million rows (and see frontier_key below).
         pk="id",
         not_null=frozenset(
             {"fp", "url", "host", "method", "depth", "priority", "seq", "state", "attempts",
@@ -143,7 +143,18 @@ TABLES: dict[str, Table] = {
     ),
 }  # fmt: skip
 
-_FRONTIER_FP = "CREATE UNIQUE INDEX IF NOT EXISTS frontier_fp ON frontier (fp)"
+# The deduplication index. Keyed by the URL first, not by the fingerprint alone: the links a
+# page yields share its origin and mostly its directories, so one batch of new links lands on a
+# few neighbouring leaves of this B-tree instead of one random leaf per link, the cost that
+# grew with the frontier once a hash-keyed index outgrew the cache (docs/architecture.md, "The
+# frontier at scale"). A fingerprint is a function of its canonical URL (and method and body),
+# so (url, fp) is unique exactly when fp is.
+_FRONTIER_KEY = "CREATE UNIQUE INDEX IF NOT EXISTS frontier_key ON frontier (url, fp)"
+# Entries found by fingerprint alone (the engine names in-flight, done and failed entries by
+# ``fp``): only those taken at least once, so a discovered link costs no random insert here.
+# A query uses this partial index only if its WHERE repeats TAKEN word for word.
+TAKEN = "(state <> 'queued' OR attempts > 0)"
+_FRONTIER_TAKEN = f"CREATE INDEX IF NOT EXISTS frontier_taken ON frontier (fp) WHERE {TAKEN}"
 # Plain SQL: sqlite-utils' create_index has no WHERE, and the frontier's indexes are partial
 # so that scheduling never walks the rows that are done (see crawler.store.frontier).
 _INDEXES = (
@@ -194,7 +205,9 @@ def migrate(db: Database) -> None:
             table.add_column(column, kind, not_null_default=default)
     if db.table("frontier").pks == ["fp"]:
         _rekey_frontier(db)
-    db.execute(_FRONTIER_FP)
+    db.execute("DROP INDEX IF EXISTS frontier_fp")  # version 5's unique (fp), now frontier_key
+    db.execute(_FRONTIER_KEY)
+    db.execute(_FRONTIER_TAKEN)
     for sql in _INDEXES:
         db.execute(sql)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -221,12 +221,13 @@ def test_an_old_file_is_migrated_to_the_schema_a_new_file_gets(tmp_path: Path) -
     conn = sqlite3.connect(old)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        # The frontier was re-keyed (integer id, fp in a unique index) with its rows kept.
+        # The frontier was re-keyed (integer id, deduplicated by (url, fp)) with its rows kept.
         assert conn.execute("SELECT id, fp, url, state FROM frontier").fetchall() == [
             (1, 7, "http://a.test/", "done")
         ]
         indexes = {row[1]: row[2] for row in conn.execute("PRAGMA index_list(frontier)")}
-        assert indexes["frontier_fp"] == 1 and "frontier_queue" in indexes
+        assert indexes["frontier_key"] == 1 and "frontier_queue" in indexes
+        assert "frontier_fp" not in indexes
         assert conn.execute("SELECT page_url, title FROM items").fetchall() == [
             ("http://a.test/", "A")
         ]

@@ -125,8 +125,9 @@ def test_schema_is_plain_and_readable_by_sqlite_utils(tmp_path: Path) -> None:
         "next_due",
     } <= frontier_cols
     assert {"url", "status", "body", "run_id"} <= set(db.table("pages").columns_dict)
-    assert db.table("frontier").pks == ["id"]  # fp is in its own unique index
-    assert any(i.name == "frontier_fp" and i.unique for i in db.table("frontier").indexes)
+    assert db.table("frontier").pks == ["id"]  # deduplicated by the unique (url, fp) index
+    key = next(i for i in db.table("frontier").indexes if i.name == "frontier_key")
+    assert key.unique and key.columns == ["url", "fp"]
     assert db.table("pages").pks == ["url"]
     db.close()
     # Opening again keeps everything (the schema is created only when missing).
