@@ -7,6 +7,8 @@ nothing lost) is checked on its own.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -58,6 +60,26 @@ def test_the_first_node_starts_the_run_the_second_joins_it(nodes: tuple[Store, S
     assert a.busy_elsewhere(STALE)  # a is still seeding: b must not see an ended crawl
     a.seeded()
     assert not b.busy_elsewhere(STALE)
+
+
+def test_the_last_node_to_leave_ends_the_run_past_a_dead_node_of_this_machine(
+    nodes: tuple[Store, Store], postgres: PostgresServer
+) -> None:
+    """A node killed while it held no lease is never reaped with a lease, and its last
+    heartbeat is fresh: the last live node to leave must still end the run."""
+    a, b = nodes
+    run, node_a, _, _ = a.join_run("s", {}, stale_after=STALE)
+    a.seeded()
+    _, node_b, _, _ = b.join_run("s", {}, stale_after=STALE)
+    # b's process is gone (a pid no process has: a real child, started and reaped).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    b.conn.execute("UPDATE nodes SET pid = %s WHERE id = %s", (dead.pid, node_b))
+    assert a.leave(exit_code=0, finish_reason="finished", stats={"pages": 3}, stale_after=STALE)
+    runs = a.conn.execute("SELECT id, exit_code, finish_reason FROM runs").fetchall()
+    assert runs == [(run, 0, "finished")]
+    states = dict(a.conn.execute("SELECT id, state FROM nodes").fetchall())
+    assert states == {node_a: "done", node_b: "dead"}
 
 
 def test_another_spider_is_refused_while_a_run_lives(

@@ -286,6 +286,9 @@ class ClusterMixin(Connection):
         node is live (with every node's counters summed); whether it ended the run."""
         with self._tx("leave a run in") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (RUN_LOCK,))
+            # A node of this machine killed while it held no lease is never reaped as dead,
+            # and its last heartbeat would count as live: the run would stay open.
+            self._bury_local(conn, socket.gethostname(), os.getpid(), stale_after)
             conn.execute(
                 "UPDATE host_leases SET owner = NULL, expires_at = 0"
                 " WHERE run_id = %s AND owner = %s",
