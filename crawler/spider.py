@@ -12,9 +12,10 @@ errors.
 
 parsel is not imported with this module: it brings w3lib, which imports ``urllib.request``
 and through it ``http.client`` and ``ssl`` (about 4 MB resident in each process, 25-45 ms of
-imports). The engine imports what ``Spider.preload`` names (parsel by default) before it forks
-the workers, so they share one copy; otherwise the first ``css()``/``xpath()`` in a worker
-imports it. A spider that only follows ``links()`` can leave it out of every process.
+imports). Each worker imports what ``Spider.preload`` names (parsel by default) as it starts,
+while the engine opens the store, so the first ``css()``/``xpath()`` finds it loaded and the
+engine, which never parses, carries none of it. A spider that only follows ``links()`` can
+leave it out of every process.
 """
 
 from __future__ import annotations
@@ -487,9 +488,12 @@ class Spider:
     """A JSON Schema every item must match; an item that does not is an ``errors`` row."""
 
     preload: tuple[str, ...] = ("parsel",)
-    """Modules the engine imports before it forks the workers. A module loaded there is one
-    copy every worker inherits; loaded by each worker, it costs every worker the import's CPU
-    (parsel with w3lib: 25-45 ms) and its own memory. ``parsel`` is what ``css()``,
+    """Modules each worker imports as it starts, before its first page. The engine forks the
+    workers before it opens the store and checks only that these names exist (a missing one
+    stops the crawl with :class:`~crawler.errors.SpiderLoadError`), so the imports run on
+    every core while the engine is busy with the store, instead of before the fork in the
+    engine alone, and the engine carries no copy. A module that raises on import is logged,
+    and the spider's own import raises again in its callback. ``parsel`` is what ``css()``,
     ``xpath()`` and ``selector`` use, and is otherwise imported on their first call; a spider
     that never calls them can set ``()``, and no process of its crawl loads parsel (nor,
     through w3lib and ``urllib.request``, ``ssl``, unless it fetches an https URL)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import math
 import os
 import pickle
@@ -79,7 +80,6 @@ def start_worker(
     threads: int,
 ) -> WorkerHandle:
     """Fork worker ``index``; it closes the parent's ends of its siblings' pipes."""
-    preload(spider_cls)
     job_recv, job_send = ctx.Pipe(duplex=False)
     result_recv, result_send = ctx.Pipe(duplex=False)
     foreign = [job_send, result_recv]
@@ -109,22 +109,24 @@ def start_worker(
 
 
 def preload(spider_cls: type[Spider]) -> None:
-    """Import what ``spider_cls.preload`` names, so every worker forked next inherits it.
+    """Check that what ``spider_cls.preload`` names can be imported, without importing it.
 
-    A forked worker starts with the parent's modules and pays nothing for them; a module it
-    imports itself costs it the import's CPU and its own resident copy (parsel, imported by
-    each of two workers instead of once here: 25-45 ms of CPU each and about 1 MB more in all
-    on postgresql-doc-15). Modules only some process needs stay out of the others: ``ssl``,
-    ``sqlite_utils``, the cookie jars and the decoders of rare encodings are imported where
-    they are first used (``tests/worker/test_worker_imports.py``).
+    Each worker imports those modules as it starts (``crawler.worker.process``), while the
+    engine opens the store: the workers would otherwise wait idle for that, so the imports
+    cost no time of the crawl, and the engine, which never parses, carries no copy. A name
+    that cannot be found is the spider's mistake, said here once rather than by every worker.
     """
     for name in spider_cls.preload:
         try:
-            importlib.import_module(name)
-        except ImportError as exc:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError) as exc:
+            found, why = None, f": {exc}"
+        else:
+            why = ""
+        if found is None:
             raise SpiderLoadError(
-                f"{spider_cls.__name__}.preload names {name!r}, which cannot be imported: {exc}"
-            ) from exc
+                f"{spider_cls.__name__}.preload names {name!r}, which cannot be imported{why}"
+            )
 
 
 def send(handle: WorkerHandle, message: tuple[str, Any]) -> bool:

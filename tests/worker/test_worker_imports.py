@@ -5,8 +5,9 @@ A module the engine has loaded when it forks is resident in every worker, and su
 memory is what the crawl is measured by. So a plain-HTTP crawl whose spider never calls
 ``css()``/``xpath()`` (and sets ``preload = ()``) loads neither parsel nor ``ssl`` anywhere,
 a worker never loads the store's sqlite-utils, and the parent builds no cookie jar (which
-brings ``urllib.request`` and ``ssl``) when no cookie comes. With the default ``preload`` the
-workers find parsel already loaded when they start: inherited, not imported once per worker.
+brings ``urllib.request`` and ``ssl``) when no cookie comes. With the default ``preload`` each
+worker has parsel loaded before its first page (imported while the engine opens the store),
+and the engine, which never parses, has none of it.
 
 The crawl runs in a fresh ``python -c`` child: this test process has loaded all of these
 already, and a worker forked from it would inherit them.
@@ -21,8 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.crawl import page, rows
+from crawler import Settings
+from crawler.engine import crawl
+from crawler.errors import SpiderLoadError
+from tests.kit.crawl import TitleSpider, page, rows
 from tests.kit.site import Site
+
+_SETTINGS = Settings(workers=2, robots=False, sitemaps=False, delay=0.0, autothrottle=False)
 
 _CRAWL = """
 import json, sys
@@ -103,8 +109,56 @@ def test_a_plain_http_links_only_crawl_loads_no_parsel_ssl_or_store_in_workers(
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_preloaded_parsel_is_inherited_by_the_workers(site: Site, tmp_path: Path) -> None:
-    _summary, items = _crawl(site, tmp_path, "titles")
+def test_preloaded_parsel_is_in_every_worker_before_its_first_page_and_not_in_the_parent(
+    site: Site, tmp_path: Path
+) -> None:
+    summary, items = _crawl(site, tmp_path, "titles")
     for at_start, _after in items:
         assert "parsel" in at_start.split(), at_start
         assert "sqlite_utils" not in at_start.split(), at_start
+    parent = set(str(summary["parent"]).split())
+    assert "sqlite_utils" in parent
+    assert parent.isdisjoint({"parsel", "w3lib", "cssselect"}), parent
+
+
+class _Preloads(TitleSpider):
+    name = "preloads"
+
+
+@pytest.mark.timeout(120)
+def test_a_preload_that_names_no_module_stops_the_crawl_before_it_starts(
+    site: Site, tmp_path: Path
+) -> None:
+    host = site.add_host("127.0.0.1", {"/": page("home", [])})
+
+    class Missing(_Preloads):
+        preload = ("parsel", "no_such_module_for_crawler_tests")
+
+    with pytest.raises(SpiderLoadError, match="no_such_module_for_crawler_tests"):
+        crawl(Missing, settings=_SETTINGS, db_path=tmp_path / "c.db",
+              spider_kwargs={"start_urls": f"http://{host}/"})  # fmt: skip
+    assert site.requests == []
+
+
+@pytest.mark.timeout(120)
+def test_a_preload_that_raises_on_import_leaves_the_workers_crawling(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by name, so the engine starts; its import raises in each worker, which logs it
+    # and goes on: the pages are fetched and stored as usual.
+    (tmp_path / "raises_on_import_for_crawler_tests.py").write_text("raise RuntimeError('no')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = site.add_host(
+        "127.0.0.1", {f"/p{i}": page(f"page {i}", [f"/p{j}" for j in range(4)]) for i in range(4)}
+    )
+
+    class Raises(_Preloads):
+        preload = ("raises_on_import_for_crawler_tests",)
+
+    db = tmp_path / "c.db"
+    result = crawl(Raises, settings=_SETTINGS, db_path=db,
+                   spider_kwargs={"start_urls": f"http://{host}/p0"})  # fmt: skip
+    assert result.exit_code == 0
+    assert sorted(t for (t,) in rows(db, "SELECT title FROM items")) == [
+        f"page {i}" for i in range(4)
+    ]
