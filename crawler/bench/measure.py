@@ -82,8 +82,49 @@ def _parents() -> dict[int, int]:
     return parents
 
 
+def _children(pid: int) -> list[int] | None:
+    """``pid``'s children, from each of its threads' ``children`` file; None where the kernel
+    has no such files (built without ``CONFIG_PROC_CHILDREN``)."""
+    try:
+        tasks = os.listdir(_PROC / str(pid) / "task")
+    except OSError:
+        return []  # gone
+    found: list[int] = []
+    for tid in tasks:
+        try:
+            found += [
+                int(x) for x in (_PROC / str(pid) / "task" / tid / "children").read_bytes().split()
+            ]
+        except FileNotFoundError:
+            if not (_PROC / str(pid) / "task" / tid).exists():
+                continue  # the thread ended
+            return None
+        except OSError:
+            continue
+    return found
+
+
 def tree_pids(root: int, exclude: frozenset[int] = frozenset()) -> list[int]:
-    """``root`` and its descendants, leaving out the subtrees of the ``exclude`` PIDs."""
+    """``root`` and its descendants, leaving out the subtrees of the ``exclude`` PIDs.
+
+    Read from the tree's own ``children`` files: a handful of reads a sample, where scanning
+    every process's ``stat`` (the fallback) costs the sampler a few milliseconds on a busy
+    machine, 20 times a second, taken from the two cores it measures (about 0.05 of a core).
+    """
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in exclude:
+            continue
+        kids = _children(pid)
+        if kids is None:
+            return _tree_pids_by_scan(root, exclude)
+        found.append(pid)
+        todo.extend(kids)
+    return found
+
+
+def _tree_pids_by_scan(root: int, exclude: frozenset[int]) -> list[int]:
     children: dict[int, list[int]] = {}
     for pid, ppid in _parents().items():
         children.setdefault(ppid, []).append(pid)
@@ -97,15 +138,16 @@ def tree_pids(root: int, exclude: frozenset[int] = frozenset()) -> list[int]:
     return found
 
 
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+
 def _rss_kb(pid: int) -> int:
+    # statm's second field is VmRSS in pages: one short line, where status is fifty.
     try:
-        with open(_PROC / str(pid) / "status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0  # gone, or a zombie (no VmRSS line)
+        fields = (_PROC / str(pid) / "statm").read_bytes().split()
+        return int(fields[1]) * _PAGE_KB
+    except (OSError, ValueError, IndexError):
+        return 0  # gone
 
 
 def tree_rss(root: int, exclude: frozenset[int] = frozenset()) -> int:

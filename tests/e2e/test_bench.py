@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import io
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from crawler import bench as benchsite
 from crawler.bench import server as server_module
-from crawler.bench.measure import TreeRSSSampler, cpu_now
+from crawler.bench.measure import TreeRSSSampler, _tree_pids_by_scan, cpu_now, tree_pids
 from crawler.bench.server import SiteServer, find_nginx, nginx_config
 from crawler.bench.site import SiteInfo, generate_site, pick_origins, worker_split
 from crawler.errors import ServerError
@@ -214,6 +216,40 @@ def test_tree_sampler_counts_child_processes() -> None:
     assert sampler.samples > 5
     before = cpu_now()
     assert (cpu_now() - before).total >= 0
+
+
+def test_tree_pids_finds_grandchildren_and_children_forked_by_other_threads() -> None:
+    # Read from the tree's own /proc children files, one per thread: a child started by a
+    # thread other than the main one is listed under that thread only.
+    kids: list[subprocess.Popen[bytes]] = []
+    grand = subprocess.Popen(["bash", "-c", "sleep 5 & sleep 5 & wait"])
+    kids.append(grand)
+    started, checked = threading.Event(), threading.Event()
+
+    def start_and_stay() -> None:  # a thread that ends hands its children to another
+        kids.append(subprocess.Popen(["sleep", "5"]))
+        started.set()
+        checked.wait(10)
+
+    thread = threading.Thread(target=start_and_stay)
+    thread.start()
+    started.wait(10)
+    try:
+        deadline = time.monotonic() + 5
+        while len(tree_pids(grand.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        mine = tree_pids(os.getpid())
+        assert sorted(tree_pids(grand.pid)) == sorted(_tree_pids_by_scan(grand.pid, frozenset()))
+        assert len(tree_pids(grand.pid)) == 3
+        assert {k.pid for k in kids} <= set(mine)
+        assert set(tree_pids(grand.pid)) <= set(mine)
+        assert grand.pid not in tree_pids(os.getpid(), exclude=frozenset({grand.pid}))
+    finally:
+        checked.set()
+        thread.join()
+        for k in kids:
+            k.kill()
+            k.wait()
 
 
 def test_public_api() -> None:
