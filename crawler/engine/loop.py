@@ -77,8 +77,8 @@ __all__ = ["RunResult", "crawl"]
 log = logging.getLogger("crawler")
 
 PROGRESS_EVERY = 0.5
-COALESCE_BELOW = 8  # a node's round with fewer outcomes waits for more (_wait_and_record)
-COALESCE_WAIT = 0.01  # seconds, at most
+COALESCE_BELOW = 16  # a node's round with fewer outcomes waits for more (_wait_and_record)
+COALESCE_WAIT = 0.03  # seconds, at most
 IDLE_NODE_WAIT = 0.05  # a node's first wait with nothing in flight, doubled up to 0.5 s
 # A URL in flight when its worker died this many times (or retries + 1) is failed.
 WORKER_DEATH_ATTEMPTS = 3
@@ -555,9 +555,11 @@ class _Engine:
         if self.node is not None and batch and not ended and len(batch) < COALESCE_BELOW:
             # On PostgreSQL a round (hosts with work, a take per host, the record) is round
             # trips and server CPU whatever its size: while every fetch thread still has a Job
-            # queued behind it (the workers do not idle), gather up to 10 ms more outcomes.
-            # Measured: server CPU per page 30-40% lower, the crawler's and pages/s unchanged
-            # within the noise (docs/distributed.md).
+            # queued behind it (the workers do not idle), gather up to 30 ms more outcomes,
+            # up to 16. A node with one worker has rounds half the size of a node with two,
+            # so it pays these fixed costs twice as often; 10 ms and 8 outcomes left two
+            # nodes x 1 worker at 86-94% of one node x 2 workers on two cores, 30 ms and 16
+            # at 93-101% (median 99%; docs/distributed.md).
             end = time.monotonic() + COALESCE_WAIT
             busy = self.threads * len(self.workers)
             while len(batch) < COALESCE_BELOW and len(self.in_flight) - len(batch) > busy:

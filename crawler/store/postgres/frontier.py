@@ -76,6 +76,11 @@ _TAKE_LEASED = (
     " RETURNING fp, url, method, headers, frontier.body, callback, meta, depth, attempts,"
     " redirect_urls, etag, last_modified, content_hash, priority, seq"
 )
+# A skip-scan over the queued hosts, then one probe per host for an entry that is ready. The
+# probe is a scalar subquery with LIMIT 1, not EXISTS: the planner turns EXISTS into a hash
+# semi-join that reads every ready queued row of the run on each call (0.6-0.9 ms a call
+# mid-crawl with 16 hosts, the largest server cost of a node's round); a scalar subquery stays
+# a per-host index probe that stops at the first ready entry.
 _QUEUED_HOSTS = """
 WITH RECURSIVE h(host) AS (
     SELECT (SELECT min(host) FROM frontier WHERE state = 'queued')
@@ -83,8 +88,9 @@ WITH RECURSIVE h(host) AS (
     SELECT (SELECT min(host) FROM frontier WHERE state = 'queued' AND host > h.host)
     FROM h WHERE h.host IS NOT NULL
 )
-SELECT host FROM h WHERE host IS NOT NULL AND EXISTS (
-    SELECT 1 FROM frontier WHERE state = 'queued' AND host = h.host AND not_before <= %s
+SELECT host FROM h WHERE host IS NOT NULL AND (
+    SELECT true FROM frontier WHERE state = 'queued' AND host = h.host AND not_before <= %s
+    LIMIT 1
 )
 """
 _REQUEUE_AGAIN = (

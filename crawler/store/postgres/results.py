@@ -221,7 +221,14 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 if upserts:
                     cur.executemany(_UPSERT_PAGE, list({u[0]: u for u in upserts}.values()))
                 if replaced:
-                    cur.execute("DELETE FROM items WHERE page_url = ANY(%s)", (list(replaced),))
+                    # Never prepared: a plan fixed while ``items`` was nearly empty (the
+                    # first runs of a fresh crawl) is a sequential scan, kept for the whole
+                    # crawl by that connection (measured: 0.23 ms a call instead of 0.02).
+                    cur.execute(
+                        "DELETE FROM items WHERE page_url = ANY(%s)",
+                        (list(replaced),),
+                        prepare=False,
+                    )
                     items = self._insert_items(cur, replaced)
                 if link_rows:
                     sources, targets = zip(*link_rows, strict=True)
