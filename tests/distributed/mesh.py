@@ -103,11 +103,15 @@ def start_node(folder: Path, db: str, start: str, *settings: str) -> subprocess.
 
 
 def kill_left(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGKILL the whole tree of every node still running (resumed first, if stopped)."""
+    """SIGKILL the whole tree of every node still running (resumed first, if stopped), and
+    reap them: a killed node left unreaped stays this process's child (a zombie), which later
+    tests that look at our children (``child_pids``) would take for one of their own."""
     for p in procs:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGCONT)
             os.killpg(p.pid, signal.SIGKILL)
+    for p in procs:
+        p.communicate(timeout=30)
 
 
 def finish(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[tuple[int, str]]:

@@ -72,6 +72,7 @@ class Connection:
             raise
 
     def _connect(self) -> psycopg.Connection[Any]:
+        ms = int(self.busy_timeout * 1000)
         try:
             conn: psycopg.Connection[Any] = psycopg.connect(
                 self.url,
@@ -79,9 +80,14 @@ class Connection:
                 connect_timeout=max(1, int(self.busy_timeout)),
                 # Who holds the run lock, for the message a second run prints.
                 application_name=f"crawler pid {os.getpid()}",
+                # Wait for another writer's row locks at most busy_timeout, like SQLite's
+                # busy wait; and a transaction of ours left open longer than that (a node
+                # paused or cut off between two statements) is ended by the server, so its
+                # row locks (a batch reads its leases FOR SHARE) do not hold the takeover of
+                # its hosts off for as long as it stays paused: seen as a takeover that never
+                # came in tests/distributed/test_pause.py under load.
+                options=f"-c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms}",
             )
-            # Wait for another writer's row locks at most busy_timeout, like SQLite's busy wait.
-            conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
         except psycopg.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {first_line(exc)}") from None
         return conn
