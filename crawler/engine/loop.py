@@ -48,8 +48,8 @@ from crawler.engine.throttle import sample_of
 from crawler.engine.workers import (
     Waiter,
     WorkerHandle,
+    check_preload,
     close_pipes,
-    preload,
     recv_all,
     send,
     start_worker,
@@ -215,7 +215,7 @@ class _Engine:
             # Fork before anything else exists in the parent: no threads, no SQLite handle.
             # Inside the try: workers ignore SIGTERM, so any that were started must be stopped
             # by stop_workers (multiprocessing's exit hook would terminate() and wait forever).
-            preload(self.spider_cls)
+            check_preload(self.spider_cls)
             for index in range(self.n):
                 self.workers.append(self._start_worker(index))
             # Opened after the fork on purpose: the workers never hold a database handle.

@@ -17,7 +17,6 @@ pages (postgresql-doc-15: three selectors a round, about 30 us each).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import math
 import os
@@ -38,8 +37,8 @@ from crawler.worker.process import STOP, worker_main
 __all__ = [
     "Waiter",
     "WorkerHandle",
+    "check_preload",
     "close_pipes",
-    "preload",
     "recv_all",
     "send",
     "start_worker",
@@ -108,7 +107,7 @@ def start_worker(
     return WorkerHandle(index, process, job_send, result_recv, in_flight)
 
 
-def preload(spider_cls: type[Spider]) -> None:
+def check_preload(spider_cls: type[Spider]) -> None:
     """Check that what ``spider_cls.preload`` names can be imported, without importing it.
 
     Each worker imports those modules as it starts (``crawler.worker.process``), while the
@@ -118,12 +117,10 @@ def preload(spider_cls: type[Spider]) -> None:
     """
     for name in spider_cls.preload:
         try:
-            found = importlib.util.find_spec(name)
+            why = "" if importlib.util.find_spec(name) is not None else " (not found)"
         except (ImportError, ValueError) as exc:
-            found, why = None, f": {exc}"
-        else:
-            why = ""
-        if found is None:
+            why = f": {exc}"
+        if why:
             raise SpiderLoadError(
                 f"{spider_cls.__name__}.preload names {name!r}, which cannot be imported{why}"
             )
