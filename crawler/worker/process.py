@@ -130,7 +130,7 @@ def _preload(spider_cls: type[Spider]) -> None:
     The engine forks the workers before it opens the store, which takes it tens of
     milliseconds (sqlite-utils' import alone is 35-45 ms): importing here, in every worker at
     once, fills that wait instead of lengthening it, as an import in the engine before the
-    fork did (python3-doc: 1.63-1.68 cores over the crawl -> 1.70-1.73). A module that fails
+    fork did (python3-doc: 1.62-1.67 cores over the crawl -> 1.69-1.74). A module that fails
     to import is the spider's to report: its own import raises in its callback, as an error
     row, instead of the worker dying before its first page.
     """
