@@ -132,8 +132,9 @@ class Dispatcher:
         else:
             self._held.pop(key, None)
 
-    def _rooms(self, host: str) -> list[tuple[int, WorkerHandle]]:
-        """Each live worker's room for ``host`` now (its share left, its cap), most room first."""
+    def _rooms(self, host: str, planned: dict[int, int]) -> list[tuple[int, WorkerHandle]]:
+        """Each live worker's room for ``host`` now (its share left, its cap less the Jobs
+        ``planned`` for it this round), most room first."""
         n = len(self.workers)
         shares = self._shares.get(host)
         if shares is None or len(shares) != n:
@@ -145,10 +146,11 @@ class Dispatcher:
         for k, handle in enumerate(self.workers):
             if not handle.alive or not shares[k]:
                 continue
-            room = min(shares[k] - held.get((host, k), 0), self.worker_cap - handle.busy)
+            busy = handle.busy + planned.get(k, 0)
+            room = min(shares[k] - held.get((host, k), 0), self.worker_cap - busy)
             if room > 0:
                 rooms.append((room, handle))
-        rooms.sort(key=lambda r: (-r[0], r[1].busy))
+        rooms.sort(key=lambda r: (-r[0], r[1].busy + planned.get(r[1].index, 0)))
         return rooms
 
     def dispatch(
@@ -163,8 +165,15 @@ class Dispatcher:
         outgoing: dict[int, list[Job]] = {}
         denied: list[Outcome] = []
         politeness = self.politeness
+        # First what each host may start (its room, split over the workers), then one take
+        # for every host: on PostgreSQL a take is a round trip, and a round has several hosts.
+        plans: list[tuple[str, list[tuple[int, WorkerHandle]], RobotsPolicy | None]] = []
+        limits: dict[str, int] = {}
+        planned: dict[int, int] = {}  # worker index -> Jobs planned for it this round
         for host in politeness.ready(hosts, now):
-            rooms = self._rooms(host)
+            if budget <= 0:
+                break
+            rooms = self._rooms(host, planned)
             if not rooms:
                 continue
             handle = rooms[0][1]
@@ -184,7 +193,19 @@ class Dispatcher:
                         self._start(handle, host, job, now)
                         outgoing.setdefault(handle.index, []).append(job)
                     continue
-            jobs = store.take(host, room, now)
+            plans.append((host, rooms, policy))
+            limits[host] = room
+            budget -= room
+            left = room
+            for share, worker in rooms:
+                n = min(share, left)
+                planned[worker.index] = planned.get(worker.index, 0) + n
+                left -= n
+        taken = store.take_hosts(limits, now) if limits else {}
+        for host, rooms, policy in plans:
+            jobs = taken.get(host)
+            if not jobs:
+                continue
             if policy is not None:
                 jobs = obey_robots(policy, jobs, denied)
             if self.prepare is not None and jobs:
@@ -201,10 +222,6 @@ class Dispatcher:
                     self._start(worker, host, job, now)
                 outgoing.setdefault(worker.index, []).extend(part)
                 given += len(part)
-            if jobs:
-                budget -= len(jobs)
-                if budget <= 0:
-                    break
         for index, batch in outgoing.items():
             send(self.workers[index], ("jobs", batch))
             # A failed send means the worker is dying; its sentinel tells us soon and the

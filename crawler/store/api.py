@@ -166,9 +166,12 @@ class CrawlStore(Protocol):
         """Any queued URL of ``host`` (the engine needs its scheme for robots.txt)."""
         ...
 
-    def take(self, host: str, limit: int, now: float) -> list[Job]:
-        """Up to ``limit`` due entries of ``host`` (highest priority, then oldest), moved to
-        in flight in one transaction before returning: no entry is handed out twice."""
+    def take_hosts(self, limits: dict[str, int], now: float) -> dict[str, list[Job]]:
+        """Of each host of ``limits`` (``host -> limit``), up to ``limit`` due entries
+        (highest priority, then oldest), moved to in flight before returning: no entry is
+        handed out twice. Hosts that gave none are left out. One call for a dispatch round's
+        hosts: on PostgreSQL it is one statement, where a call each would be a round trip
+        each. (Both stores also have ``take(host, limit, now)``, the one-host case.)"""
         ...
 
     def requeue(self, fps: Iterable[int], *, count_attempt: bool = False) -> int:

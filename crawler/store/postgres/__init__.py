@@ -42,10 +42,11 @@ __all__ = ["Store"]
 
 # The CrawlStore methods, each one transaction: repeated after a reconnect when the server
 # went away under them (for at most the ``db_retry`` seconds the store was opened with).
+# (``take`` is ``take_hosts`` of one host: repeated by it.)
 _RETRIED = (
     "reset_in_flight", "begin_run", "end_run", "run_url_errors", "robots_policies",
     "put_robots", "add", "schedule_recrawl", "has_queued", "hosts_with_work",
-    "next_not_before", "queued_url", "take", "requeue", "give_up", "record",
+    "next_not_before", "queued_url", "take_hosts", "requeue", "give_up", "record",
     "host_states", "put_host_states", "cookies", "put_cookies", "item_change_counts",
     "run_item_count", "recent_stats", "seeded", "heartbeat", "claim", "renew", "release",
     "reap", "robots_of", "busy_elsewhere", "leave", "requeue_lost_takes",

@@ -185,11 +185,31 @@ class Connection:
             raise self._error(exc, doing) from None
 
     @contextmanager
+    def _pipelined_tx(self, doing: str = "write") -> Iterator[psycopg.Connection[Any]]:
+        """One transaction whose statements go out pipelined: none waits for the answer of
+        the one before, so the whole transaction costs a round trip per result it reads
+        (the first carries the BEGIN) and one for the COMMIT, instead of one per statement.
+        A cursor's ``rowcount`` is known once the block has ended; an error surfaces there
+        too (as a StorageError), the transaction rolled back."""
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield self.conn
+            return
+        try:
+            with self.conn.pipeline(), self.conn.transaction():
+                yield self.conn
+        except psycopg.Error as exc:
+            raise self._error(exc, doing) from None
+
+    @contextmanager
     def _read(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
         try:
             yield self.conn
         except psycopg.Error as exc:
             raise self._error(exc, doing) from None
+
+    # One statement: in autocommit mode it is a transaction by itself, one round trip where
+    # ``_tx`` would add a BEGIN and a COMMIT.
+    _statement = _read
 
     def close(self) -> None:
         """Close the connection (again is fine). An open transaction is rolled back."""

@@ -58,23 +58,31 @@ _INSERT_FOLLOWS = (
     " WITH ORDINALITY AS batch(f, u, h, d, n) ORDER BY n) AS b ORDER BY f"
     " ON CONFLICT (fp) DO NOTHING"
 )
-_TAKE = (
-    "UPDATE frontier SET state = 'in_flight', updated_at = %s WHERE fp IN ("
-    " SELECT fp FROM frontier WHERE state = 'queued' AND host = %s AND not_before <= %s"
-    " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-    " RETURNING fp, url, method, headers, body, callback, meta, depth, attempts, redirect_urls,"
-    " etag, last_modified, content_hash, priority, seq"
+# Every host of a dispatch round in one statement: per host (a LATERAL probe of its index), its
+# best ``n`` ready rows, locked ``FOR UPDATE SKIP LOCKED`` so two connections taking from one
+# host get disjoint rows. One statement for the round, not one per host: a round trip each is
+# what a node's round cost (measured: 3.3 hosts a round at 16 hosts).
+_PICK = (
+    " SELECT c.fp FROM unnest(%s::text[], %s::bigint[]) AS w(host, n) CROSS JOIN LATERAL ("
+    " SELECT fp FROM frontier WHERE state = 'queued' AND host = w.host AND not_before <= %s"
+    " ORDER BY priority DESC, seq LIMIT w.n FOR UPDATE SKIP LOCKED) c"
 )
-# A node takes only from a host it holds a live lease on (checked in the same statement), and
+_TAKEN = (
+    " RETURNING frontier.host, fp, url, method, headers, frontier.body, callback, meta, depth,"
+    " attempts, redirect_urls, etag, last_modified, content_hash, priority, seq"
+)
+_TAKE = (
+    "UPDATE frontier SET state = 'in_flight', updated_at = %s WHERE fp IN (" + _PICK + ")" + _TAKEN
+)
+# A node takes only from hosts it holds a live lease on (checked in the same statement), and
 # stamps each row with itself and the lease's epoch (fencing: cluster.py, results.py).
 _TAKE_LEASED = (
     "UPDATE frontier SET state = 'in_flight', updated_at = %s, node = l.owner, epoch = l.epoch"
-    " FROM host_leases l WHERE l.run_id = %s AND l.host = %s AND l.owner = %s"
+    " FROM host_leases l WHERE l.run_id = %s AND l.host = frontier.host AND l.owner = %s"
     " AND l.expires_at > extract(epoch FROM clock_timestamp()) AND frontier.fp IN ("
-    " SELECT fp FROM frontier WHERE state = 'queued' AND host = %s AND not_before <= %s"
-    " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-    " RETURNING fp, url, method, headers, frontier.body, callback, meta, depth, attempts,"
-    " redirect_urls, etag, last_modified, content_hash, priority, seq"
+    + _PICK
+    + ")"
+    + _TAKEN
 )
 # A skip-scan over the queued hosts, then one probe per host for an entry that is ready. The
 # probe is a scalar subquery with LIMIT 1, not EXISTS: the planner turns EXISTS into a hash
@@ -98,13 +106,19 @@ _REQUEUE_AGAIN = (
 )
 
 
-def insert_new(conn: Any, columns: dict[str, str], rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert ``rows`` (first value: ``fp``) whose ``fp`` is new; how many were."""
+def insert_new(conn: Any, columns: dict[str, str], rows: Sequence[tuple[Any, ...]]) -> Any:
+    """Insert ``rows`` (first value: ``fp``) whose ``fp`` is new; the cursor, whose
+    :func:`changed` says how many were."""
     if not rows:
-        return 0
+        return None
     arrays = [list(column) for column in zip(*rows, strict=True)]
-    cur = conn.execute(_INSERT_SQL[id(columns)], arrays)
-    return int(max(cur.rowcount, 0))
+    return conn.execute(_INSERT_SQL[id(columns)], arrays)
+
+
+def changed(cur: Any) -> int:
+    """The rows a statement changed (none: ``None``). In a pipelined transaction, known only
+    once it has committed (``Connection._pipelined_tx``)."""
+    return 0 if cur is None else int(max(cur.rowcount, 0))
 
 
 def _unique(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -120,11 +134,22 @@ class FrontierMixin(Connection):
     def add(self, requests: Iterable[NewRequest]) -> int:
         requests = list(requests)
         with self._tx("add requests to") as conn:
-            new = self._add_in_tx(conn, requests)
+            added = self._add_in_tx(conn, requests)
+        new = self._added(*added)
         self._counts["queued"] += new
         return new
 
-    def _add_in_tx(self, conn: Any, requests: list[NewRequest]) -> int:
+    def _added(self, inserted: Any, requeued: Any) -> int:
+        """Count what an ``_add_in_tx`` changed, once its transaction has committed; the new
+        rows."""
+        again = changed(requeued)
+        self._counts["done"] -= again
+        self._counts["queued"] += again
+        return changed(inserted)
+
+    def _add_in_tx(self, conn: Any, requests: list[NewRequest]) -> tuple[Any, Any]:
+        """Send the inserts of ``requests``; the cursors of the new rows and of the rows a
+        sitemap's lastmod put back in the queue, for :meth:`_added`."""
         now = self._clock()
         rows = _unique(
             (
@@ -134,42 +159,41 @@ class FrontierMixin(Connection):
             )
             for r in requests
         )  # fmt: skip
-        new = insert_new(conn, _REQUEST_COLUMNS, rows)
+        inserted = insert_new(conn, _REQUEST_COLUMNS, rows)
         stale = [(now, r.fp, r.lastmod) for r in requests if r.lastmod is not None]
+        requeued = None
         if stale:
             # Recrawl rule 3: a sitemap says the page changed after we last fetched it.
-            with conn.cursor() as cur:
-                cur.executemany(
-                    _REQUEUE_AGAIN + " WHERE fp = %s AND state = 'done' AND fetched_at < %s",
-                    stale,
-                )
-                requeued = max(cur.rowcount, 0)
-            self._counts["done"] -= requeued
-            self._counts["queued"] += requeued
-        return new
+            fps, lastmods = [s[1] for s in stale], [s[2] for s in stale]
+            requeued = conn.execute(
+                _REQUEUE_AGAIN + " FROM unnest(%s::bigint[], %s::float8[]) AS s(fp, lastmod)"
+                " WHERE frontier.fp = s.fp AND state = 'done' AND fetched_at < s.lastmod",
+                (now, fps, lastmods),
+            )
+        return inserted, requeued
 
     def add_follows(self, follows: Iterable[Follow], *, depth: int) -> int:
         now = self._clock()
         with self._tx("add links to") as conn:
-            new = self._add_follows_in_tx(conn, ((*f, depth) for f in follows), now)
+            cur = self._add_follows_in_tx(conn, ((*f, depth) for f in follows), now)
+        new = changed(cur)
         self._counts["queued"] += new
         return new
 
     def _add_follows_in_tx(
         self, conn: Any, follows: Iterable[tuple[int, str, str, int]], now: float
-    ) -> int:
+    ) -> Any:
         """``(fp, url, host, depth)`` rows, every depth of a batch in one statement (rows
-        go in by fp: one lock order for every node)."""
+        go in by fp: one lock order for every node); its cursor (see :func:`changed`)."""
         rows = _unique((fp, url, host, depth, now, now) for fp, url, host, depth in follows)
         if not rows:
-            return 0
+            return None
         _fps, urls, hosts, depths, *_ = zip(*rows, strict=True)
         url_text, host_text = "\n".join(urls), "\n".join(hosts)
         if url_text.count("\n") != len(rows) - 1 or host_text.count("\n") != len(rows) - 1:
             return insert_new(conn, _FOLLOW_COLUMNS, rows)  # a newline inside a value
         fp_text, depth_text = ",".join(map(str, _fps)), ",".join(map(str, depths))
-        cur = conn.execute(_INSERT_FOLLOWS, (now, now, fp_text, url_text, host_text, depth_text))
-        return int(max(cur.rowcount, 0))
+        return conn.execute(_INSERT_FOLLOWS, (now, now, fp_text, url_text, host_text, depth_text))
 
     def hosts_with_work(self, now: float) -> list[str]:
         with self._read("read the queue of"):
@@ -198,39 +222,46 @@ class FrontierMixin(Connection):
             return row.fetchone() is not None
 
     def take(self, host: str, limit: int, now: float) -> list[Job]:
-        if limit <= 0:
-            return []
-        with self._tx("take work from") as conn:
+        return self.take_hosts({host: limit}, now).get(host, [])
+
+    def take_hosts(self, limits: dict[str, int], now: float) -> dict[str, list[Job]]:
+        limits = {host: n for host, n in limits.items() if n > 0}
+        if not limits:
+            return {}
+        pick = (list(limits), list(limits.values()), now)
+        with self._statement("take work from") as conn:
             if self.node_id is None:
-                rows = conn.execute(_TAKE, (now, host, now, limit)).fetchall()
+                rows = conn.execute(_TAKE, (now, *pick)).fetchall()
             else:
-                args = (now, self.joined_run, host, self.node_id, host, now, limit)
+                args = (now, self.joined_run, self.node_id, *pick)
                 rows = conn.execute(_TAKE_LEASED, args).fetchall()
-        rows.sort(key=lambda row: (-row[13], row[14]))  # RETURNING has no order
+        rows.sort(key=lambda row: (-row[14], row[15]))  # RETURNING has no order
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
-        return [
-            Job(
-                fp=fp,
-                url=url,
-                host=host,
-                method=method,
-                headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
-                body=bytes(body) if body is not None else None,
-                callback=callback,
-                meta=json.loads(meta) if meta else None,
-                depth=depth,
-                attempt=attempts,
-                redirect_urls=tuple(json.loads(redirects)) if redirects else (),
-                etag=etag,
-                last_modified=last_modified,
-                content_hash=content_hash,
+        jobs: dict[str, list[Job]] = {}
+        for (
+            host, fp, url, method, headers, body, callback, meta, depth, attempts, redirects,
+            etag, last_modified, content_hash, _priority, _seq,
+        ) in rows:  # fmt: skip
+            jobs.setdefault(host, []).append(
+                Job(
+                    fp=fp,
+                    url=url,
+                    host=host,
+                    method=method,
+                    headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
+                    body=bytes(body) if body is not None else None,
+                    callback=callback,
+                    meta=json.loads(meta) if meta else None,
+                    depth=depth,
+                    attempt=attempts,
+                    redirect_urls=tuple(json.loads(redirects)) if redirects else (),
+                    etag=etag,
+                    last_modified=last_modified,
+                    content_hash=content_hash,
+                )
             )
-            for (
-                fp, url, method, headers, body, callback, meta, depth, attempts, redirects,
-                etag, last_modified, content_hash, _priority, _seq,
-            ) in rows
-        ]  # fmt: skip
+        return jobs
 
     def reset_in_flight(self) -> int:
         """Take the database's run lock, then requeue what a crashed run left in flight.
@@ -253,7 +284,7 @@ class FrontierMixin(Connection):
         extra = ", attempts = attempts + 1" if count_attempt else ""
         # A node puts back only its own rows: one a takeover requeued may be another's now.
         mine = "" if self.node_id is None else f" AND node = {int(self.node_id)}"
-        with self._tx("requeue in") as conn:
+        with self._statement("requeue in") as conn:
             n = conn.execute(
                 f"UPDATE frontier SET state = 'queued', node = NULL, epoch = NULL{extra}"
                 f" WHERE fp = ANY(%s) AND state = 'in_flight'{mine}",

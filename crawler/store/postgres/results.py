@@ -21,7 +21,7 @@ from typing import Any
 from crawler.messages import Follow, NewRequest, Outcome
 from crawler.store.api import BatchStats
 from crawler.store.items import GONE_STATUSES
-from crawler.store.postgres.frontier import FrontierMixin
+from crawler.store.postgres.frontier import FrontierMixin, changed
 from crawler.store.postgres.items import ItemsMixin
 from crawler.store.postgres.schema import item_columns
 from crawler.store.schema import STATES
@@ -42,9 +42,14 @@ _UPSERT_PAGE = (
     " depth = excluded.depth, fetched_at = excluded.fetched_at,"
     " elapsed_ms = excluded.elapsed_ms, run_id = excluded.run_id"
 )
-_TOUCH_PAGE = (
-    "UPDATE pages SET fetched_at = %s, elapsed_ms = %s, run_id = %s,"
-    " etag = coalesce(%s, etag), last_modified = coalesce(%s, last_modified) WHERE url = %s"
+# A page that did not change (a 304, or the same content hash): only what the fetch says.
+_TOUCH_PAGES = (
+    "UPDATE pages SET fetched_at = v.fetched_at, elapsed_ms = v.elapsed_ms, run_id = %s,"
+    " etag = coalesce(v.etag, pages.etag),"
+    " last_modified = coalesce(v.last_modified, pages.last_modified)"
+    " FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::text[], %s::text[])"
+    " AS v(url, fetched_at, elapsed_ms, etag, last_modified)"
+    " WHERE pages.url = v.url RETURNING pages.url"
 )
 _DONE = (
     "UPDATE frontier SET state = 'done', attempts = attempts + 1,"
@@ -119,10 +124,10 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         track_items: bool = False,
     ) -> BatchStats:
         now = self._clock()
-        pages = items = errors = links = done = failed = retried = size = 0
+        pages = items = errors = done = failed = retried = size = 0
         delta = dict.fromkeys(STATES, 0)
         upserts: list[tuple[Any, ...]] = []
-        touches: list[tuple[Any, ...]] = []
+        touches: dict[str, tuple[Any, ...]] = {}  # url -> the full row, if none is stored
         replaced: dict[str, list[dict[str, Any]]] = {}
         link_rows: dict[tuple[str, str], None] = {}
         error_rows: list[tuple[Any, ...]] = []
@@ -133,7 +138,11 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         follows: dict[int, list[Follow]] = {}
         # Pages for the item history, in the batch's order: (outcome, page_url, unchanged).
         tracked: list[tuple[Outcome, str, bool]] = []
-        with self._tx("record results in") as conn:
+        self._widen_items(outcomes)
+        # Pipelined: the batch costs two round trips (the frontier rows it reads, then every
+        # write and the commit), not one per statement; what each statement changed is
+        # counted from its cursor once the transaction has committed.
+        with self._pipelined_tx("record results in") as conn:
             if self.node_id is None:
                 known = {
                     fp: (state, depth)
@@ -161,10 +170,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         page.elapsed_ms, run_id,
                     )  # fmt: skip
                     if unchanged:
-                        touches.append(
-                            (page.fetched_at, page.elapsed_ms, run_id, page.etag,
-                             page.last_modified, page.url, full)
-                        )  # fmt: skip
+                        touches[page.url] = full
                     else:
                         upserts.append(full)
                 page_url = page.url if page is not None else o.url
@@ -209,15 +215,24 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
             # go in by fp, one lock order) while holding its own rows' updates; inserting
             # before updating ours means no node waits on us while we wait on it (a
             # deadlock, each costing the server's deadlock_timeout, measured at 1/s here).
-            new = self._add_in_tx(conn, requests) if requests else 0
+            added = self._add_in_tx(conn, requests) if requests else (None, None)
+            followed = None
             if follows:
-                new += self._add_follows_in_tx(
+                followed = self._add_follows_in_tx(
                     conn, [(*f, d) for d, batch in follows.items() for f in batch], now
                 )
             with conn.cursor() as cur:
-                for touch in touches:
-                    if not cur.execute(_TOUCH_PAGE, touch[:6]).rowcount:
-                        upserts.append(touch[6])  # nothing stored to confirm: store it
+                if touches:
+                    # fetchall waits for this answer: which pages were there to touch.
+                    rows = [touches[url] for url in touches]
+                    urls = cur.execute(
+                        _TOUCH_PAGES,
+                        (run_id, list(touches), [r[11] for r in rows], [r[12] for r in rows],
+                         [r[7] for r in rows], [r[8] for r in rows]),
+                    ).fetchall()  # fmt: skip
+                    for (url,) in urls:
+                        del touches[url]
+                    upserts.extend(touches.values())  # nothing stored to confirm: store it
                 if upserts:
                     cur.executemany(_UPSERT_PAGE, list({u[0]: u for u in upserts}.values()))
                 if replaced:
@@ -230,14 +245,14 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         prepare=False,
                     )
                     items = self._insert_items(cur, replaced)
+                linked = None
                 if link_rows:
                     sources, targets = zip(*link_rows, strict=True)
-                    cur.execute(
+                    linked = conn.execute(
                         "INSERT INTO links (from_url, to_url)"
                         " SELECT * FROM unnest(%b::text[], %b::text[]) ON CONFLICT DO NOTHING",
                         (list(sources), list(targets)),
                     )
-                    links += max(cur.rowcount, 0)
                 if error_rows:
                     cur.executemany(
                         "INSERT INTO errors (url, kind, message, traceback, run_id, at)"
@@ -253,6 +268,8 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                     else:
                         complete = o.state == "done" and not o.failures
                         self._track(cur, page_url, run_id, o.items, o.item_keys, complete=complete)
+        links = changed(linked)
+        new = self._added(*added) + changed(followed)
         for state, d in delta.items():
             self._counts[state] += d
         self._counts["queued"] += new
@@ -290,7 +307,51 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         self.refused += len(refused)
         return known, [o for o in outcomes if o.fp not in refused]
 
+    def _widen_items(self, outcomes: Sequence[Outcome]) -> None:
+        """Give ``items`` a column for each new item key of ``outcomes`` (typed from its
+        value), and turn a column whose type a value does not fit into TEXT.
+
+        Its own transaction, before the batch's: a schema change inside the pipelined batch
+        makes psycopg drop its prepared statements while the pipeline still registers new
+        ones, which then fail ("prepared statement does not exist"). A column added for a
+        batch that then fails stays, empty, as a later batch would add it."""
+        known = self._item_columns
+        # lower-case name -> (name, the value that types it: a new column's first)
+        wanted: dict[str, tuple[str, Any]] = {}
+        for o in outcomes:
+            for item in o.items:
+                for key, value in item.items():
+                    name = _column_name(key)
+                    column = known.get(name.lower())
+                    if column is None:
+                        wanted.setdefault(name.lower(), (name, value))
+                    elif not _fits(column[1], value):
+                        wanted[name.lower()] = (column[0], value)
+        if not wanted:
+            return
+        with self._tx("add item columns to") as conn:
+            for lower, (name, value) in wanted.items():
+                column = known.get(lower)
+                if column is None:
+                    # IF NOT EXISTS: another node may have added it since we looked (its
+                    # lock makes us wait for its commit); then its type is the one.
+                    conn.execute(
+                        f"ALTER TABLE items ADD COLUMN IF NOT EXISTS {_quote(name)}"
+                        f" {_sql_type(value)}"
+                    )
+                    known.update(item_columns(conn))
+                    column = known[lower]
+                if not _fits(column[1], value):
+                    conn.execute(
+                        f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"
+                        f" USING {_quote(column[0])}::text"
+                    )
+                    known[lower] = (column[0], "text")
+        # A later value of a batch may not fit the type the first one chose: look again.
+        self._widen_items(outcomes)
+
     def _insert_items(self, cur: Any, replaced: dict[str, list[dict[str, Any]]]) -> int:
+        """Insert the items of ``replaced`` (every column exists: ``_widen_items``)."""
         known = self._item_columns
         by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
         for page_url, page_items in replaced.items():
@@ -298,32 +359,8 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 run_id = item.pop("\0run")
                 values: dict[str, Any] = {"page_url": page_url, "run_id": run_id}
                 for key, value in item.items():
-                    name = str(key) or "_"
-                    if name.lower() in _RESERVED_ITEM_COLUMNS:
-                        name = "_" + name
-                    column = known.get(name.lower())
-                    if column is None:
-                        # IF NOT EXISTS: another node may have added it since we looked (its
-                        # lock makes us wait for its commit); then its type is the one.
-                        kind = _sql_type(value)
-                        cur.execute(
-                            f"ALTER TABLE items ADD COLUMN IF NOT EXISTS {_quote(name)} {kind}"
-                        )
-                        known.update(item_columns(cur.connection))
-                        column = known[name.lower()]
-                        if not _fits(column[1], value):
-                            cur.execute(
-                                f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"
-                                f" USING {_quote(column[0])}::text"
-                            )
-                            column = known[name.lower()] = (column[0], "text")
-                    elif not _fits(column[1], value):
-                        cur.execute(
-                            f"ALTER TABLE items ALTER COLUMN {_quote(column[0])} TYPE text"
-                            f" USING {_quote(column[0])}::text"
-                        )
-                        column = known[name.lower()] = (column[0], "text")
-                    values[column[0]] = _item_value(column[1], value)
+                    name, kind = known[_column_name(key).lower()]
+                    values[name] = _item_value(kind, value)
                 by_columns.setdefault(tuple(values), []).append(list(values.values()))
         n = 0
         for names, rows in by_columns.items():
@@ -334,3 +371,9 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
             )
             n += len(rows)
         return n
+
+
+def _column_name(key: Any) -> str:
+    """The ``items`` column of an item key: a system column's name gets a ``_`` in front."""
+    name = str(key) or "_"
+    return "_" + name if name.lower() in _RESERVED_ITEM_COLUMNS else name
