@@ -31,32 +31,42 @@ log = logging.getLogger(__name__)
 _RESERVED_ITEM_COLUMNS = {"page_url", "run_id", "ctid", "oid", "xmin", "xmax", "cmin", "cmax",
                           "tableoid"}  # fmt: skip
 
-_UPSERT_PAGE = (
-    "INSERT INTO pages (url, status, headers, content_type, size, body, content_hash, etag,"
-    " last_modified, location, depth, fetched_at, elapsed_ms, run_id)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (url) DO UPDATE SET status = excluded.status, headers = excluded.headers,"
-    " content_type = excluded.content_type, size = excluded.size, body = excluded.body,"
-    " content_hash = excluded.content_hash, etag = excluded.etag,"
-    " last_modified = excluded.last_modified, location = excluded.location,"
-    " depth = excluded.depth, fetched_at = excluded.fetched_at,"
-    " elapsed_ms = excluded.elapsed_ms, run_id = excluded.run_id"
+# The batch's pages, its done rows and its items each go out as one statement over arrays
+# (``unnest``), not one execution per row: psycopg's per-row work (a Bind and an Execute
+# sent, a result parsed) was the largest part of a node's CPU, and the server's per-statement
+# cost came on top. Each array is typed by its cast.
+_PAGE_COLUMNS = {
+    "url": "text", "status": "bigint", "headers": "text", "content_type": "text",
+    "size": "bigint", "body": "bytea", "content_hash": "text", "etag": "text",
+    "last_modified": "text", "location": "text", "depth": "bigint",
+    "fetched_at": "float8", "elapsed_ms": "float8", "run_id": "bigint",
+}  # fmt: skip
+_UPSERT_PAGES = (
+    f"INSERT INTO pages ({', '.join(_PAGE_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{kind}[]" for kind in _PAGE_COLUMNS.values())
+    + ") ON CONFLICT (url) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _PAGE_COLUMNS if name != "url")
+)
+# A done row keeps its validators when the page did not change and the fetch sent none.
+_DONE = (
+    "UPDATE frontier SET state = 'done', attempts = attempts + 1, updated_at = %s,"
+    " not_before = 0, fetched_at = v.fetched_at, next_due = v.next_due,"
+    " etag = CASE WHEN v.unchanged THEN coalesce(v.etag, frontier.etag) ELSE v.etag END,"
+    " last_modified = CASE WHEN v.unchanged"
+    " THEN coalesce(v.last_modified, frontier.last_modified) ELSE v.last_modified END,"
+    " content_hash = coalesce(v.content_hash, frontier.content_hash)"
+    " FROM unnest(%b::bigint[], %b::float8[], %b::float8[], %b::bool[], %b::text[], %b::text[],"
+    " %b::text[]) AS v(fp, fetched_at, next_due, unchanged, etag, last_modified, content_hash)"
+    " WHERE frontier.fp = v.fp"
 )
 # A page that did not change (a 304, or the same content hash): only what the fetch says.
 _TOUCH_PAGES = (
     "UPDATE pages SET fetched_at = v.fetched_at, elapsed_ms = v.elapsed_ms, run_id = %s,"
     " etag = coalesce(v.etag, pages.etag),"
     " last_modified = coalesce(v.last_modified, pages.last_modified)"
-    " FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::text[], %s::text[])"
+    " FROM unnest(%b::text[], %b::float8[], %b::float8[], %b::text[], %b::text[])"
     " AS v(url, fetched_at, elapsed_ms, etag, last_modified)"
     " WHERE pages.url = v.url RETURNING pages.url"
-)
-_DONE = (
-    "UPDATE frontier SET state = 'done', attempts = attempts + 1,"
-    " updated_at = %s, not_before = 0, fetched_at = %s, next_due = %s,"
-    " etag = CASE WHEN %s THEN coalesce(%s, etag) ELSE %s END,"
-    " last_modified = CASE WHEN %s THEN coalesce(%s, last_modified) ELSE %s END,"
-    " content_hash = coalesce(%s, content_hash) WHERE fp = %s"
 )
 _FAILED = (
     "UPDATE frontier SET state = 'failed', attempts = attempts + 1, updated_at = %s WHERE fp = %s"
@@ -89,19 +99,25 @@ def _fits(kind: str, value: Any) -> bool:
 
 
 def _item_value(kind: str, value: Any) -> Any:
+    """``value`` as its column of type ``kind`` takes it (it fits: ``_widen_items``). The
+    values of a column travel as one array, of one Python type: an int of a DOUBLE PRECISION
+    column becomes a float, and a column of a type we did not create (a user's ``ALTER``)
+    gets text, which the server casts."""
     if value is None:
         return None
     if isinstance(value, bool):
         value = int(value)
-    if kind == "text":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float):
-            return str(value)
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return value
+    if kind == "double precision":
+        return float(value)
+    if kind in ("bigint", "bytea"):
+        return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class ResultsMixin(FrontierMixin, ItemsMixin):
@@ -131,7 +147,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
         replaced: dict[str, list[dict[str, Any]]] = {}
         link_rows: dict[tuple[str, str], None] = {}
         error_rows: list[tuple[Any, ...]] = []
-        done_rows: list[tuple[Any, ...]] = []
+        done_rows: dict[int, tuple[Any, ...]] = {}  # fp -> the _DONE values of its row
         failed_rows: list[tuple[Any, ...]] = []
         retry_rows: list[tuple[Any, ...]] = []
         requests: list[NewRequest] = []
@@ -163,11 +179,13 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                     size += page.size
                     if page.status == 304:
                         unchanged = True
+                    # float(): a column's values go as one array, which may not mix ints
+                    # and floats.
                     full = (
                         page.url, page.status, page.headers, page.content_type, page.size,
                         page.body if store_body else None, page.content_hash, page.etag,
-                        page.last_modified, page.location, page.depth, page.fetched_at,
-                        page.elapsed_ms, run_id,
+                        page.last_modified, page.location, page.depth, float(page.fetched_at),
+                        float(page.elapsed_ms), run_id,
                     )  # fmt: skip
                     if unchanged:
                         touches[page.url] = full
@@ -194,13 +212,12 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                     delta[new_state] += 1
                 if o.state == "done":
                     done += 1
-                    fetched = page.fetched_at if page is not None else now
+                    fetched = float(page.fetched_at if page is not None else now)
                     etag = page.etag if page else None
                     modified = page.last_modified if page else None
-                    done_rows.append(
-                        (now, fetched, None if recrawl_after is None else fetched + recrawl_after,
-                         unchanged, etag, etag, unchanged, modified, modified,
-                         page.content_hash if page else None, o.fp)
+                    done_rows[o.fp] = (
+                        o.fp, fetched, None if recrawl_after is None else fetched + recrawl_after,
+                        unchanged, etag, modified, page.content_hash if page else None,
                     )  # fmt: skip
                 elif o.state == "failed":
                     failed += 1
@@ -234,7 +251,9 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         del touches[url]
                     upserts.extend(touches.values())  # nothing stored to confirm: store it
                 if upserts:
-                    cur.executemany(_UPSERT_PAGE, list({u[0]: u for u in upserts}.values()))
+                    # One row per url: an upsert may not touch a row twice.
+                    unique = list({u[0]: u for u in upserts}.values())
+                    cur.execute(_UPSERT_PAGES, [list(c) for c in zip(*unique, strict=True)])
                 if replaced:
                     # Never prepared: a plan fixed while ``items`` was nearly empty (the
                     # first runs of a fresh crawl) is a sequential scan, kept for the whole
@@ -259,7 +278,10 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                         " VALUES (%s, %s, %s, %s, %s, %s)",
                         error_rows,
                     )
-                for sql, rows in ((_DONE, done_rows), (_FAILED, failed_rows), (_RETRY, retry_rows)):
+                if done_rows:
+                    columns = zip(*done_rows.values(), strict=True)
+                    cur.execute(_DONE, (now, *(list(c) for c in columns)))
+                for sql, rows in ((_FAILED, failed_rows), (_RETRY, retry_rows)):
                     if rows:
                         cur.executemany(sql, rows)
                 for o, page_url, unchanged in tracked:
@@ -353,7 +375,7 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
     def _insert_items(self, cur: Any, replaced: dict[str, list[dict[str, Any]]]) -> int:
         """Insert the items of ``replaced`` (every column exists: ``_widen_items``)."""
         known = self._item_columns
-        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}  # column names -> rows
         for page_url, page_items in replaced.items():
             for item in page_items:
                 run_id = item.pop("\0run")
@@ -364,10 +386,11 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
                 by_columns.setdefault(tuple(values), []).append(list(values.values()))
         n = 0
         for names, rows in by_columns.items():
-            cur.executemany(
+            arrays = ", ".join(f"%b::{known[name.lower()][1]}[]" for name in names)
+            cur.execute(
                 f"INSERT INTO items ({', '.join(map(_quote, names))})"
-                f" VALUES ({', '.join(['%s'] * len(names))})",
-                rows,
+                f" SELECT * FROM unnest({arrays})",
+                [list(c) for c in zip(*rows, strict=True)],
             )
             n += len(rows)
         return n

@@ -112,9 +112,10 @@ def create(conn: Any, *, fresh: bool) -> None:
 
 
 def item_columns(conn: Any) -> dict[str, tuple[str, str]]:
-    """The ``items`` columns: lower-case name -> (name, SQL type)."""
+    """The ``items`` columns: lower-case name -> (name, SQL type as ``format_type`` spells
+    it: a name that casts, ``bigint``, ``double precision``, ``character varying(20)``...)."""
     rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_name = 'items' AND table_schema = current_schema()"
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = to_regclass('items') AND attnum > 0 AND NOT attisdropped"
     ).fetchall()
     return {str(name).lower(): (str(name), str(kind)) for name, kind in rows}
