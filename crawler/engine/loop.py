@@ -437,6 +437,9 @@ class _Engine:
                 self._idle_since = now
             if now - self._idle_since < IDLE_FAST:
                 wake.append(now + IDLE_NODE_WAIT)
+            claim = self.node.claim_wait()  # below its share: its next claim (every 0.2 s)
+            if claim is not None:
+                wake.append(now + claim)
         ready = self.politeness.next_ready(now)
         if ready is not None:
             wake.append(ready)

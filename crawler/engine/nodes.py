@@ -45,6 +45,9 @@ CLAIM_EVERY = 0.2  # seconds between claims of free hosts while some wait
 MAX_CANDIDATES = 200  # hosts offered to one claim statement
 HEARTBEAT_MAX = 2.0  # seconds between lease renewals, at most
 LOOK_EVERY = 0.5  # seconds between heartbeats (the run's counters, live nodes, the share)
+# ... except the second, this soon after the first: nodes started together (cron, a k8s Job)
+# join within a moment, and until a node sees the others its share is every host.
+FIRST_LOOK_AGAIN = 0.1
 
 
 def lease_grace(settings: Settings) -> float:
@@ -134,7 +137,10 @@ class Node:
         """The heartbeat when due, then the run's limits against the whole run's counters."""
         mono = self.clock()
         if mono >= self._next_look:
-            self._next_look = mono + self.look_every
+            first = self._next_look == 0.0
+            self._next_look = mono + (
+                min(FIRST_LOOK_AGAIN, self.look_every) if first else self.look_every
+            )
             renew = mono >= self._next_beat
             if renew:
                 self._next_beat = mono + self.every
@@ -242,6 +248,18 @@ class Node:
                 self._claim(free, room, now)
         draining = self.draining
         return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
+
+    def claim_wait(self) -> float | None:
+        """Seconds until this node claims hosts again, when it is below its share of the
+        run's hosts with work (it waits for hosts the others give back: they drain theirs
+        beyond the share at their heartbeat); None when it is not. A node with nothing in
+        flight wakes up for it: with only its idle waits, a node that found every host taken
+        at the start claimed its share half a second after it was given back (measured: its
+        first fetch 1.0 s into a 5-second crawl, 16% fewer pages/s that round)."""
+        held = sum(1 for host in self._wanted if host in self.leases)
+        if held >= min(len(self._wanted), self._share()):
+            return None
+        return max(0.0, self._next_claim - self.clock())
 
     def deadline(self, host: str) -> float:
         """The local lease deadline of ``host`` on ``clock``: a Job of it carries this as
