@@ -80,8 +80,9 @@ class Dispatcher:
         # header, and puts back (second argument) the Jobs that must wait for a login.
         self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
         # Set by the engine when this process is a node of a shared run (PostgreSQL,
-        # crawler.engine.nodes): keeps the hosts it holds a live lease on, claiming some.
-        self.lease_filter: Callable[[list[str], float], list[str]] | None = None
+        # crawler.engine.nodes): the hosts with work it holds a live lease on (claiming some),
+        # read by the node instead of every host with work.
+        self.node_hosts: Callable[[CrawlStore, float], list[str]] | None = None
         # ... and gives each Job its host's lease deadline (Job.not_after, crawler.worker.fence).
         self.lease_deadline: Callable[[str], float] | None = None
         self._held: dict[tuple[str, int], int] = {}  # (host, worker) -> its Jobs in flight
@@ -157,9 +158,8 @@ class Dispatcher:
         self, store: CrawlStore, robots: RobotsGate | None, now: float, budget: float = math.inf
     ) -> list[Outcome]:
         """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
-        hosts = store.hosts_with_work(now)
-        if self.lease_filter is not None:
-            hosts = self.lease_filter(hosts, now)
+        node_hosts = self.node_hosts
+        hosts = store.hosts_with_work(now) if node_hosts is None else node_hosts(store, now)
         if not hosts:
             return []
         outgoing: dict[int, list[Job]] = {}

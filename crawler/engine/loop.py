@@ -232,7 +232,7 @@ class _Engine:
                 shared = cast("NodeStore", store)  # a postgresql:// store is one
                 self.node = node = Node(shared, self.settings, self.politeness)
                 run_id, seed = node.join(name, _storable(self.settings))
-                self.dispatcher.lease_filter = node.allowed
+                self.dispatcher.node_hosts = node.hosts
                 self.dispatcher.lease_deadline = node.deadline
                 node.known_in_flight = self.in_flight.fps
             else:

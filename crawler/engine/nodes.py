@@ -6,7 +6,7 @@ every 0.5 s: heartbeats (reading the run's global counters for the limits and th
 nodes for the fair share) and gives back hosts it has no work for (or more than its share);
 every ``lease_ttl / 3`` seconds (2 s at most) also renews its host leases (writing each
 host's politeness clock with them) and frees the leases of dead nodes. Dispatch asks
-:meth:`Node.allowed` which hosts it may start requests to: the hosts it holds whose *local*
+:meth:`Node.hosts` which hosts it may start requests to: the hosts it holds whose *local*
 lease deadline has not passed, claiming free ones up to its fair share (hosts with work
 divided by live nodes). The local deadline is measured from the moment the renewal was
 *sent*, so it always falls before the server's ``expires_at``: a node that was paused stops
@@ -35,7 +35,7 @@ from crawler.engine.runstats import RunStats
 from crawler.engine.shutdown import GRACE, Shutdown
 from crawler.errors import EXIT_FINISHED, EXIT_LIMIT
 from crawler.settings import Settings
-from crawler.store.api import NodeStore
+from crawler.store.api import CrawlStore, NodeStore
 
 __all__ = ["Node", "lease_grace"]
 
@@ -96,6 +96,7 @@ class Node:
         self._next_beat = 0.0
         self._next_look = 0.0
         self._next_claim = 0.0
+        self._next_scan = 0.0  # the next read of the run's hosts with work (hosts())
         self._in_flight: Callable[[str], int] = politeness.in_flight
         # The fingerprints the engine has in flight (set by the engine; see _beat).
         self.known_in_flight: Callable[[], list[int]] = list
@@ -233,8 +234,42 @@ class Node:
             out.append((host, self.leases[host][0], c.ready_at, c.crawl_delay))
         return out
 
+    def hosts(self, store: CrawlStore, now: float) -> list[str]:
+        """The hosts with work this node may start requests to now, read from ``store``
+        (this node's store, as the engine calls it).
+
+        Most rounds probe only the hosts this node holds (one index probe each). The run's
+        hosts with work (a scan of every queued host: it grows with the run's hosts, not
+        this node's) are read when the node may claim some (it is below its share and a
+        claim is due, every ``CLAIM_EVERY``), at least every ``look_every`` (the share and
+        the hosts it gives back are counted from them), and while it holds none."""
+        mono = self.clock()
+        leases = self.leases
+        if (
+            not leases
+            or mono >= self._next_scan
+            or (mono >= self._next_claim and self._below_share())
+        ):
+            self._next_scan = mono + self.look_every
+            return self.allowed(store.hosts_with_work(now), now)
+        with_work = self.store.hosts_with_work_among(list(leases), now)
+        # What this round learned of its own hosts goes into the run's hosts with work as
+        # last read: the hosts it gives back (_shed) are counted from it.
+        self._wanted = [h for h in self._wanted if h not in leases] + with_work
+        return self._startable(with_work, mono)
+
+    def _below_share(self) -> bool:
+        """Whether this node holds fewer hosts with work than its share (as last read)."""
+        held = sum(1 for host in self._wanted if host in self.leases)
+        return held < min(len(self._wanted), self._share())
+
+    def _startable(self, hosts: list[str], mono: float) -> list[str]:
+        leases, draining = self.leases, self.draining
+        return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
+
     def allowed(self, hosts: list[str], now: float) -> list[str]:
-        """The hosts among ``hosts`` (with work) this node may start requests to now."""
+        """The hosts among ``hosts`` (the run's hosts with work) this node may start
+        requests to now, after claiming free ones up to its share."""
         self._wanted = hosts
         mono = self.clock()
         leases = self.leases
@@ -246,8 +281,7 @@ class Node:
             room = self._share() - (len(hosts) - len(free))
             if room > 0:
                 self._claim(free, room, now)
-        draining = self.draining
-        return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
+        return self._startable(hosts, mono)
 
     def claim_wait(self) -> float | None:
         """Seconds until this node claims hosts again, when it is below its share of the
@@ -256,8 +290,7 @@ class Node:
         flight wakes up for it: with only its idle waits, a node that found every host taken
         at the start claimed its share half a second after it was given back (measured: its
         first fetch 1.0 s into a 5-second crawl, 16% fewer pages/s that round)."""
-        held = sum(1 for host in self._wanted if host in self.leases)
-        if held >= min(len(self._wanted), self._share()):
+        if not self._below_share():
             return None
         return max(0.0, self._next_claim - self.clock())
 

@@ -267,6 +267,12 @@ class NodeStore(Protocol):
         """This node lives, with its counters: ``(run pages, run items, live nodes, ended)``."""
         ...
 
+    def hosts_with_work_among(self, hosts: Sequence[str], now: float) -> list[str]:
+        """Those of ``hosts`` with a queued entry due at ``now``: one index probe each, where
+        ``hosts_with_work`` reads every queued host of the run (a node's own hosts, most
+        rounds; see ``Node.hosts``)."""
+        ...
+
     def claim(
         self, hosts: Sequence[str], limit: int, ttl: float
     ) -> list[tuple[str, int, float, float | None]]:

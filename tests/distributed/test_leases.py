@@ -161,3 +161,21 @@ def test_the_lease_grace_outlasts_any_request(timeout: float) -> None:
     settings = Settings(timeout=timeout)
     runner = JobRunner(Spider(), settings)
     assert lease_grace(settings) > runner.body_deadline
+
+
+def test_hosts_with_work_among_probes_only_the_hosts_given(nodes: tuple[Store, Store]) -> None:
+    a, _ = nodes
+    a.join_run("s", {}, stale_after=STALE)
+    a.add([request("/1", "a.example"), request("/2", "b.example"), request("/3", "c.example")])
+    later = request("/4", "d.example")
+    a.add([later])
+    a.conn.execute("UPDATE frontier SET not_before = 1e12 WHERE fp = %s", (later.fp,))
+    now = 1e9
+    assert sorted(a.hosts_with_work(now)) == ["a.example", "b.example", "c.example"]
+    # Only the hosts given, and of those only the ones with an entry due now.
+    among = a.hosts_with_work_among(["b.example", "c.example", "d.example", "e.example"], now)
+    assert sorted(among) == ["b.example", "c.example"]
+    assert a.hosts_with_work_among([], now) == []
+    assert a.claim(["b.example"], 1, 30.0)
+    assert len(a.take("b.example", 5, now)) == 1  # its one entry in flight: none queued
+    assert a.hosts_with_work_among(["b.example", "c.example"], now) == ["c.example"]

@@ -46,6 +46,7 @@ __all__ = ["Store"]
 _RETRIED = (
     "reset_in_flight", "begin_run", "end_run", "run_url_errors", "robots_policies",
     "put_robots", "add", "schedule_recrawl", "has_queued", "hosts_with_work",
+    "hosts_with_work_among",
     "next_not_before", "queued_url", "take_hosts", "requeue", "give_up", "record",
     "host_states", "put_host_states", "cookies", "put_cookies", "item_change_counts",
     "run_item_count", "recent_stats", "seeded", "heartbeat", "claim", "renew", "release",

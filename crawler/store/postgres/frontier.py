@@ -101,6 +101,13 @@ SELECT host FROM h WHERE host IS NOT NULL AND (
     LIMIT 1
 )
 """
+# The same probe for given hosts only (a node's own).
+_HOSTS_AMONG = """
+SELECT h FROM unnest(%s::text[]) AS given(h) WHERE (
+    SELECT true FROM frontier WHERE state = 'queued' AND host = given.h AND not_before <= %s
+    LIMIT 1
+)
+"""
 _REQUEUE_AGAIN = (
     "UPDATE frontier SET state = 'queued', not_before = 0, attempts = 0, updated_at = %s"
 )
@@ -198,6 +205,12 @@ class FrontierMixin(Connection):
     def hosts_with_work(self, now: float) -> list[str]:
         with self._read("read the queue of"):
             return [row[0] for row in self.conn.execute(_QUEUED_HOSTS, (now,))]
+
+    def hosts_with_work_among(self, hosts: Sequence[str], now: float) -> list[str]:
+        if not hosts:
+            return []
+        with self._read("read the queue of"):
+            return [row[0] for row in self.conn.execute(_HOSTS_AMONG, (list(hosts), now))]
 
     def next_not_before(self, now: float | None = None) -> float | None:
         at = self._clock() if now is None else now
