@@ -23,12 +23,11 @@ more.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from crawler.messages import Follow, Job, NewRequest
 from crawler.store.connection import Connection
-from crawler.store.schema import TAKEN, to_json
+from crawler.store.schema import TAKEN, job_from_row, to_json
 
 _ADD_FOLLOW = (
     "INSERT OR IGNORE INTO frontier (fp, url, host, depth, seq, discovered_at, updated_at)"
@@ -165,40 +164,7 @@ class FrontierMixin(Connection):
             )
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
-        return [
-            Job(
-                fp=fp,
-                url=url,
-                host=host,
-                method=method,
-                headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
-                body=body,
-                callback=callback,
-                meta=json.loads(meta) if meta else None,
-                depth=depth,
-                attempt=attempts,
-                redirect_urls=tuple(json.loads(redirects)) if redirects else (),
-                etag=etag,
-                last_modified=last_modified,
-                content_hash=content_hash,
-            )
-            for (
-                _,
-                fp,
-                url,
-                method,
-                headers,
-                body,
-                callback,
-                meta,
-                depth,
-                attempts,
-                redirects,
-                etag,
-                last_modified,
-                content_hash,
-            ) in rows
-        ]
+        return [job_from_row(host, row[1:]) for row in rows]
 
     def reset_in_flight(self) -> int:
         """Every in-flight entry back to queued (a run starting after a crash)."""

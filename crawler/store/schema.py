@@ -15,9 +15,11 @@ locks or commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from crawler.messages import Job
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -170,6 +172,32 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS item_versions_key ON item_versions (key, id)",
     "CREATE INDEX IF NOT EXISTS item_changes_run ON item_changes (run_id, id)",
 )
+
+
+def job_from_row(host: str, row: Sequence[Any]) -> Job:
+    """The Job of a frontier row of ``host`` taken by either backend: ``row`` is its ``fp,
+    url, method, headers, body, callback, meta, depth, attempts, redirect_urls, etag,
+    last_modified, content_hash``, in that order."""
+    (
+        fp, url, method, headers, body, callback, meta, depth, attempts, redirects, etag,
+        last_modified, content_hash,
+    ) = row  # fmt: skip
+    return Job(
+        fp=fp,
+        url=url,
+        host=host,
+        method=method,
+        headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
+        body=bytes(body) if body is not None else None,  # PostgreSQL gives a memoryview
+        callback=callback,
+        meta=json.loads(meta) if meta else None,
+        depth=depth,
+        attempt=attempts,
+        redirect_urls=tuple(json.loads(redirects)) if redirects else (),
+        etag=etag,
+        last_modified=last_modified,
+        content_hash=content_hash,
+    )
 
 
 def to_json(value: Any) -> str | None:

@@ -10,13 +10,12 @@ connections taking from the same host get disjoint rows, never the same one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from crawler.messages import Follow, Job, NewRequest
 from crawler.store.postgres.connection import Connection
-from crawler.store.schema import to_json
+from crawler.store.schema import job_from_row, to_json
 
 # New rows go in as one array per column (``unnest``): one statement text whatever the batch
 # size, so psycopg parses and the server plans it once. A multi-row VALUES list with a
@@ -252,28 +251,8 @@ class FrontierMixin(Connection):
         self._counts["queued"] -= len(rows)
         self._counts["in_flight"] += len(rows)
         jobs: dict[str, list[Job]] = {}
-        for (
-            host, fp, url, method, headers, body, callback, meta, depth, attempts, redirects,
-            etag, last_modified, content_hash, _priority, _seq,
-        ) in rows:  # fmt: skip
-            jobs.setdefault(host, []).append(
-                Job(
-                    fp=fp,
-                    url=url,
-                    host=host,
-                    method=method,
-                    headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
-                    body=bytes(body) if body is not None else None,
-                    callback=callback,
-                    meta=json.loads(meta) if meta else None,
-                    depth=depth,
-                    attempt=attempts,
-                    redirect_urls=tuple(json.loads(redirects)) if redirects else (),
-                    etag=etag,
-                    last_modified=last_modified,
-                    content_hash=content_hash,
-                )
-            )
+        for row in rows:
+            jobs.setdefault(row[0], []).append(job_from_row(row[0], row[1:14]))
         return jobs
 
     def reset_in_flight(self) -> int:
