@@ -11,6 +11,7 @@ from crawler.messages import Job
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
 from crawler.urls import fingerprint, url_host
+from crawler.worker import callbacks
 from crawler.worker.runner import JobRunner
 from tests.kit.servers import MisbehavingServer
 
@@ -84,6 +85,21 @@ def test_a_link_already_sent_by_this_worker_is_not_sent_again(server: Misbehavin
         assert again.follows == () and again.skipped_urls == 0
         assert again.links == tuple(server.url(f"/links/{i}") for i in range(5))
         assert "50 sent" in repr(w.callbacks)
+
+
+@pytest.mark.timeout(30)
+def test_the_sent_links_cache_keeps_what_pages_still_link_to_when_full(
+    server: MisbehavingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callbacks, "_SENT_MAX", 30)
+    for w in make_worker():
+        assert len(w.process(job(server, "/links?n=50")).follows) == 50
+        # 50 links overflowed a generation of 30: links 0-29 are in the older one, still
+        # known (a cache cleared when full would send all five again).
+        assert w.process(job(server, "/links?n=5")).follows == ()
+        assert len(w.process(job(server, "/links?n=200")).follows) >= 150  # 50-199 are new
+        sent = w.callbacks._sent, w.callbacks._sent_old
+        assert all(len(generation) <= 30 for generation in sent)  # bounded: two generations
 
 
 @pytest.mark.timeout(30)
