@@ -101,7 +101,8 @@ class Node:
         # The fingerprints the engine has in flight (set by the engine; see _beat).
         self.known_in_flight: Callable[[], list[int]] = list
         self._reconnects = 0
-        self._wanted: list[str] = []  # hosts with work, as dispatch last saw them
+        self._wanted: list[str] = []  # the run's hosts with work, as last read (hosts())
+        self._own_work: set[str] = set()  # the held ones with work, as this round read them
 
     def __repr__(self) -> str:
         return (
@@ -203,9 +204,9 @@ class Node:
         """Give back hosts with nothing in flight here that have no work; drain the hosts
         beyond the fair share (no new starts, released once idle), least busy first, so a
         node that joined late or ran out of hosts gets some of the others'."""
-        wanted = set(self._wanted)
-        gone = [h for h in self.leases if h not in wanted and not self._in_flight(h)]
-        keep = [h for h in self.leases if h in wanted and h not in self.draining]
+        own = self._own_work
+        gone = [h for h in self.leases if h not in own and not self._in_flight(h)]
+        keep = [h for h in self.leases if h in own and h not in self.draining]
         extra = len(keep) - self._share()
         if extra > 0:
             keep.sort(key=self._in_flight)
@@ -253,15 +254,12 @@ class Node:
             self._next_scan = mono + self.look_every
             return self.allowed(store.hosts_with_work(now), now)
         with_work = self.store.hosts_with_work_among(list(leases), now)
-        # What this round learned of its own hosts goes into the run's hosts with work as
-        # last read: the hosts it gives back (_shed) are counted from it.
-        self._wanted = [h for h in self._wanted if h not in leases] + with_work
+        self._own_work = set(with_work)
         return self._startable(with_work, mono)
 
     def _below_share(self) -> bool:
         """Whether this node holds fewer hosts with work than its share (as last read)."""
-        held = sum(1 for host in self._wanted if host in self.leases)
-        return held < min(len(self._wanted), self._share())
+        return len(self._own_work) < min(len(self._wanted), self._share())
 
     def _startable(self, hosts: list[str], mono: float) -> list[str]:
         leases, draining = self.leases, self.draining
@@ -281,6 +279,7 @@ class Node:
             room = self._share() - (len(hosts) - len(free))
             if room > 0:
                 self._claim(free, room, now)
+        self._own_work = {h for h in hosts if h in leases}  # with what it just claimed
         return self._startable(hosts, mono)
 
     def claim_wait(self) -> float | None:
