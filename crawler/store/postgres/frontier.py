@@ -166,11 +166,11 @@ class FrontierMixin(Connection):
             for r in requests
         )  # fmt: skip
         inserted = insert_new(conn, _REQUEST_COLUMNS, rows)
-        stale = [(now, r.fp, r.lastmod) for r in requests if r.lastmod is not None]
+        stale = [r for r in requests if r.lastmod is not None]
         requeued = None
         if stale:
             # Recrawl rule 3: a sitemap says the page changed after we last fetched it.
-            fps, lastmods = [s[1] for s in stale], [s[2] for s in stale]
+            fps, lastmods = [r.fp for r in stale], [r.lastmod for r in stale]
             requeued = conn.execute(
                 _REQUEUE_AGAIN + " FROM unnest(%s::bigint[], %s::float8[]) AS s(fp, lastmod)"
                 " WHERE frontier.fp = s.fp AND state = 'done' AND fetched_at < s.lastmod",

@@ -59,14 +59,16 @@ _DONE = (
     " %b::text[]) AS v(fp, fetched_at, next_due, unchanged, etag, last_modified, content_hash)"
     " WHERE frontier.fp = v.fp"
 )
+_AT = {name: i for i, name in enumerate(_PAGE_COLUMNS)}  # a page row's value by column
 # A page that did not change (a 304, or the same content hash): only what the fetch says.
+_TOUCHED = ("url", "fetched_at", "elapsed_ms", "etag", "last_modified")
 _TOUCH_PAGES = (
     "UPDATE pages SET fetched_at = v.fetched_at, elapsed_ms = v.elapsed_ms, run_id = %s,"
     " etag = coalesce(v.etag, pages.etag),"
     " last_modified = coalesce(v.last_modified, pages.last_modified)"
-    " FROM unnest(%b::text[], %b::float8[], %b::float8[], %b::text[], %b::text[])"
-    " AS v(url, fetched_at, elapsed_ms, etag, last_modified)"
-    " WHERE pages.url = v.url RETURNING pages.url"
+    " FROM unnest("
+    + ", ".join(f"%b::{_PAGE_COLUMNS[name]}[]" for name in _TOUCHED)
+    + f") AS v({', '.join(_TOUCHED)}) WHERE pages.url = v.url RETURNING pages.url"
 )
 _FAILED = (
     "UPDATE frontier SET state = 'failed', attempts = attempts + 1, updated_at = %s WHERE fp = %s"
@@ -241,12 +243,9 @@ class ResultsMixin(FrontierMixin, ItemsMixin):
             with conn.cursor() as cur:
                 if touches:
                     # fetchall waits for this answer: which pages were there to touch.
-                    rows = [touches[url] for url in touches]
-                    urls = cur.execute(
-                        _TOUCH_PAGES,
-                        (run_id, list(touches), [r[11] for r in rows], [r[12] for r in rows],
-                         [r[7] for r in rows], [r[8] for r in rows]),
-                    ).fetchall()  # fmt: skip
+                    rows = list(touches.values())
+                    arrays = [[r[_AT[c]] for r in rows] for c in _TOUCHED]
+                    urls = cur.execute(_TOUCH_PAGES, (run_id, *arrays)).fetchall()
                     for (url,) in urls:
                         del touches[url]
                     upserts.extend(touches.values())  # nothing stored to confirm: store it
