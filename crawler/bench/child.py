@@ -1,8 +1,9 @@
 """One measured crawl of ``benchmarks/crawl.py``, in a process of its own.
 
-``python -m crawler.bench.child SPEC`` (SPEC: JSON with ``start_urls``, ``db``, ``workers``,
-``per_host`` and ``discovery``) crawls with :class:`~crawler.bench.spider.BenchSpider` (or
-``DiscoverySpider`` when ``discovery`` is set) and prints one line of JSON: the crawl's
+``python -m crawler.bench.child SPEC`` (SPEC: JSON, or ``@FILE`` holding it, with
+``start_urls``, ``db``, ``workers``, ``per_host`` and ``discovery``, and optionally
+``settings``, more settings by name) crawls with :class:`~crawler.bench.spider.BenchSpider`
+(or ``DiscoverySpider`` when ``discovery`` is set) and prints one line of JSON: the crawl's
 seconds, exit code and finish reason, and its CPU seconds by kind of process.
 
 A module of its own, not a flag of the benchmark script, so the measured process imports the
@@ -31,8 +32,11 @@ def _cpu(who: int) -> float:
 
 
 def main(spec_json: str) -> None:
+    if spec_json.startswith("@"):  # a file: a broad crawl's start URLs outgrow a command line
+        spec_json = Path(spec_json[1:]).read_text()
     spec = json.loads(spec_json)
     extra = {"max_pages": spec["discovery"]} if spec["discovery"] else {}
+    extra.update(spec.get("settings", {}))  # e.g. resolve, for hosts served by name
     settings = bench_settings(spec["workers"], spec["per_host"], **extra)
     spider = DiscoverySpider if spec["discovery"] else BenchSpider
     startup = _cpu(resource.RUSAGE_SELF)

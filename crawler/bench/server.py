@@ -8,6 +8,10 @@ GIL, with the server.
   ``worker_processes 1`` so the crawler keeps the other core, keep-alive, ``access_log off``,
   pid file, error log and temp paths all inside that directory), run in the foreground with
   ``daemon off``. SIGQUIT would wait for idle keep-alive clients; we send SIGTERM (fast exit).
+  Origins named by a host name rather than an address (``http://h7.wide.test:41234``, a
+  broad crawl's thousands of hosts) are served by name on ``127.0.0.1``: one ``server``
+  block per port, its root looked up by the ``Host`` header; the crawler dials them through
+  its ``resolve`` setting.
 - **python**: ``python -m crawler.bench.pyserver`` loads every file into memory as a complete
   ready-to-send response and answers HTTP/1.1 with keep-alive from one asyncio loop. It is
   not ``http.server``: that parses each request's headers through the ``email`` package and
@@ -16,6 +20,7 @@ GIL, with the server.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -52,6 +57,20 @@ def _nginx_version(nginx: str) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups()) if match else ()
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _dial(origin: str) -> tuple[str, int]:
+    """Where the server of ``origin`` listens: a host served by name is on 127.0.0.1."""
+    host, port = _address(origin)
+    return (host, port) if _is_address(host) else ("127.0.0.1", port)
+
+
 def _address(origin: str) -> tuple[str, int]:
     parts = urlsplit(origin)
     if parts.hostname is None or parts.port is None:
@@ -67,12 +86,28 @@ def nginx_config(site: SiteInfo, workdir: Path, workers: int = 1) -> str:
         # directory stays readable. Loopback only, and stopped at the end of the run.
         user = "user root;\n"
     servers = []
+    named: dict[int, list[str]] = {}  # port -> "name dir;" lines of the hosts served by name
     for i, origin in enumerate(site.origins):
         host, port = _address(origin)
+        if not _is_address(host):
+            named.setdefault(port, []).append(f"        {host} {site.host_dir(i)};\n")
+            continue
         servers.append(
             f"    server {{\n"
             f"        listen {host}:{port};\n"
             f"        root {site.host_dir(i)};\n"
+            f"        location / {{ }}\n"
+            f"    }}\n"
+        )
+    for port, lines in named.items():
+        # Thousands of names on one port: one server block whose root is looked up by the
+        # Host header (a hash map), not one block per name.
+        servers.append(
+            f"    map $host $root_{port} {{\n        hostnames;\n"
+            f"        default {workdir / 'none'};\n{''.join(lines)}    }}\n"
+            f"    server {{\n"
+            f"        listen 127.0.0.1:{port};\n"
+            f"        root $root_{port};\n"
             f"        location / {{ }}\n"
             f"    }}\n"
         )
@@ -94,6 +129,8 @@ def nginx_config(site: SiteInfo, workdir: Path, workers: int = 1) -> str:
         "    default_type application/octet-stream;\n"
         "    charset utf-8;\n"
         "    server_tokens off;\n"
+        "    map_hash_max_size 262144;\n"
+        "    map_hash_bucket_size 128;\n"
         f"{temp_lines}" + "".join(servers) + "}\n"
     )
 
@@ -143,6 +180,8 @@ class SiteServer:
                 # cannot open (older nginx only warns about it).
                 cmd[1:1] = ["-e", str(self._workdir / "error.log")]
         else:
+            if not all(_is_address(_address(o)[0]) for o in self.site.origins):
+                raise ServerError("hosts served by name need nginx (apt-get install -y nginx)")
             cmd = [sys.executable, "-m", "crawler.bench.pyserver", str(self.site.root)]
             cmd += list(self.site.origins)
         log = open(self._workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps it
@@ -159,7 +198,7 @@ class SiteServer:
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + timeout
-        pending = [_address(o) for o in self.site.origins]
+        pending = sorted({_dial(o) for o in self.site.origins})
         while pending:
             if self._proc.poll() is not None:
                 raise ServerError(f"{self.backend} server exited early: {self._log_tail()}")

@@ -31,10 +31,12 @@ __all__ = [
     "SiteInfo",
     "generate_site",
     "loopback_aliases_work",
+    "named_origins",
     "pick_origins",
     "worker_split",
 ]
 
+NAV_HOSTS = 32
 _SYLLABLE_TEXT = "ka ro mi te lu sa no vi da pe gor len tis mar qu el bra fin ost ul ne ta cor vel"
 _SYLLABLES = (*_SYLLABLE_TEXT.split(), "dun", "rai", "sho", "pli", "ax", "om")
 
@@ -126,6 +128,16 @@ def pick_origins(hosts: int, balance_over: int = 0) -> tuple[str, ...]:
     return origins
 
 
+def named_origins(hosts: int, domain: str = "wide.test") -> tuple[str, ...]:
+    """``hosts`` origins named ``h<i>.<domain>`` on one free loopback port: a broad crawl's
+    thousands of hosts, served by name (``crawler.bench.server``) and dialled through the
+    crawler's ``resolve`` setting (``{"*.<domain>": "127.0.0.1"}``)."""
+    if hosts < 1:
+        raise ValueError("hosts must be at least 1")
+    port = _free_port("127.0.0.1")
+    return tuple(f"http://h{i}.{domain}:{port}" for i in range(hosts))
+
+
 def _draw(addresses: list[str]) -> tuple[str, ...]:
     origins: list[str] = []
     taken: set[int] = set()
@@ -205,11 +217,12 @@ def _render(
         '<a class="skip" href="#main">Skip to content</a>\n'
         f'<header><nav><ul>\n<li><a href="/p/{host}.html">Home</a></li>\n'
     )
-    # The nav links to every host's start page: the same few URLs on every page, as real
-    # navigation does, which exercises the crawler's duplicate filtering.
+    # The nav links to every host's start page (the first NAV_HOSTS of a broad site): the
+    # same few URLs on every page, as real navigation does, which exercises the crawler's
+    # duplicate filtering.
     nav = "".join(
         f'<li><a href="{origins[h]}/p/{h}.html">Site {h}</a></li>\n'
-        for h in range(len(origins))
+        for h in range(min(len(origins), NAV_HOSTS))
         if h != host
     )
     parts = [head, nav, f'</ul></nav></header>\n<main id="main">\n<h1>{esc(title)}</h1>\n']

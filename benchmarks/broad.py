@@ -1,0 +1,148 @@
+"""A broad crawl: thousands of hosts with a few small pages each, the web rather than a site.
+
+    python benchmarks/broad.py [--hosts 20000] [--pages-per-host 3] [--rounds 3]
+
+``crawler bench`` and ``benchmarks/crawl.py`` crawl a few hosts with thousands of pages each;
+there, whatever the engine does per host is paid a few times. Here every host has a few pages,
+so a cost that follows the number of hosts the run knows (the queue's hosts with work, per-host
+clocks, connection pools, open sockets) shows in CPU per page and in the process tree's open
+files and peak RSS.
+
+Hosts are names, ``h<i>.wide.test``, all served by one nginx on one loopback port (by name,
+``crawler.bench.server``) and dialled through the crawler's ``resolve`` setting. Pages link
+to pages of other hosts (the site generator's random links), so the queue holds most hosts
+at once. Each crawl runs as its own process (``crawler.bench.child``); the figures: pages/s,
+CPU ms per page (engine, workers), peak RSS and peak open files of the crawl's process tree,
+and whether every page was stored exactly once. nginx is required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from crawler.bench.measure import tree_pids, tree_rss_by_pid
+from crawler.bench.run import verify_crawl
+from crawler.bench.server import SiteServer
+from crawler.bench.site import SiteInfo, generate_site, named_origins
+
+DOMAIN = "wide.test"
+
+
+class TreeSampler:
+    """Peak summed RSS and open file descriptors of a process tree, sampled every 0.1 s."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.rss = 0
+        self.fds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.rss = max(self.rss, sum(tree_rss_by_pid(self.root).values()))
+            fds = 0
+            for pid in tree_pids(self.root):
+                with contextlib.suppress(OSError):  # the process ended between two reads
+                    fds += len(os.listdir(f"/proc/{pid}/fd"))
+            self.fds = max(self.fds, fds)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one_crawl(site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    db = tmp / f"broad-{label}.db"
+    spec = {
+        "start_urls": list(site.start_urls),
+        "db": str(db),
+        "workers": args.workers,
+        "per_host": args.per_host,
+        "discovery": 0,
+        "settings": {"resolve": {f"*.{DOMAIN}": "127.0.0.1"}, "max_runtime": args.timeout},
+    }
+    spec_file = tmp / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "crawler.bench.child", f"@{spec_file}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    with TreeSampler(proc.pid) as sampler:
+        out, _ = proc.communicate(timeout=args.timeout + 60)
+    summary = json.loads(out.strip().splitlines()[-1])
+    check = verify_crawl(db, site)
+    db.unlink()
+    pages = check["pages"] or 1
+    ok = proc.returncode == 0 and check["pages"] == site.pages and check["duplicates"] == 0
+    return {
+        "ok": ok,
+        "pages": check["pages"],
+        "pages_per_s": check["pages"] / summary["crawl_seconds"],
+        "engine_ms": 1000 * summary["cpu_engine_s"] / pages,
+        "workers_ms": 1000 * summary["cpu_workers_s"] / pages,
+        "peak_rss_mb": sampler.rss / 1048576,
+        "peak_fds": sampler.fds,
+        "note": "" if ok else f"exit {proc.returncode} {summary['finish_reason']} {check}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=20_000)
+    parser.add_argument("--pages-per-host", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="0: the number of CPUs")
+    parser.add_argument("--per-host", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per crawl")
+    args = parser.parse_args()
+    pages = args.hosts * args.pages_per_host
+    with tempfile.TemporaryDirectory(prefix="crawler-broad-") as name:
+        tmp = Path(name)
+        t = time.perf_counter()
+        site = generate_site(
+            tmp / "site", pages, args.hosts, seed=1, min_kb=2, max_kb=6, min_links=10,
+            max_links=30, origins=named_origins(args.hosts, DOMAIN),
+        )  # fmt: skip
+        print(
+            f"{pages} pages on {args.hosts} hosts ({site.total_bytes / pages / 1024:.1f} KB,"
+            f" {site.total_links / pages:.0f} links each; written in"
+            f" {time.perf_counter() - t:.0f} s), per_host {args.per_host}",
+            flush=True,
+        )
+        results = []
+        with SiteServer(site, "nginx"):
+            for r in range(args.rounds):
+                res = one_crawl(site, tmp, args, str(r))
+                results.append(res)
+                print(
+                    f"round {r + 1}: {res['pages_per_s']:6.0f} pages/s  ms/page: engine"
+                    f" {res['engine_ms']:.2f} workers {res['workers_ms']:.2f}  peak RSS"
+                    f" {res['peak_rss_mb']:.0f} MB, open files {res['peak_fds']}"
+                    f"  {'all stored once' if res['ok'] else 'NOT OK: ' + res['note']}",
+                    flush=True,
+                )
+    if len(results) > 1:
+        med = {k: statistics.median(r[k] for r in results) for k in results[0] if k[0] != "n"}
+        print(
+            f"median: {med['pages_per_s']:.0f} pages/s, engine {med['engine_ms']:.2f} ms/page,"
+            f" workers {med['workers_ms']:.2f} ms/page, peak RSS {med['peak_rss_mb']:.0f} MB,"
+            f" open files {med['peak_fds']:.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
