@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +12,9 @@ from crawler.messages import Job
 from crawler.settings import Settings
 from crawler.spider import Response, Spider
 from crawler.urls import fingerprint, url_host
-from crawler.worker import callbacks
+from crawler.worker import callbacks, runner
 from crawler.worker.runner import JobRunner
-from tests.kit.servers import MisbehavingServer
+from tests.kit.servers import LOOPBACK, MisbehavingServer
 
 NOW = 1_000_000.0
 
@@ -180,3 +181,28 @@ def test_undecodable_body_still_parses(server: MisbehavingServer, worker: JobRun
     for path in ("/utf16", "/bad-utf8"):
         out = worker.process(job(server, path))
         assert out.state == "done" and not out.failures, out.failures
+
+
+def _established_to(port: int) -> int:
+    """Client sockets ESTABLISHED to loopback ``port`` (Linux ``/proc/net/tcp``)."""
+    lines = Path("/proc/self/net/tcp").read_text().splitlines()[1:]
+    fields = (line.split() for line in lines)
+    return sum(1 for f in fields if f[3] == "01" and int(f[2].split(":")[1], 16) == port)
+
+
+@pytest.mark.timeout(30)
+def test_a_broad_crawl_keeps_few_pools_and_their_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One pool per host, kept with its idle keep-alive socket, held a socket for every host
+    # a worker had ever fetched from: tens of thousands on a broad crawl.
+    monkeypatch.setattr(runner, "MAX_POOLS", 8)
+    with MisbehavingServer() as srv:
+        names = [f"h{i}.many.test" for i in range(30)]
+        for worker in make_worker(resolve={"*.many.test": LOOPBACK}):
+            for name in names + names[-4:]:  # the last four again: their pools are kept
+                url = f"http://{name}:{srv.port}/ok"
+                out = worker.process(Job(fp=fingerprint(url), url=url, host=url_host(url)))
+                assert out.state == "done" and out.page is not None and out.page.status == 200
+            assert len(worker._pools) == 8
+            assert [key[1] for key in worker._pools][-4:] == [f"{n}:{srv.port}" for n in names[-4:]]
+            assert _established_to(srv.port) == 8  # the retired pools closed theirs
+        assert srv.connections_accepted == 30  # the four hosts asked again reused theirs
