@@ -154,8 +154,13 @@ class CrawlStore(Protocol):
         """Whether any entry is queued, due now or later."""
         ...
 
-    def hosts_with_work(self, now: float) -> list[str]:
-        """The hosts with a queued entry due at ``now`` (``not_before <= now``)."""
+    def hosts_with_work(
+        self, now: float, *, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        """The hosts with a queued entry due at ``now`` (``not_before <= now``), in order
+        of name: those after ``after``, at most ``limit`` (None: all). The read visits the
+        queued hosts one index seek each and stops at ``limit``, so a window of a broad
+        crawl's queue costs what the window holds (see ``Dispatcher.dispatch``)."""
         ...
 
     def next_not_before(self, now: float | None = None) -> float | None:

@@ -45,17 +45,18 @@ _TAKE = (
     " ORDER BY priority DESC, seq LIMIT ?"
 )
 # Distinct queued hosts by skipping through the partial index: one seek per host, so the
-# cost follows the number of hosts, not the number of queued rows.
+# cost follows the number of hosts, not the number of queued rows. SQLite runs the recursion
+# only as far as the outer LIMIT reads it.
 _QUEUED_HOSTS = """
 WITH RECURSIVE h(host) AS (
-    SELECT (SELECT min(host) FROM frontier WHERE state = 'queued')
+    SELECT (SELECT min(host) FROM frontier WHERE state = 'queued' AND host > ?)
     UNION ALL
     SELECT (SELECT min(host) FROM frontier WHERE state = 'queued' AND host > h.host)
     FROM h WHERE h.host IS NOT NULL
 )
 SELECT host FROM h WHERE host IS NOT NULL AND EXISTS (
     SELECT 1 FROM frontier WHERE state = 'queued' AND host = h.host AND not_before <= ?
-)
+) LIMIT ?
 """
 
 
@@ -122,9 +123,13 @@ class FrontierMixin(Connection):
         self._counts["queued"] += new
         return new
 
-    def hosts_with_work(self, now: float) -> list[str]:
-        """Hosts with a queued entry whose ``not_before`` has passed."""
-        return [row[0] for row in self.conn.execute(_QUEUED_HOSTS, (now,))]
+    def hosts_with_work(
+        self, now: float, *, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        """Hosts with a queued entry whose ``not_before`` has passed (``after``, ``limit``:
+        a window of them, see ``CrawlStore.hosts_with_work``)."""
+        args = (after, now, -1 if limit is None else limit)
+        return [row[0] for row in self.conn.execute(_QUEUED_HOSTS, args)]
 
     def next_not_before(self, now: float | None = None) -> float | None:
         """The earliest ``not_before`` after ``now`` among queued entries (None: none waits)."""

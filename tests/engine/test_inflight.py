@@ -181,3 +181,83 @@ def test_dispatch_the_table_the_handles_and_the_host_clocks_agree(
 
     assert dispatcher.abandon() == [second]
     assert (len(table), handles[0].busy) == (0, 0)
+
+
+class ReadsLogged(Store):
+    """A real Store that notes how many hosts each read of the queue's hosts returned."""
+
+    reads: list[int]
+
+    def hosts_with_work(
+        self, now: float, *, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        hosts = super().hosts_with_work(now, after=after, limit=limit)
+        self.reads.append(len(hosts))
+        return hosts
+
+
+def _sent(workers: Workers) -> list[Any]:
+    jobs = []
+    for conn in workers.job_ends:
+        while conn.poll():
+            kind, batch = pickle.loads(conn.recv_bytes())
+            assert kind == "jobs"
+            jobs.extend(batch)
+    return jobs
+
+
+@pytest.mark.timeout(60)
+def test_a_round_reads_a_window_of_a_broad_queue_and_every_host_gets_its_turn(
+    workers: Workers, tmp_path: Path
+) -> None:
+    # 300 hosts with two URLs each; the workers have room for 8 Jobs at a time (4 hosts). A
+    # round used to read every queued host (and walk them all in Python): 300 a round, 100k
+    # on a broad crawl, most of the engine's time. Now it reads a window from where the last
+    # round's ended.
+    handles = workers.handles
+    dispatcher = Dispatcher(handles, handles[0].in_flight, Politeness(PolitenessPolicy()), 4)
+    hosts = [f"h{i:03d}.example" for i in range(300)]
+    with ReadsLogged(tmp_path / "w.db", fresh=True) as store:
+        store.reads = []
+        store.add([_request(f"http://{h}/{k}") for h in hosts for k in range(2)])
+        rounds: list[list[str]] = []
+        while sum(map(len, rounds)) < 2 * len(hosts):
+            now = float(len(rounds) + 1)
+            assert dispatcher.dispatch(store, None, now) == []
+            jobs = _sent(workers)
+            assert len(jobs) == 8  # the room, always filled
+            rounds.append(sorted(job.host for job in jobs))
+            for job in jobs:
+                dispatcher.finished(job.fp, now, ok=True)
+    order = [host for batch in rounds for host in batch]
+    assert sorted(order) == sorted(hosts * 2)  # every URL once
+    assert max(store.reads) == 64  # a window: 4 hosts per free slot, at least 64
+    assert len(rounds) == 75 and len(store.reads) <= 80  # a round's room: mostly one window
+    assert rounds[1] == sorted(hosts[64:68] * 2)  # the second round starts after the first's
+    assert rounds[5] == sorted(hosts[4:8] * 2)  # round 5 read the last hosts; 6 goes round
+
+
+@pytest.mark.timeout(60)
+def test_a_window_whose_hosts_must_wait_is_followed_by_the_next_in_the_same_round(
+    workers: Workers, tmp_path: Path
+) -> None:
+    handles = workers.handles
+    politeness = Politeness(PolitenessPolicy())
+    dispatcher = Dispatcher(handles, handles[0].in_flight, politeness, 4)
+    hosts = [f"h{i:03d}.example" for i in range(200)]
+    for host in hosts[:100]:
+        politeness.push(host, 50.0)  # a Retry-After: no start before t=50
+    with ReadsLogged(tmp_path / "w.db", fresh=True) as store:
+        store.reads = []
+        store.add([_request(f"http://{h}/{k}") for h in hosts for k in range(2)])
+        dispatcher.dispatch(store, None, 1.0)
+        first = sorted(job.host for job in _sent(workers))
+        assert first == [h for h in hosts[100:104] for _ in range(2)]
+        assert store.reads == [64, 64]  # a window of waiting hosts, then the next
+        # A budget (max_pages) caps the round.
+        for job in _sent(workers):
+            dispatcher.finished(job.fp, 2.0, ok=True)
+        store.reads = []
+        dispatcher.abandon()
+        dispatcher.dispatch(store, None, 60.0, budget=3)
+        assert len(_sent(workers)) == 3

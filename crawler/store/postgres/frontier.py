@@ -90,7 +90,7 @@ _TAKE_LEASED = (
 # a per-host index probe that stops at the first ready entry.
 _QUEUED_HOSTS = """
 WITH RECURSIVE h(host) AS (
-    SELECT (SELECT min(host) FROM frontier WHERE state = 'queued')
+    SELECT (SELECT min(host) FROM frontier WHERE state = 'queued' AND host > %s)
     UNION ALL
     SELECT (SELECT min(host) FROM frontier WHERE state = 'queued' AND host > h.host)
     FROM h WHERE h.host IS NOT NULL
@@ -98,7 +98,7 @@ WITH RECURSIVE h(host) AS (
 SELECT host FROM h WHERE host IS NOT NULL AND (
     SELECT true FROM frontier WHERE state = 'queued' AND host = h.host AND not_before <= %s
     LIMIT 1
-)
+) LIMIT %s
 """
 # The same probe for given hosts only (a node's own).
 _HOSTS_AMONG = """
@@ -201,9 +201,13 @@ class FrontierMixin(Connection):
         fp_text, depth_text = ",".join(map(str, _fps)), ",".join(map(str, depths))
         return conn.execute(_INSERT_FOLLOWS, (now, now, fp_text, url_text, host_text, depth_text))
 
-    def hosts_with_work(self, now: float) -> list[str]:
+    def hosts_with_work(
+        self, now: float, *, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        # The recursion runs only as far as the outer LIMIT reads it (NULL: no limit).
         with self._read("read the queue of"):
-            return [row[0] for row in self.conn.execute(_QUEUED_HOSTS, (now,))]
+            rows = self.conn.execute(_QUEUED_HOSTS, (after, now, limit))
+            return [row[0] for row in rows]
 
     def hosts_with_work_among(self, hosts: Sequence[str], now: float) -> list[str]:
         if not hosts:
