@@ -153,23 +153,32 @@ class FrontierMixin(Connection):
         return row.fetchone() is not None
 
     def take_hosts(self, limits: dict[str, int], now: float) -> dict[str, list[Job]]:
-        """``take`` of each host (a call here costs no round trip: one per host is as cheap)."""
-        taken = {host: self.take(host, n, now) for host, n in limits.items()}
-        return {host: jobs for host, jobs in taken.items() if jobs}
+        """Up to ``limits[host]`` ready entries of each host (priority, then age), now in
+        flight; the hosts that had some. One transaction for them all (a broad crawl's round
+        takes one or two entries from each of many hosts), and the counts move once it is
+        committed."""
+        jobs: dict[str, list[Job]] = {}
+        taken = 0
+        with self._tx("take work from") as conn:
+            for host, limit in limits.items():
+                if limit <= 0:
+                    continue
+                rows = conn.execute(_TAKE, (host, now, limit)).fetchall()
+                if not rows:
+                    continue
+                conn.executemany(
+                    "UPDATE frontier SET state = 'in_flight', updated_at = ? WHERE id = ?",
+                    [(now, row[0]) for row in rows],
+                )
+                jobs[host] = [job_from_row(host, row[1:]) for row in rows]
+                taken += len(rows)
+        self._counts["queued"] -= taken
+        self._counts["in_flight"] += taken
+        return jobs
 
     def take(self, host: str, limit: int, now: float) -> list[Job]:
         """Up to ``limit`` ready entries of ``host`` (priority, then age), now in flight."""
-        if limit <= 0:
-            return []
-        with self._tx("take work from") as conn:
-            rows = conn.execute(_TAKE, (host, now, limit)).fetchall()
-            conn.executemany(
-                "UPDATE frontier SET state = 'in_flight', updated_at = ? WHERE id = ?",
-                [(now, row[0]) for row in rows],
-            )
-        self._counts["queued"] -= len(rows)
-        self._counts["in_flight"] += len(rows)
-        return [job_from_row(host, row[1:]) for row in rows]
+        return self.take_hosts({host: limit}, now).get(host, [])
 
     def reset_in_flight(self) -> int:
         """Every in-flight entry back to queued (a run starting after a crash)."""
