@@ -43,6 +43,7 @@ log = logging.getLogger("crawler")
 
 CLAIM_EVERY = 0.2  # seconds between claims of free hosts while some wait
 MAX_CANDIDATES = 200  # hosts offered to one claim statement
+WINDOW = 2048  # the run's hosts with work read at once (Node.look)
 HEARTBEAT_MAX = 2.0  # seconds between lease renewals, at most
 LOOK_EVERY = 0.5  # seconds between heartbeats (the run's counters, live nodes, the share)
 # ... except the second, this soon after the first: nodes started together (cron, a k8s Job)
@@ -101,7 +102,11 @@ class Node:
         # The fingerprints the engine has in flight (set by the engine; see _beat).
         self.known_in_flight: Callable[[], list[int]] = list
         self._reconnects = 0
-        self._wanted: list[str] = []  # the run's hosts with work, as last read (hosts())
+        # The run's hosts with work, read a window at a time (look()): where the next window
+        # starts, how many the windows of this round of them found so far, and of the last.
+        self._cursor = ""
+        self._counting = 0
+        self._counted = 0
         self._own_work: set[str] = set()  # the held ones with work, as this round read them
 
     def __repr__(self) -> str:
@@ -226,7 +231,7 @@ class Node:
                 self.draining.discard(host)
 
     def _share(self) -> int:
-        return max(1, math.ceil(len(self._wanted) / max(1, self.live_nodes)))
+        return max(1, math.ceil(self._run_hosts() / max(1, self.live_nodes)))
 
     def _clocks(self, hosts: list[str]) -> list[tuple[str, int, float, float]]:
         out = []
@@ -239,48 +244,65 @@ class Node:
         """The hosts with work this node may start requests to now, read from ``store``
         (this node's store, as the engine calls it).
 
-        Most rounds probe only the hosts this node holds (one index probe each). The run's
-        hosts with work (a scan of every queued host: it grows with the run's hosts, not
-        this node's) are read when the node may claim some (it is below its share and a
-        claim is due, every ``CLAIM_EVERY``), at least every ``look_every`` (the share and
-        the hosts it gives back are counted from them), and while it holds none."""
+        Every round probes the hosts this node holds (one index probe each). A window of
+        the run's hosts with work is read too (:meth:`look`) when the node may claim some
+        (it is below its share and a claim is due, every ``CLAIM_EVERY``), at least every
+        ``look_every``, and while it holds none."""
         mono = self.clock()
         leases = self.leases
+        own = self.store.hosts_with_work_among(list(leases), now) if leases else []
+        self._own_work = set(own)
         if (
             not leases
             or mono >= self._next_scan
             or (mono >= self._next_claim and self._below_share())
         ):
             self._next_scan = mono + self.look_every
-            return self.allowed(store.hosts_with_work(now), now)
-        with_work = self.store.hosts_with_work_among(list(leases), now)
-        self._own_work = set(with_work)
-        return self._startable(with_work, mono)
+            own += self.look(store, now)
+        return self._startable(own, mono)
 
     def _below_share(self) -> bool:
         """Whether this node holds fewer hosts with work than its share (as last read)."""
-        return len(self._own_work) < min(len(self._wanted), self._share())
+        return len(self._own_work) < min(self._run_hosts(), self._share())
 
     def _startable(self, hosts: list[str], mono: float) -> list[str]:
         leases, draining = self.leases, self.draining
         return [h for h in hosts if h in leases and leases[h][1] > mono and h not in draining]
 
-    def allowed(self, hosts: list[str], now: float) -> list[str]:
-        """The hosts among ``hosts`` (the run's hosts with work) this node may start
-        requests to now, after claiming free ones up to its share."""
-        self._wanted = hosts
+    def look(self, store: CrawlStore, now: float) -> list[str]:
+        """Read the next window of the run's hosts with work (``WINDOW`` of them, from where
+        the last window ended) and claim free ones up to the share; the hosts claimed.
+
+        A window, not every host: that read follows the run's hosts, not this node's
+        (measured with PostgreSQL: 64 ms at 10,000 hosts, 638 ms at 100,000, read every
+        0.2-0.5 s by every node). The windows go round the run's hosts, and the share is
+        counted from the last full round (with fewer hosts than a window, every read is
+        one: the count is exact each time)."""
+        window = store.hosts_with_work(now, after=self._cursor, limit=WINDOW)
+        if len(window) < WINDOW:  # the last of the run's hosts: the round is complete
+            self._counted, self._counting, self._cursor = self._counting + len(window), 0, ""
+        else:
+            self._counting += len(window)
+            self._cursor = window[-1]
         mono = self.clock()
         leases = self.leases
-        free = [h for h in hosts if h not in leases]
-        if free and mono >= self._next_claim:
-            self._next_claim = mono + CLAIM_EVERY
-            # The share is of hosts with work: a held host that has none left (only requests
-            # in flight, given back once idle) takes no room from one that waits for a lease.
-            room = self._share() - (len(hosts) - len(free))
-            if room > 0:
-                self._claim(free, room, now)
-        self._own_work = {h for h in hosts if h in leases}  # with what it just claimed
-        return self._startable(hosts, mono)
+        free = [h for h in window if h not in leases]
+        if not free or mono < self._next_claim:
+            return []
+        self._next_claim = mono + CLAIM_EVERY
+        # The share is of hosts with work: a held host that has none left (only requests in
+        # flight, given back once idle) takes no room from one that waits for a lease.
+        room = self._share() - len(self._own_work)
+        if room <= 0:
+            return []
+        claimed = self._claim(free, room, now)
+        self._own_work.update(claimed)
+        return claimed
+
+    def _run_hosts(self) -> int:
+        """The run's hosts with work: the last full round of windows, or this round's so far
+        when more (the run grew, or the first round is not complete yet)."""
+        return max(self._counted, self._counting)
 
     def claim_wait(self) -> float | None:
         """Seconds until this node claims hosts again, when it is below its share of the
@@ -300,13 +322,14 @@ class Node:
         lease = self.leases.get(host)
         return self.clock() if lease is None else lease[1]
 
-    def _claim(self, free: list[str], room: int, now: float) -> None:
+    def _claim(self, free: list[str], room: int, now: float) -> list[str]:
+        """Claim up to ``room`` of the ``free`` hosts; the ones claimed."""
         if len(free) > MAX_CANDIDATES:
             free = random.sample(free, MAX_CANDIDATES)
         sent = self.clock()
         claimed = self.store.claim(free, room, self.ttl)
         if not claimed:
-            return
+            return []
         for host, epoch, next_fetch_at, crawl_delay in claimed:
             self.leases[host] = (epoch, sent + self.ttl)
             # The last owner's clock: its spacing (Crawl-delay, Retry-After) holds across nodes.
@@ -318,6 +341,7 @@ class Node:
             rows = self.store.robots_of([c[0] for c in claimed])
             for host, policy in self.robots.load(rows):
                 self.politeness.set_crawl_delay(host, policy.crawl_delay)
+        return [c[0] for c in claimed]
 
     def busy_elsewhere(self) -> bool:
         """Whether the run still has work in flight somewhere (or a node seeding it)."""
