@@ -109,9 +109,7 @@ class Dispatcher:
         if host is not None:
             if worker is not None:
                 self._release(host, worker)
-            starts = self._starts.get(host)
-            if starts is not None:
-                starts.pop(fp, None)
+            starts = self._forget_start(host, fp)
             if sample is not None and level is not None:
                 oldest = next(iter(starts.values()), now) if starts else now
                 sample = replace(sample, level=level, pending=now - oldest)
@@ -122,10 +120,20 @@ class Dispatcher:
         held = self.in_flight.take_worker(worker)
         for fp, host in held.items():
             self._levels.pop(fp, None)
-            self._starts.get(host, {}).pop(fp, None)
+            self._forget_start(host, fp)
             self._release(host, worker)
             self.politeness.finished(host, now, ok=False)
         return list(held)
+
+    def _forget_start(self, host: str, fp: int) -> dict[int, float] | None:
+        """Drop ``fp``'s start time; the host's start times left (None: none were kept).
+        A host with none left goes: a broad crawl passes through millions of hosts."""
+        starts = self._starts.get(host)
+        if starts is not None:
+            starts.pop(fp, None)
+            if not starts:
+                del self._starts[host]
+        return starts
 
     def abandon(self) -> list[int]:
         """Forget everything in flight; the fingerprints, for the caller to requeue."""
