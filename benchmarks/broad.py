@@ -31,10 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crawler.bench.measure import tree_pids, tree_rss_by_pid
-from crawler.bench.run import verify_crawl
-from crawler.bench.server import SiteServer
-from crawler.bench.site import SiteInfo, generate_site, named_origins
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.kit.postgres: the tests' throwaway cluster
+
+from crawler.bench.measure import tree_pids, tree_rss_by_pid  # noqa: E402
+from crawler.bench.run import verify_crawl  # noqa: E402
+from crawler.bench.server import SiteServer  # noqa: E402
+from crawler.bench.site import SiteInfo, generate_site, named_origins  # noqa: E402
+from tests.kit.postgres import PostgresServer  # noqa: E402
 
 DOMAIN = "wide.test"
 
@@ -67,8 +73,16 @@ class TreeSampler:
         self._thread.join()
 
 
-def one_crawl(site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    db = tmp / f"broad-{label}.db"
+def one_crawl(
+    site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str, pg_url: str | None = None
+) -> dict[str, Any]:
+    """One crawl of ``site``: into a fresh SQLite file, or with ``args.nodes`` nodes into the
+    fresh database at ``pg_url``, every node its own process tree, started together."""
+    db = tmp / f"broad-{label}.db" if pg_url is None else pg_url
+    if pg_url is not None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
     spec = {
         "start_urls": list(site.start_urls),
         "db": str(db),
@@ -80,23 +94,30 @@ def one_crawl(site: SiteInfo, tmp: Path, args: argparse.Namespace, label: str) -
     spec_file = tmp / "spec.json"
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "crawler.bench.child", f"@{spec_file}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    with TreeSampler(proc.pid) as sampler:
-        out, _ = proc.communicate(timeout=args.timeout + 60)
-    summary = json.loads(out.strip().splitlines()[-1])
+    nodes = 1 if pg_url is None else args.nodes
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(nodes)]
+    samplers = [TreeSampler(proc.pid).__enter__() for proc in procs]
+    outs = [proc.communicate(timeout=args.timeout + 60)[0] for proc in procs]
+    seconds = time.perf_counter() - t0
+    for sampler in samplers:
+        sampler.__exit__()
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out in outs]
     check = verify_crawl(db, site)
-    db.unlink()
+    if isinstance(db, Path):
+        db.unlink()
     pages = check["pages"] or 1
-    ok = proc.returncode == 0 and check["pages"] == site.pages and check["duplicates"] == 0
+    codes = [proc.returncode for proc in procs]
+    ok = codes == [0] * nodes and check["pages"] == site.pages and check["duplicates"] == 0
     return {
         "ok": ok,
         "pages": check["pages"],
-        "pages_per_s": check["pages"] / summary["crawl_seconds"],
-        "engine_ms": 1000 * summary["cpu_engine_s"] / pages,
-        "workers_ms": 1000 * summary["cpu_workers_s"] / pages,
-        "peak_rss_mb": sampler.rss / 1048576,
-        "peak_fds": sampler.fds,
-        "note": "" if ok else f"exit {proc.returncode} {summary['finish_reason']} {check}",
+        "pages_per_s": check["pages"] / (seconds if nodes > 1 else summaries[0]["crawl_seconds"]),
+        "engine_ms": 1000 * sum(s["cpu_engine_s"] for s in summaries) / pages,
+        "workers_ms": 1000 * sum(s["cpu_workers_s"] for s in summaries) / pages,
+        "peak_rss_mb": sum(s.rss for s in samplers) / 1048576,
+        "peak_fds": sum(s.fds for s in samplers),
+        "note": "" if ok else f"exits {codes} {[s['finish_reason'] for s in summaries]} {check}",
     }
 
 
@@ -108,6 +129,10 @@ def main() -> None:
     parser.add_argument("--per-host", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per crawl")
+    parser.add_argument(
+        "--postgres", action="store_true", help="into a throwaway PostgreSQL cluster"
+    )
+    parser.add_argument("--nodes", type=int, default=1, help="with --postgres: nodes of the run")
     args = parser.parse_args()
     pages = args.hosts * args.pages_per_host
     with tempfile.TemporaryDirectory(prefix="crawler-broad-") as name:
@@ -124,17 +149,23 @@ def main() -> None:
             flush=True,
         )
         results = []
-        with SiteServer(site, "nginx"):
-            for r in range(args.rounds):
-                res = one_crawl(site, tmp, args, str(r))
-                results.append(res)
-                print(
-                    f"round {r + 1}: {res['pages_per_s']:6.0f} pages/s  ms/page: engine"
-                    f" {res['engine_ms']:.2f} workers {res['workers_ms']:.2f}  peak RSS"
-                    f" {res['peak_rss_mb']:.0f} MB, open files {res['peak_fds']}"
-                    f"  {'all stored once' if res['ok'] else 'NOT OK: ' + res['note']}",
-                    flush=True,
-                )
+        server = PostgresServer().start() if args.postgres else None
+        try:
+            pg_url = None if server is None else server.database()
+            with SiteServer(site, "nginx"):
+                for r in range(args.rounds):
+                    res = one_crawl(site, tmp, args, str(r), pg_url)
+                    results.append(res)
+                    print(
+                        f"round {r + 1}: {res['pages_per_s']:6.0f} pages/s  ms/page: engine"
+                        f" {res['engine_ms']:.2f} workers {res['workers_ms']:.2f}  peak RSS"
+                        f" {res['peak_rss_mb']:.0f} MB, open files {res['peak_fds']}"
+                        f"  {'all stored once' if res['ok'] else 'NOT OK: ' + res['note']}",
+                        flush=True,
+                    )
+        finally:
+            if server is not None:
+                server.stop()
     if len(results) > 1:
         med = {k: statistics.median(r[k] for r in results) for k in results[0] if k[0] != "n"}
         print(

@@ -1,9 +1,10 @@
 """One measured crawl of ``benchmarks/crawl.py``, in a process of its own.
 
 ``python -m crawler.bench.child SPEC`` (SPEC: JSON, or ``@FILE`` holding it, with
-``start_urls``, ``db``, ``workers``, ``per_host`` and ``discovery``, and optionally
-``settings``, more settings by name) crawls with :class:`~crawler.bench.spider.BenchSpider`
-(or ``DiscoverySpider`` when ``discovery`` is set) and prints one line of JSON: the crawl's
+``start_urls``, ``db`` (a file or a ``postgresql://`` URL), ``workers``, ``per_host`` and
+``discovery``, and optionally ``settings``, more settings by name) crawls with
+:class:`~crawler.bench.spider.BenchSpider` (or ``DiscoverySpider`` when ``discovery`` is set)
+and prints one line of JSON: the crawl's
 seconds, exit code and finish reason, and its CPU seconds by kind of process.
 
 A module of its own, not a flag of the benchmark script, so the measured process imports the
@@ -44,7 +45,7 @@ def main(spec_json: str) -> None:
     result = crawl(
         spider,
         settings=settings,
-        db_path=Path(spec["db"]),
+        db_path=spec["db"] if spec["db"].startswith("postgresql://") else Path(spec["db"]),
         spider_kwargs={"start_urls": " ".join(spec["start_urls"])},
         fresh=True,
     )

@@ -88,9 +88,11 @@ class Dispatcher:
         # header, and puts back (second argument) the Jobs that must wait for a login.
         self.prepare: Callable[[list[Job], Callable[[list[int]], Any]], list[Job]] | None = None
         # Set by the engine when this process is a node of a shared run (PostgreSQL,
-        # crawler.engine.nodes): the hosts with work it holds a live lease on (claiming some),
-        # read by the node instead of every host with work.
-        self.node_hosts: Callable[[CrawlStore, float], list[str]] | None = None
+        # crawler.engine.nodes): a window of the hosts with work it holds a live lease on
+        # (claiming some), read by the node instead of the queue's (see _queue_window).
+        self.node_hosts: (
+            Callable[[CrawlStore, float, str, int], tuple[list[str], str | None]] | None
+        ) = None
         # ... and gives each Job its host's lease deadline (Job.not_after, crawler.worker.fence).
         self.lease_deadline: Callable[[str], float] | None = None
         self._held: dict[tuple[str, int], int] = {}  # (host, worker) -> its Jobs in flight
@@ -176,16 +178,14 @@ class Dispatcher:
     ) -> list[Outcome]:
         """Send what may start now (at most ``budget`` Jobs); the Outcomes of refused Jobs."""
         denied: list[Outcome] = []
-        if self.node_hosts is not None:
-            self._dispatch_hosts(store, robots, self.node_hosts(store, now), now, budget, denied)
-            return denied
-        # The queue's hosts with work, a window at a time, from where the last round's
-        # window ended: a round reads a few times as many hosts as the workers have room
-        # for, not every host of the queue (measured, 20,000 hosts: that read and the
-        # walk over its hosts were 75% of the engine's time; benchmarks/broad.py). A
-        # window whose hosts cannot start (their delay, their slots) is followed by the
-        # next, until the room is used or the queue has gone round once. With fewer hosts
-        # than a window (most crawls) every round reads them all, from the first.
+        # The hosts with work, a window at a time, from where the last round's window
+        # ended: a round reads a few times as many hosts as the workers have room for, not
+        # every host with work (measured, 20,000 hosts: that read and the walk over its
+        # hosts were 75% of the engine's time; benchmarks/broad.py). A window whose hosts
+        # cannot start (their delay, their slots) is followed by the next, until the room
+        # is used or the hosts have gone round once. With fewer hosts than a window (most
+        # crawls) every round reads them all, from the first.
+        window = self._queue_window if self.node_hosts is None else self.node_hosts
         start = after = self._cursor
         wrapped = False
         while budget > 0:
@@ -193,21 +193,30 @@ class Dispatcher:
             if room <= 0:
                 break
             want = min(MAX_WINDOW, max(MIN_WINDOW, WINDOW_PER_SLOT * room))
-            hosts = store.hosts_with_work(now, after=after, limit=want)
-            end = len(hosts) < want
-            if wrapped and hosts and hosts[-1] >= start:
-                hosts, end = [h for h in hosts if h < start], True
+            hosts, next_after = window(store, now, after, want)
+            if wrapped:
+                if next_after is not None and next_after >= start:
+                    next_after = None
+                hosts = [h for h in hosts if h < start]
             if hosts:
-                after = hosts[-1]
                 budget = self._dispatch_hosts(store, robots, hosts, now, budget, denied)
-            if not end:
-                self._cursor = after
+            if next_after is not None:
+                self._cursor = after = next_after
                 continue
             self._cursor = ""
             if wrapped or not start:
-                break  # the whole queue has been read this round
+                break  # every host has been read this round
             wrapped, after = True, ""  # round again from the first host, up to ``start``
         return denied
+
+    @staticmethod
+    def _queue_window(
+        store: CrawlStore, now: float, after: str, limit: int
+    ) -> tuple[list[str], str | None]:
+        """The queue's hosts with work after ``after`` (at most ``limit``), and where the next
+        window starts (None: this one reached the last)."""
+        hosts = store.hosts_with_work(now, after=after, limit=limit)
+        return hosts, hosts[-1] if len(hosts) == limit else None
 
     def _free_room(self) -> int:
         """Jobs the live workers can take now (each up to ``worker_cap``)."""

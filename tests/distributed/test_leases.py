@@ -222,6 +222,13 @@ def test_a_node_reads_the_runs_hosts_a_window_at_a_time_and_claims_its_share(
         assert a.reads == [4, 4, 2, 4]  # the fourth read starts the next round
         assert node_a._run_hosts() == 10 and node_a._share() == 5
         assert len(node_a.leases) == 5  # its share, claimed from several windows
+        # Dispatch reads the node's own hosts a window at a time too (by name).
+        held = sorted(node_a.leases)
+        assert node_a.hosts(a, 1e9, "", 2) == (held[:2], held[1])
+        assert node_a.hosts(a, 1e9, held[1], 2) == (held[2:4], held[3])
+        a.take(held[4], 1, 1e9)  # its one URL in flight: no work left
+        assert node_a.hosts(a, 1e9, held[3], 2) == ([], None)  # the last window
+        assert held[4] not in node_a._own_work and len(node_a._own_work) == 4
         for _ in range(3):
             clock[0] += 1.0
             node_b.hosts(b, 1e9)
