@@ -309,11 +309,15 @@ class Node:
             self._counting += len(window)
             self._cursor = window[-1]
         mono = self.clock()
+        if mono < self._next_claim:
+            return []
+        # Due even when nothing here is free: a node below its share whose window was all
+        # taken would otherwise read the next window on every round.
+        self._next_claim = mono + CLAIM_EVERY
         leases = self.leases
         free = [h for h in window if h not in leases]
-        if not free or mono < self._next_claim:
+        if not free:
             return []
-        self._next_claim = mono + CLAIM_EVERY
         # The share is of hosts with work: a held host that has none left (only requests in
         # flight, given back once idle) takes no room from one that waits for a lease.
         room = self._share() - len(self._own_work)
