@@ -89,7 +89,11 @@ def one_crawl(
         "workers": args.workers,
         "per_host": args.per_host,
         "discovery": 0,
-        "settings": {"resolve": {f"*.{DOMAIN}": "127.0.0.1"}, "max_runtime": args.timeout},
+        "settings": {
+            "resolve": {f"*.{DOMAIN}": "127.0.0.1"},
+            "max_runtime": args.timeout,
+            "robots": args.robots,  # nginx answers 404: every host's rules are "allow all"
+        },
     }
     spec_file = tmp / "spec.json"
     spec_file.write_text(json.dumps(spec))
@@ -133,6 +137,9 @@ def main() -> None:
         "--postgres", action="store_true", help="into a throwaway PostgreSQL cluster"
     )
     parser.add_argument("--nodes", type=int, default=1, help="with --postgres: nodes of the run")
+    parser.add_argument(
+        "--robots", action="store_true", help="ask every host for its robots.txt first"
+    )
     args = parser.parse_args()
     pages = args.hosts * args.pages_per_host
     with tempfile.TemporaryDirectory(prefix="crawler-broad-") as name:
