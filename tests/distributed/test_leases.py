@@ -24,6 +24,7 @@ from crawler.store.postgres import Store
 from crawler.urls import fingerprint
 from crawler.worker.runner import JobRunner
 from tests.kit.postgres import PostgresServer
+from tests.kit.reads import HostReadsLogged
 
 HOST = "a.example"
 STALE = 100.0
@@ -183,17 +184,8 @@ def test_hosts_with_work_among_probes_only_the_hosts_given(nodes: tuple[Store, S
     assert a.hosts_with_work_among(["b.example", "c.example"], now) == ["c.example"]
 
 
-class WindowsLogged(Store):
-    """A real Store that notes how many hosts each read of the run's hosts with work got."""
-
-    reads: list[int]
-
-    def hosts_with_work(
-        self, now: float, *, after: str = "", limit: int | None = None
-    ) -> list[str]:
-        hosts = super().hosts_with_work(now, after=after, limit=limit)
-        self.reads.append(len(hosts))
-        return hosts
+class WindowsLogged(HostReadsLogged, Store):
+    pass
 
 
 def test_a_node_reads_the_runs_hosts_a_window_at_a_time_and_claims_its_share(
@@ -208,7 +200,6 @@ def test_a_node_reads_the_runs_hosts_a_window_at_a_time_and_claims_its_share(
     try:
         for _ in range(2):
             store = WindowsLogged(db)
-            store.reads = []
             politeness = Politeness(PolitenessPolicy())
             node = Node(store, Settings(lease_ttl=30), politeness, clock=lambda: clock[0])
             node.join("s", {})

@@ -20,6 +20,7 @@ from crawler.engine.workers import WorkerHandle, close_pipes
 from crawler.messages import NewRequest
 from crawler.store import Store
 from crawler.urls import Admitted, admit
+from tests.kit.reads import HostReadsLogged
 
 
 def test_empty() -> None:
@@ -183,17 +184,8 @@ def test_dispatch_the_table_the_handles_and_the_host_clocks_agree(
     assert (len(table), handles[0].busy) == (0, 0)
 
 
-class ReadsLogged(Store):
-    """A real Store that notes how many hosts each read of the queue's hosts returned."""
-
-    reads: list[int]
-
-    def hosts_with_work(
-        self, now: float, *, after: str = "", limit: int | None = None
-    ) -> list[str]:
-        hosts = super().hosts_with_work(now, after=after, limit=limit)
-        self.reads.append(len(hosts))
-        return hosts
+class ReadsLogged(HostReadsLogged, Store):
+    pass
 
 
 def _sent(workers: Workers) -> list[Any]:
@@ -218,7 +210,6 @@ def test_a_round_reads_a_window_of_a_broad_queue_and_every_host_gets_its_turn(
     dispatcher = Dispatcher(handles, handles[0].in_flight, Politeness(PolitenessPolicy()), 4)
     hosts = [f"h{i:03d}.example" for i in range(300)]
     with ReadsLogged(tmp_path / "w.db", fresh=True) as store:
-        store.reads = []
         store.add([_request(f"http://{h}/{k}") for h in hosts for k in range(2)])
         rounds: list[list[str]] = []
         while sum(map(len, rounds)) < 2 * len(hosts):
@@ -248,7 +239,6 @@ def test_a_window_whose_hosts_must_wait_is_followed_by_the_next_in_the_same_roun
     for host in hosts[:100]:
         politeness.push(host, 50.0)  # a Retry-After: no start before t=50
     with ReadsLogged(tmp_path / "w.db", fresh=True) as store:
-        store.reads = []
         store.add([_request(f"http://{h}/{k}") for h in hosts for k in range(2)])
         dispatcher.dispatch(store, None, 1.0)
         first = sorted(job.host for job in _sent(workers))
