@@ -40,7 +40,11 @@ def test_three_nodes_share_one_run_with_global_per_host_limit_and_crawl_delay(
     site: Site, tmp_path: Path, postgres: PostgresServer
 ) -> None:
     db = postgres.database()
-    mesh = Mesh(site)
+    # 0.1 s a request: the 59 fast hosts are then done 1.5-1.8 s after the first node joins.
+    # With 0.02 s they were done after 0.7-0.9 s (measured), while the other nodes' first
+    # fetches came 0.15-0.4 s in: a node whose start-up ran late on a busy machine found
+    # them all done and stored nothing (3 failures in about 35 runs).
+    mesh = Mesh(site, delay=0.1)
     nodes = [start_node(tmp_path, db, mesh.start, "lease_ttl=3") for _ in range(3)]
     results = finish(nodes, 120)
     for code, err in results:
