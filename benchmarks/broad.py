@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,41 +34,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.kit.postgres: the tests' throwaway cluster
 
-from crawler.bench.measure import tree_pids, tree_rss_by_pid  # noqa: E402
+from crawler.bench.measure import TreeRSSSampler  # noqa: E402
 from crawler.bench.run import verify_crawl  # noqa: E402
 from crawler.bench.server import SiteServer  # noqa: E402
 from crawler.bench.site import SiteInfo, generate_site, named_origins  # noqa: E402
 from tests.kit.postgres import PostgresServer  # noqa: E402
 
 DOMAIN = "wide.test"
-
-
-class TreeSampler:
-    """Peak summed RSS and open file descriptors of a process tree, sampled every 0.1 s."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.rss = 0
-        self.fds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.rss = max(self.rss, sum(tree_rss_by_pid(self.root).values()))
-            fds = 0
-            for pid in tree_pids(self.root):
-                with contextlib.suppress(OSError):  # the process ended between two reads
-                    fds += len(os.listdir(f"/proc/{pid}/fd"))
-            self.fds = max(self.fds, fds)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def one_crawl(
@@ -101,11 +71,13 @@ def one_crawl(
     nodes = 1 if pg_url is None else args.nodes
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(nodes)]
-    samplers = [TreeSampler(proc.pid).__enter__() for proc in procs]
-    outs = [proc.communicate(timeout=args.timeout + 60)[0] for proc in procs]
-    seconds = time.perf_counter() - t0
-    for sampler in samplers:
-        sampler.__exit__()
+    with contextlib.ExitStack() as stack:
+        samplers = [
+            stack.enter_context(TreeRSSSampler(proc.pid, interval=0.1, count_files=True))
+            for proc in procs
+        ]
+        outs = [proc.communicate(timeout=args.timeout + 60)[0] for proc in procs]
+        seconds = time.perf_counter() - t0
     summaries = [json.loads(out.strip().splitlines()[-1]) for out in outs]
     check = verify_crawl(db, site)
     if isinstance(db, Path):
@@ -119,8 +91,8 @@ def one_crawl(
         "pages_per_s": check["pages"] / (seconds if nodes > 1 else summaries[0]["crawl_seconds"]),
         "engine_ms": 1000 * sum(s["cpu_engine_s"] for s in summaries) / pages,
         "workers_ms": 1000 * sum(s["cpu_workers_s"] for s in summaries) / pages,
-        "peak_rss_mb": sum(s.rss for s in samplers) / 1048576,
-        "peak_fds": sum(s.fds for s in samplers),
+        "peak_rss_mb": sum(s.peak for s in samplers) / 1048576,
+        "peak_fds": sum(s.peak_files for s in samplers),
         "note": "" if ok else f"exits {codes} {[s['finish_reason'] for s in summaries]} {check}",
     }
 

@@ -142,6 +142,13 @@ def _rss_kb(pid: int) -> int:
         return 0  # gone
 
 
+def _open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(_PROC / str(pid) / "fd"))
+    except OSError:
+        return 0  # gone
+
+
 def tree_rss(root: int, exclude: frozenset[int] = frozenset()) -> int:
     """Bytes resident now, summed over ``root``'s process tree."""
     return sum(tree_rss_by_pid(root, exclude).values())
@@ -157,16 +164,25 @@ class TreeRSSSampler:
 
     ``peak`` is in bytes; ``peak_by_pid`` shows how that peak was split among the processes
     (the root first). ``exclude`` holds PIDs whose subtrees are not counted (a site server that
-    is a child of the measured process).
+    is a child of the measured process). With ``count_files`` it also keeps ``peak_files``, the
+    most file descriptors the tree held open at once (a listing per process and sample, so
+    only the benchmarks that report it pay for it).
     """
 
     def __init__(
-        self, root: int | None = None, interval: float = 0.05, exclude: frozenset[int] = frozenset()
+        self,
+        root: int | None = None,
+        interval: float = 0.05,
+        exclude: frozenset[int] = frozenset(),
+        *,
+        count_files: bool = False,
     ) -> None:
         self.root = os.getpid() if root is None else root
         self.interval = interval
         self.exclude = exclude
+        self.count_files = count_files
         self.peak = 0
+        self.peak_files = 0
         self.peak_by_pid: dict[int, int] = {}
         self.samples = 0
         self._stop = threading.Event()
@@ -184,6 +200,8 @@ class TreeRSSSampler:
         self.samples += 1
         if rss > self.peak:
             self.peak, self.peak_by_pid = rss, parts
+        if self.count_files:
+            self.peak_files = max(self.peak_files, sum(map(_open_files, parts)))
         return rss
 
     def _run(self) -> None:
