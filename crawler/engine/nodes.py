@@ -200,10 +200,7 @@ class Node:
                     self.leases[host] = (self.leases[host][0], sent + self.ttl)
                 else:
                     log.warning("lost the lease of %s", host)
-                    del self.leases[host]
-                    self.draining.discard(host)
-                    self._own_work.discard(host)
-                    self._held_sorted = None
+                    self._forget(host)
         if renew:
             requeued = store.reap(self.grace)
             if requeued:
@@ -232,10 +229,14 @@ class Node:
         if hosts:
             self.store.release(self._clocks(hosts))
             for host in hosts:
-                del self.leases[host]
-                self.draining.discard(host)
-                self._own_work.discard(host)
-            self._held_sorted = None
+                self._forget(host)
+
+    def _forget(self, host: str) -> None:
+        """``host`` is no longer held (given back or lost): out of every view of the leases."""
+        del self.leases[host]
+        self.draining.discard(host)
+        self._own_work.discard(host)
+        self._held_sorted = None
 
     def _share(self) -> int:
         return max(1, math.ceil(self._run_hosts() / max(1, self.live_nodes)))

@@ -274,8 +274,8 @@ class NodeStore(Protocol):
 
     def hosts_with_work_among(self, hosts: Sequence[str], now: float) -> list[str]:
         """Those of ``hosts`` with a queued entry due at ``now``: one index probe each, where
-        ``hosts_with_work`` reads every queued host of the run (a node's own hosts, most
-        rounds; see ``Node.hosts``)."""
+        ``hosts_with_work`` walks the run's queued hosts (a window of a node's own hosts,
+        every round; see ``Node.hosts``)."""
         ...
 
     def claim(
